@@ -1,0 +1,51 @@
+# ReasonAudio suite. `make help` lists the targets.
+# Every target that needs Python calls `setup` first when .venv is missing, so a fresh machine needs one command.
+
+PY      := .venv/bin/python
+CLI     := $(PY) -m reasonaudio
+DATA    := .venv/bin/reasonaudio-data
+CFG     := lightning_configs
+RUNS    := runs
+ARGS    ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help setup test test-fast demo synth check-fixtures bench clean \
+        captions vae vocoder features pretrain reward preference-data post-train eval generate tensorboard
+
+$(PY):
+	$(MAKE) setup
+
+help:  ## list every target
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-16s %s\n", $$1, $$2}'
+
+setup:  ## create .venv and install the suite (pinned by constraints.txt)
+	python3 -m venv .venv
+	$(PY) -m pip install --upgrade pip -c constraints.txt >/dev/null
+	$(PY) -m pip install -c constraints.txt -e '.[dev]'
+
+test: | $(PY)  ## the full test suite (the command CI runs)
+	$(PY) -m pytest -q --timeout=900
+
+test-fast: | $(PY)  ## tests not marked slow
+	$(PY) -m pytest -q -m "not slow"
+
+demo: | $(PY)  ## the whole pipeline on built-in synthetic data (stages so far: synth + check)
+	$(PY) -m reasonaudio.demo --out $(RUNS)/demo $(ARGS)
+
+synth: | $(PY)  ## render the synthetic audio-visual corpus into runs/synth
+	$(DATA) synth --out $(RUNS)/synth --num-clips 32 --seed 0 $(ARGS)
+
+check-fixtures: | $(PY)  ## decode every shared fixture clip and report one JSON line per file
+	$(DATA) check --jsonl ../shared/fixtures/media/*/* $(ARGS) || true
+
+vae: | $(PY)  ## stage vae: train the mel VAE (issue: codec stage)
+	$(CLI) fit --config $(CFG)/vae.yaml $(ARGS)
+
+captions vocoder features pretrain reward preference-data post-train eval generate:  ## stages not built yet (see README)
+	@echo "stage '$@' is not implemented yet; the README's stage table names the issue that brings it." >&2; exit 2
+
+tensorboard: | $(PY)  ## serve TensorBoard over runs/
+	.venv/bin/tensorboard --logdir $(RUNS)
+
+clean:  ## remove run outputs (keeps .venv)
+	rm -rf $(RUNS) .pytest_cache

@@ -33,7 +33,7 @@ already in this form.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 Screen = Literal["on_screen", "off_screen"]
@@ -42,8 +42,8 @@ SCREENS: tuple[str, ...] = get_args(Screen)
 
 _NAME = re.compile(r"[A-Za-z0-9_]+")
 # Attributes inside the opening tag: name first, then screen. Either quote style is accepted for
-# the name (LLM annotators produce both); the screen value is validated separately so that a bad
-# value gets its own message instead of "malformed tag".
+# the name (the canonical form uses the paper's single quotes); the screen value is validated
+# separately so that a bad value gets its own message instead of "malformed tag".
 _TRACK_ATTRS = re.compile(r"\s+name\s*=\s*(['\"])(?P<name>.*?)\1\s+screen\s*=\s*(?P<screen>\S*)\s*")
 _KEYWORDS = re.compile(r"\s*<KEYWORDS>(?P<body>[^<>]*)</KEYWORDS>\s*")
 _SNIPPET = 40
@@ -95,7 +95,7 @@ class Track:
 
     name: str
     screen: Screen
-    keywords: list[str] = field(default_factory=list)
+    keywords: list[str]
 
     def __post_init__(self) -> None:
         _check_str(self.name, "TRACK name")
@@ -104,6 +104,10 @@ class Track:
         if self.screen not in SCREENS:
             raise CaptionFormatError(
                 f"TRACK {self.name!r}: screen must be on_screen or off_screen, got {self.screen!r}"
+            )
+        if not isinstance(self.keywords, list):
+            raise CaptionFormatError(
+                f"TRACK {self.name!r}: keywords must be a list, got {self.keywords!r}"
             )
         if not self.keywords:
             raise CaptionFormatError(f"TRACK {self.name!r}: no keywords")
@@ -134,8 +138,6 @@ class Track:
         missing = [key for key in ("name", "screen", "keywords") if key not in data]
         if missing:
             raise CaptionFormatError(f"track dict is missing key {missing[0]!r}")
-        if not isinstance(data["keywords"], list):
-            raise CaptionFormatError(f"track 'keywords' must be a list, got {data['keywords']!r}")
         return cls(name=data["name"], screen=data["screen"], keywords=data["keywords"])
 
 
@@ -167,6 +169,8 @@ class ThinkCaption:
             raise CaptionFormatError("empty <HINT>")
         _check_free_text(self.hint, "HINT")
         _check_free_text(self.grounding, "grounding paragraph")
+        if not isinstance(self.tracks, list) or not all(isinstance(t, Track) for t in self.tracks):
+            raise CaptionFormatError(f"tracks must be a list of Track, got {self.tracks!r}")
         if not self.tracks:
             raise CaptionFormatError("no <TRACK> found")
         first_index: dict[str, int] = {}
@@ -208,9 +212,9 @@ class ThinkCaption:
         missing = [key for key in ("hint", "grounding", "tracks") if key not in data]
         if missing:
             raise CaptionFormatError(f"caption dict is missing key {missing[0]!r}")
-        if not isinstance(data["tracks"], list):
-            raise CaptionFormatError(f"caption 'tracks' must be a list, got {data['tracks']!r}")
-        tracks = [Track.from_dict(t) for t in data["tracks"]]
+        tracks = data["tracks"]
+        if isinstance(tracks, list):
+            tracks = [Track.from_dict(t) for t in tracks]
         return cls(hint=data["hint"], grounding=data["grounding"], tracks=tracks)
 
 

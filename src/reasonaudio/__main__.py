@@ -1,0 +1,4 @@
+"""`python -m reasonaudio` = the `reasonaudio` console script."""
+from reasonaudio.cli import main
+
+main()

@@ -1,0 +1,53 @@
+"""`reasonaudio` — the LightningCLI entry point (`fit`, `validate`, `test`, `predict`).
+
+Systems and data modules are chosen by full ``class_path`` in ``lightning_configs/<stage>.yaml``
+(subclass mode), models are injected into systems as ``net: nn.Module``, and every ``fit`` first
+reads ``lightning_configs/defaults.yaml`` (seed, TensorBoard logger under ``runs/<stage>/``,
+checkpointing). Lightning's ``SaveConfigCallback`` writes the resolved ``config.yaml`` into each
+run directory, so ``reasonaudio fit --config runs/<stage>/version_N/config.yaml`` re-runs it.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+from lightning.pytorch import LightningDataModule, LightningModule
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "lightning_configs"
+"""The committed configs (an editable install keeps them next to the package)."""
+DEFAULTS = CONFIG_DIR / "defaults.yaml"
+
+
+class ReasonAudioCLI(LightningCLI):
+    """LightningCLI with one always-present, configurable ``checkpoint`` callback.
+
+    The checkpoint callback is a forced argument group rather than an entry of
+    ``trainer.callbacks`` because YAML lists replace each other across ``--config`` files: a stage
+    that adds its own callbacks would silently drop a checkpoint callback set in defaults.
+    """
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults({"checkpoint.save_last": True, "checkpoint.filename": "step{step:07d}",
+                             "checkpoint.auto_insert_metric_name": False})
+
+
+def main(args: Sequence[str] | None = None, run: bool = True) -> LightningCLI:
+    """Build the CLI (``run=False`` only instantiates, as the config tests do)."""
+    defaults = [str(DEFAULTS)] if DEFAULTS.exists() else []
+    return ReasonAudioCLI(
+        LightningModule,
+        LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        auto_configure_optimizers=False,
+        parser_kwargs={"fit": {"default_config_files": defaults}} if run else {"default_config_files": defaults},
+        args=list(args) if args is not None else None,
+        run=run,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -38,5 +38,5 @@ class AudioCapsDataModule(ClipDataModule):
         for row in read_audiocaps_csv(self.csv[split]):
             by_clip.setdefault(row.id, []).append(row)
         firsts = [rows[0] for rows in by_clip.values()]
-        records = rows_to_records(firsts, self.media_root, has_video=False)
+        records = rows_to_records(firsts, self.media_root, has_video=False, corpus=self.corpus)
         return [replace(rec, extra={"captions": [r.caption for r in by_clip[rec.id]]}) for rec in records]

@@ -247,7 +247,7 @@ class ClipDataModule(LightningDataModule, ABC):
         return self._loader("predict", shuffle=False)
 
 
-def rows_to_records(rows: Sequence[ManifestRow], media_root: str | Path, has_video: bool,
+def rows_to_records(rows: Sequence[ManifestRow], media_root: str | Path, has_video: bool, corpus: str,
                     extensions: tuple[str, ...] | None = None) -> list[ClipRecord]:
     """Resolve manifest rows to media files (a missing file is a ValueError naming manifest and line).
 
@@ -256,4 +256,4 @@ def rows_to_records(rows: Sequence[ManifestRow], media_root: str | Path, has_vid
     """
     exts = extensions or (MEDIA_EXTENSIONS if has_video else AUDIO_EXTENSIONS)
     return [ClipRecord(id=r.id, path=str(resolve_media(r, media_root, exts)), caption=r.caption or "",
-                       label=r.label or "", has_video=has_video, corpus=r.corpus) for r in rows]
+                       label=r.label or "", has_video=has_video, corpus=corpus) for r in rows]

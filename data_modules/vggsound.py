@@ -53,4 +53,4 @@ class VGGSoundThinkDataModule(ClipDataModule):
                 return None
         else:
             return None
-        return rows_to_records(rows, self.media_root, has_video=True)
+        return rows_to_records(rows, self.media_root, has_video=True, corpus=self.corpus)

@@ -20,7 +20,7 @@ class _WavCapsDataModule(ClipDataModule):
         if not self.json.get(split):
             return None
         return rows_to_records(read_wavcaps_json(self.json[split], corpus=self.corpus), self.media_root,
-                               has_video=False)
+                               has_video=False, corpus=self.corpus)
 
 
 class FreesoundDataModule(_WavCapsDataModule):

@@ -1,0 +1,139 @@
+"""`make demo`: the pipeline, stage by stage, on the built-in synthetic corpus (2 CPU cores).
+
+Stages so far: synthesise the corpus (train and held-out sets) → decode-check every file → fit
+the tiny mel VAE. Later stages (vocoder, features, pretraining, reward, preference data, DPO,
+evaluation, generation) join as their issues land.
+
+Each step writes into a temporary folder and renames it into place when it has finished, then
+records itself in ``runs/demo/steps.json``; a rerun skips recorded steps whose outputs still
+exist, and an interrupted step (Ctrl-C) leaves only a ``*.partial`` folder that the rerun
+deletes and redoes.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+from reasonaudio.media import validate_file
+
+
+class Pipeline:
+    """Runs named steps once, atomically, with progress lines."""
+
+    def __init__(self, out: Path):
+        self.out = out
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.state_file = out / "steps.json"
+        self.state: dict = json.loads(self.state_file.read_text()) if self.state_file.exists() else {}
+
+    def step(self, name: str, fn: Callable[[Path], dict]) -> dict:
+        """Run ``fn(tmp_dir)`` unless ``name`` finished before; returns the step's summary."""
+        final = self.out / name
+        if name in self.state and final.exists():
+            print(f"[demo] {name}: done earlier, reusing {final}", flush=True)
+            return self.state[name]
+        partial = self.out / f"{name}.partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.rmtree(final, ignore_errors=True)
+        partial.mkdir(parents=True)
+        print(f"[demo] {name}: running ...", flush=True)
+        t0 = time.perf_counter()
+        summary = fn(partial)
+        partial.rename(final)
+        summary = {**summary, "seconds": round(time.perf_counter() - t0, 1)}
+        self.state[name] = summary
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.state, indent=2))
+        tmp.replace(self.state_file)
+        print(f"[demo] {name}: finished in {summary['seconds']} s", flush=True)
+        return summary
+
+
+def _synth(num_clips: int, seed: int, duration: float) -> Callable[[Path], dict]:
+    def run(tmp: Path) -> dict:
+        from data_modules.synthetic import synthesize_corpus
+
+        synthesize_corpus(tmp, num_clips=num_clips, seed=seed, duration=duration, preset="tiny")
+        return {"clips": num_clips, "seed": seed, "duration": duration}
+    return run
+
+
+def _check(corpus: Path) -> Callable[[Path], dict]:
+    def run(tmp: Path) -> dict:
+        files = sorted(corpus.glob("**/*.mp4"))
+        reports = []
+        for i, f in enumerate(files, 1):
+            reports.append(validate_file(f, require=("video", "audio")))
+            if i % 8 == 0 or i == len(files):
+                print(f"[demo] check: {i}/{len(files)} files decoded", flush=True)
+        (tmp / "check.jsonl").write_text("".join(json.dumps(r) + "\n" for r in reports))
+        bad = [r for r in reports if not r["ok"]]
+        if bad:
+            raise SystemExit(f"[demo] check: {len(bad)} synthetic files failed to decode, e.g. {bad[0]}")
+        return {"files": len(reports), "ok": len(reports) - len(bad)}
+    return run
+
+
+def _vae(out: Path, steps: int) -> Callable[[Path], dict]:
+    def run(tmp: Path) -> dict:
+        cmd = [sys.executable, "-m", "reasonaudio", "fit", "--config", "lightning_configs/vae.yaml",
+               f"--data.init_args.root={out / 'corpus'}", "--data.init_args.val_root=" + str(out / "heldout"),
+               f"--trainer.max_steps={steps}", f"--trainer.val_check_interval={steps}",
+               "--trainer.accelerator=cpu", "--trainer.enable_progress_bar=false",
+               f"--trainer.logger.init_args.save_dir={tmp}", "--trainer.logger.init_args.name=vae"]
+        subprocess.run(cmd, check=True)
+        metrics = _last_scalars(tmp / "vae")
+        return {"steps": steps, "val/l1": metrics.get("val/l1"), "logs": str(out / "vae")}
+    return run
+
+
+def _last_scalars(log_root: Path) -> dict[str, float]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    values: dict[str, float] = {}
+    for events in sorted(log_root.glob("version_*/events.out.tfevents.*")):
+        acc = EventAccumulator(str(events))
+        acc.Reload()
+        for tag in acc.Tags()["scalars"]:
+            values[tag] = acc.Scalars(tag)[-1].value
+    return values
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="reasonaudio-demo", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="runs/demo", help="artifact folder")
+    parser.add_argument("--num-clips", type=int, default=48, help="training clips")
+    parser.add_argument("--heldout-clips", type=int, default=8, help="held-out clips")
+    parser.add_argument("--duration", type=float, default=4.0, help="seconds per clip")
+    parser.add_argument("--vae-steps", type=int, default=300, help="VAE optimisation steps")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    pipe = Pipeline(out)
+    t0 = time.perf_counter()
+    synth = pipe.step("corpus", _synth(args.num_clips, seed=0, duration=args.duration))
+    held = pipe.step("heldout", _synth(args.heldout_clips, seed=10_000, duration=args.duration))
+    check = pipe.step("check", _check(out))
+    vae = pipe.step("vae", _vae(out, args.vae_steps))
+    rows = [
+        ("synthetic corpus", f"{synth['clips']} train + {held['clips']} held-out clips, {args.duration:g} s each"),
+        ("decode check", f"{check['ok']}/{check['files']} mp4 files ok"),
+        ("mel VAE", f"{vae['steps']} steps, held-out mel L1 {vae['val/l1']:.3f}" if vae.get("val/l1") is not None
+         else f"{vae['steps']} steps"),
+        ("not yet in the demo", "vocoder, features, pretraining, reward, preference data, DPO, eval, mp4s"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    print("\n" + "\n".join(f"  {k:<{width}}  {v}" for k, v in rows))
+    print(f"\n  artifacts:   {out}/ (corpus/, heldout/, check/check.jsonl, vae/)")
+    print(f"  TensorBoard: .venv/bin/tensorboard --logdir {out}/vae")
+    print(f"  total: {time.perf_counter() - t0:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

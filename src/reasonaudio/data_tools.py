@@ -136,7 +136,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args_list = list(sys.argv[1:] if argv is None else argv)
     protected, args_aliases = _protect_dash_paths(args_list, parser)
-    args = parser.parse_args(protected)
+    # Paths may follow options (`check a.mp4 --jsonl b.mp4`); argparse leaves those for us.
+    args, extras = parser.parse_known_args(protected)
+    if extras and (args.command != "check" or any(e.startswith("-") for e in extras)):
+        parser.error(f"unrecognized arguments: {' '.join(extras)}")
+    if extras:
+        args.paths += extras
     args.aliases = args_aliases
     if args.command == "synth" and args.num_clips < 1:
         parser.error(f"--num-clips must be >= 1, got {args.num_clips}")

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from reasonaudio.cli import CONFIG_DIR, main
+from reasonaudio.cli import CONFIG_DIR, build_cli, main
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = sorted(p for p in CONFIG_DIR.glob("*.yaml") if p.name != "defaults.yaml")
@@ -18,7 +18,7 @@ BASE = CONFIG_DIR / "vae.yaml"
 def _cli(monkeypatch, *args: str):
     monkeypatch.chdir(REPO)
     monkeypatch.setattr(sys, "argv", ["reasonaudio"])
-    return main(["--config", str(CONFIG_DIR / "defaults.yaml"), *args, "--trainer.accelerator=cpu"], run=False)
+    return build_cli(["--config", str(CONFIG_DIR / "defaults.yaml"), *args, "--trainer.accelerator=cpu"], run=False)
 
 
 def _config_args(path: Path) -> list[str]:
@@ -35,6 +35,7 @@ def test_every_yaml_instantiates(monkeypatch, path):
 def test_every_yaml_prints_full_class_paths(monkeypatch, capsys, path):
     monkeypatch.chdir(REPO)
     with pytest.raises(SystemExit) as exit_info:
+        monkeypatch.setattr(sys, "argv", ["reasonaudio"])
         main(["fit", *_config_args(path), "--print_config"])
     assert exit_info.value.code in (None, 0)
     printed = yaml.safe_load(capsys.readouterr().out)
@@ -54,6 +55,7 @@ def test_stage_logs_under_its_own_name(path):
 def test_defaults_apply_to_fit(monkeypatch, capsys):
     monkeypatch.chdir(REPO)
     with pytest.raises(SystemExit):
+        monkeypatch.setattr(sys, "argv", ["reasonaudio"])
         main(["fit", "--config", str(BASE), "--print_config"])
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["seed_everything"] == 1234

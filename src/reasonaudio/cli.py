@@ -34,7 +34,7 @@ class ReasonAudioCLI(LightningCLI):
                              "checkpoint.auto_insert_metric_name": False})
 
 
-def main(args: Sequence[str] | None = None, run: bool = True) -> LightningCLI:
+def build_cli(args: Sequence[str] | None = None, run: bool = True) -> LightningCLI:
     """Build the CLI (``run=False`` only instantiates, as the config tests do)."""
     defaults = [str(DEFAULTS)] if DEFAULTS.exists() else []
     return ReasonAudioCLI(
@@ -47,6 +47,11 @@ def main(args: Sequence[str] | None = None, run: bool = True) -> LightningCLI:
         args=list(args) if args is not None else None,
         run=run,
     )
+
+
+def main(args: Sequence[str] | None = None) -> None:
+    """Console-script entry: parse ``args`` (default ``sys.argv``) and run the subcommand."""
+    build_cli(args, run=True)
 
 
 if __name__ == "__main__":

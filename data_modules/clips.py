@@ -189,6 +189,7 @@ class ClipDataModule(LightningDataModule, ABC):
         pad: ``"pad"`` or ``"reject"`` clips shorter than ``duration``.
         strict: raise on a bad sample instead of skipping it.
         seed: shuffling seed.
+        predict_split: the split ``predict`` reads (``train`` to compute corpus statistics).
     """
 
     corpus = ""
@@ -196,8 +197,11 @@ class ClipDataModule(LightningDataModule, ABC):
     def __init__(self, batch_size: int = 8, num_workers: int = 0, duration: float = 8.0, audio_preset: str = "s16k",
                  load_sync_video: bool = True, sync_size: int = 224, load_mllm_video: bool = False,
                  mllm_fps: float = 2.0, mllm_max_side: int = 448, pad: str = "pad", strict: bool = False,
-                 seed: int = 0):
+                 seed: int = 0, predict_split: str = "predict"):
         super().__init__()
+        if predict_split not in ("train", "val", "test", "predict"):
+            raise ValueError(f"predict_split must be train, val, test or predict, got {predict_split!r}")
+        self.predict_split = predict_split
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.batch_size = batch_size
@@ -222,7 +226,7 @@ class ClipDataModule(LightningDataModule, ABC):
         return self.datasets[split]
 
     def setup(self, stage: str | None = None) -> None:
-        wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("predict",)}
+        wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": (self.predict_split,)}
         for split in wanted.get(stage, ("train", "val", "test")):
             self.dataset(split)
 
@@ -244,7 +248,7 @@ class ClipDataModule(LightningDataModule, ABC):
         return self._loader("test", shuffle=False)
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader("predict", shuffle=False)
+        return self._loader(self.predict_split, shuffle=False)
 
 
 def rows_to_records(rows: Sequence[ManifestRow], media_root: str | Path, has_video: bool, corpus: str,

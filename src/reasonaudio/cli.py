@@ -3,7 +3,8 @@
 Systems and data modules are chosen by full ``class_path`` in ``lightning_configs/<stage>.yaml``
 (subclass mode), models are injected into systems as ``net: nn.Module``, and every ``fit`` first
 reads ``lightning_configs/defaults.yaml`` (seed, TensorBoard logger under ``runs/<stage>/``,
-checkpointing). Lightning's ``SaveConfigCallback`` writes the resolved ``config.yaml`` into each
+checkpointing); ``validate``, ``test`` and ``predict`` read it too, so a stage YAML works unchanged
+with every subcommand. Lightning's ``SaveConfigCallback`` writes the resolved ``config.yaml`` into each
 run directory, so ``reasonaudio fit --config runs/<stage>/version_N/config.yaml`` re-runs it.
 """
 from __future__ import annotations
@@ -18,6 +19,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "lightning_configs"
 """The committed configs (an editable install keeps them next to the package)."""
 DEFAULTS = CONFIG_DIR / "defaults.yaml"
+SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
 
 class ReasonAudioCLI(LightningCLI):
@@ -43,7 +45,8 @@ def build_cli(args: Sequence[str] | None = None, run: bool = True) -> LightningC
         subclass_mode_model=True,
         subclass_mode_data=True,
         auto_configure_optimizers=False,
-        parser_kwargs={"fit": {"default_config_files": defaults}} if run else {"default_config_files": defaults},
+        parser_kwargs={cmd: {"default_config_files": defaults} for cmd in SUBCOMMANDS} if run
+        else {"default_config_files": defaults},
         args=list(args) if args is not None else None,
         run=run,
     )

@@ -10,7 +10,7 @@ ARGS    ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help setup test test-fast demo synth check-fixtures bench clean \
-        captions vae vocoder features pretrain reward preference-data post-train eval generate tensorboard
+        captions vae latent-stats vocoder features pretrain reward preference-data post-train eval generate tensorboard
 
 $(PY):
 	$(MAKE) setup
@@ -40,6 +40,9 @@ check-fixtures: | $(PY)  ## decode every shared fixture clip and report one JSON
 
 vae: | $(PY)  ## stage vae: train the mel VAE (issue: codec stage)
 	$(CLI) fit --config $(CFG)/vae.yaml $(ARGS)
+
+latent-stats: | $(PY)  ## per-channel latent mean/std of a trained VAE (CKPT=path/to/vae.ckpt), written into a checkpoint copy
+	$(CLI) predict --config $(CFG)/vae.yaml --config $(CFG)/predict/latent_stats.yaml --ckpt_path $(CKPT) $(ARGS)
 
 captions vocoder features pretrain reward preference-data post-train eval generate:  ## stages not built yet (see README)
 	@echo "stage '$@' is not implemented yet; the README's stage table names the issue that brings it." >&2; exit 2

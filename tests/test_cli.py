@@ -41,7 +41,6 @@ def test_every_yaml_prints_full_class_paths(monkeypatch, capsys, path):
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["model"]["class_path"].startswith("reasonaudio.systems.")
     assert printed["data"]["class_path"].startswith("data_modules.")
-    assert printed["trainer"]["logger"]["class_path"] == "lightning.pytorch.loggers.TensorBoardLogger"
 
 
 @pytest.mark.parametrize("path", STAGES, ids=lambda p: p.stem)

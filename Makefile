@@ -29,7 +29,7 @@ test: | $(PY)  ## the full test suite (the command CI runs)
 test-fast: | $(PY)  ## tests not marked slow
 	$(PY) -m pytest -q -m "not slow"
 
-demo: | $(PY)  ## the whole pipeline on built-in synthetic data (stages so far: synth + check)
+demo: | $(PY)  ## the pipeline on built-in synthetic data (so far: synth, check, vae)
 	$(PY) -m reasonaudio.demo --out $(RUNS)/demo $(ARGS)
 
 synth: | $(PY)  ## render the synthetic audio-visual corpus into runs/synth
@@ -38,14 +38,34 @@ synth: | $(PY)  ## render the synthetic audio-visual corpus into runs/synth
 check-fixtures: | $(PY)  ## decode every shared fixture clip and report one JSON line per file
 	$(DATA) check --jsonl ../shared/fixtures/media/*/* $(ARGS) || true
 
-vae: | $(PY)  ## stage vae: train the mel VAE (issue: codec stage)
+vae: | $(PY)  ## stage vae: train the mel VAE on the synthetic corpus
 	$(CLI) fit --config $(CFG)/vae.yaml $(ARGS)
 
 latent-stats: | $(PY)  ## per-channel latent mean/std of a trained VAE (CKPT=path/to/vae.ckpt), written into a checkpoint copy
 	$(CLI) predict --config $(CFG)/vae.yaml --config $(CFG)/predict/latent_stats.yaml --ckpt_path $(CKPT) $(ARGS)
 
-captions vocoder features pretrain reward preference-data post-train eval generate:  ## stages not built yet (see README)
-	@echo "stage '$@' is not implemented yet; the README's stage table names the issue that brings it." >&2; exit 2
+NOT_BUILT = echo "stage '$@' is not built yet: $(1) brings it (see the README's stage table)." >&2; exit 2
+
+captions:  ## [not built yet] VGGSound-Think annotation (issue: VGGSound-Think construction)
+	@$(call NOT_BUILT,the VGGSound-Think construction issue)
+vocoder:  ## [not built yet] BigVGAN vocoder training (issue: audio codec stage)
+	@$(call NOT_BUILT,the audio codec issue)
+features:  ## [not built yet] feature cache: VAE latents, Synchformer tokens, MLLM inputs (issue: conditioning)
+	@$(call NOT_BUILT,the conditioning issue)
+pretrain:  ## [not built yet] MM-DiT flow-matching pretraining (issue: triple-stream MM-DiT)
+	@$(call NOT_BUILT,the MM-DiT pretraining issue)
+reward:  ## [not built yet] synchrony reward model (issue: preference post-training)
+	@$(call NOT_BUILT,the preference post-training issue)
+preference-data:  ## [not built yet] scored candidate groups (issue: preference post-training)
+	@$(call NOT_BUILT,the preference post-training issue)
+post-train:  ## [not built yet] SFT / RWR / Flow-DPO with LoRA (issue: preference post-training)
+	@$(call NOT_BUILT,the preference post-training issue)
+eval:  ## [not built yet] FD / KL / IS / CLAP / IB / DeSync (issue: evaluation)
+	@$(call NOT_BUILT,the evaluation issue)
+generate:  ## [not built yet] audio + mp4 for videos (issue: triple-stream MM-DiT)
+	@$(call NOT_BUILT,the MM-DiT pretraining issue)
+bench:  ## [not built yet] speed benchmarks into docs/benchmarks.md (issue: scale-out and demo)
+	@$(call NOT_BUILT,the scale-out issue)
 
 tensorboard: | $(PY)  ## serve TensorBoard over runs/
 	.venv/bin/tensorboard --logdir $(RUNS)

@@ -85,7 +85,8 @@ def _vae(out: Path, steps: int) -> Callable[[Path], dict]:
         cmd = [sys.executable, "-m", "reasonaudio", "fit", "--config", "lightning_configs/vae.yaml",
                f"--data.init_args.root={out / 'corpus'}", "--data.init_args.val_root=" + str(out / "heldout"),
                f"--trainer.max_steps={steps}", f"--trainer.val_check_interval={steps}",
-               "--trainer.accelerator=cpu", "--trainer.enable_progress_bar=false",
+               f"--model.init_args.disc_start={steps // 2}",
+               "--trainer.accelerator=cpu", "--trainer.log_every_n_steps=5",
                f"--trainer.logger.init_args.save_dir={tmp}", "--trainer.logger.init_args.name=vae"]
         subprocess.run(cmd, check=True)
         metrics = _last_scalars(tmp / "vae")

@@ -1,0 +1,34 @@
+"""`make demo` at toy size: every step connects, reruns reuse finished steps, partial steps are redone."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from reasonaudio.demo import main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_demo_runs_and_resumes(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(REPO)
+    out = tmp_path / "demo"
+    args = ["--out", str(out), "--num-clips", "2", "--heldout-clips", "2", "--duration", "2", "--vae-steps", "2"]
+    assert main(args) == 0
+    first = capsys.readouterr().out
+    assert "decode check         4/4 mp4 files ok" in first and "mel VAE              2 steps" in first
+    state = json.loads((out / "steps.json").read_text())
+    assert list(state) == ["corpus", "heldout", "check", "vae"]
+    assert len((out / "corpus" / "manifest.jsonl").read_text().splitlines()) == 2
+    assert all(json.loads(line)["ok"] for line in (out / "check" / "check.jsonl").read_text().splitlines())
+    assert list((out / "vae" / "vae").glob("version_0/checkpoints/last.ckpt"))
+    assert state["vae"]["val/l1"] > 0
+
+    # An interrupted step leaves only a .partial folder and no record: the rerun redoes just that step.
+    (out / "vae").rename(out / "vae.partial")
+    del state["vae"]
+    (out / "steps.json").write_text(json.dumps(state))
+    assert main(args) == 0
+    second = capsys.readouterr().out
+    for step in ("corpus", "heldout", "check"):
+        assert f"[demo] {step}: done earlier" in second
+    assert "[demo] vae: running" in second and not (out / "vae.partial").exists()

@@ -54,6 +54,7 @@ and identical ground truth, and a corpus of N clips is a prefix of one of M > N 
 Corpus layout written by :func:`synthesize_corpus` (paths in the manifest are relative to its
 folder)::
 
+    corpus.json          the arguments of synthesize_corpus that made the corpus
     manifest.jsonl       one JSON object per clip, in index order
     videos/<id>.mp4      H.264 yuv420p + AAC mono, 25 fps
     audio/<id>.wav       the ground-truth mono mix, 16-bit PCM at the preset's sample rate
@@ -577,6 +578,9 @@ def synthesize_corpus(out_dir: str | Path, num_clips: int, seed: int, duration: 
         rows.append(row)
         if progress:
             print(f"synth {index + 1}/{num_clips} {clip_id}: {row['label']}", flush=True)
+    # The arguments that made the corpus, so it can be rebuilt or extended bit for bit.
+    (out / "corpus.json").write_text(json.dumps(dict(num_clips=num_clips, seed=seed, duration=duration, preset=preset,
+                                                     size=size, fps=fps), indent=2) + "\n", encoding="utf-8")
     manifest = out / "manifest.jsonl"
     partial = manifest.with_name(manifest.name + ".partial")
     partial.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")

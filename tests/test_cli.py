@@ -22,7 +22,11 @@ def _cli(monkeypatch, *args: str):
 
 
 def _config_args(path: Path) -> list[str]:
-    return ["--config", str(path)] if path in STAGES else ["--config", str(BASE), "--config", str(path)]
+    """A stage alone; an overlay on the stage its folder is named after (generic overlays on ``vae``)."""
+    if path in STAGES:
+        return ["--config", str(path)]
+    stage = CONFIG_DIR / f"{path.parent.name}.yaml"
+    return ["--config", str(stage if stage.exists() else BASE), "--config", str(path)]
 
 
 @pytest.mark.parametrize("path", STAGES + OVERLAYS, ids=lambda p: str(p.relative_to(CONFIG_DIR)))

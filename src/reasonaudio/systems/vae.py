@@ -26,6 +26,7 @@ from torch import nn
 from reasonaudio.losses import (adaptive_gan_weight, discriminator_loss, generator_adv_loss, kl_divergence,
                                 multi_resolution_stft_distance, r1_penalty)
 from reasonaudio.models.mel import MelSpectrogram
+from reasonaudio.systems.hparams import save_system_hparams
 
 
 class VAETrain(LightningModule):
@@ -55,7 +56,7 @@ class VAETrain(LightningModule):
                  disc_optimizer: OptimizerCallable = torch.optim.AdamW, grad_clip: float = 1.0,
                  mel_stats_batches: int = 16):
         super().__init__()
-        self.save_hyperparameters()
+        save_system_hparams(self, ["net", "discriminator", "vocoder", "optimizer", "disc_optimizer"])
         self.automatic_optimization = False
         self.net = net
         self.discriminator = discriminator

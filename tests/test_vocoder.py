@@ -1,0 +1,75 @@
+"""VocoderTrain: a tiny BigVGAN learns a real clip, and the stage runs end to end through the CLI."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from reasonaudio.cli import CONFIG_DIR, build_cli
+from reasonaudio.losses import mel_l1_loss
+from reasonaudio.media import load_audio
+from reasonaudio.models.bigvgan import bigvgan_tiny
+from reasonaudio.models.mel import MelSpectrogram
+from reasonaudio.systems.vocoder import VocoderTrain
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_tiny_generator_learns_a_real_clip(fixtures_dir):
+    """100 mel-regression steps on 0.5 s of a real recording must cut the log-mel L1 five-fold.
+
+    At initialisation the generator is nearly silent, so its loss is the distance of the clip's mel
+    to the log floor (≈ 6.9); measured after 100 steps: ≈ 0.6 (a 12× drop).
+    """
+    torch.manual_seed(0)
+    mel_fn = MelSpectrogram("tiny")
+    wav = load_audio(fixtures_dir / "media" / "audio" / "dog.wav", 16000, start=1.0, duration=0.512).wav[None]
+    mel = mel_fn(wav)  # [1, 32, 32]
+    gen = bigvgan_tiny()
+    opt = torch.optim.AdamW(gen.parameters(), lr=1e-3, betas=(0.8, 0.99))
+    losses = []
+    for _ in range(100):
+        loss = mel_l1_loss(mel_fn(gen(mel).flatten(1)), mel)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+    assert losses[-1] < 0.2 * losses[0], (losses[0], losses[-1])
+
+
+def _tags(run: Path) -> dict:
+    acc = EventAccumulator(str(next(run.glob("events.out.tfevents.*"))), size_guidance={"audio": 0})
+    acc.Reload()
+    return {"scalars": {t: [e.value for e in acc.Scalars(t)] for t in acc.Tags()["scalars"]},
+            "audio": acc.Tags()["audio"]}
+
+
+def test_vocoder_stage_fits_logs_and_reloads(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    monkeypatch.setattr(sys, "argv", ["reasonaudio"])
+    data = [f"--data.init_args.root={tmp_path / 'synth'}", "--data.init_args.num_clips=2",
+            "--data.init_args.val_clips=1", "--data.init_args.duration=1.0", "--data.init_args.batch_size=2"]
+    build_cli(["fit", "--config", str(CONFIG_DIR / "vocoder.yaml"), "--config", str(CONFIG_DIR / "debug" / "cpu.yaml"),
+               *data, f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}", "--trainer.max_steps=3",
+               "--trainer.val_check_interval=3", "--trainer.log_every_n_steps=1", "--model.init_args.disc_start=1",
+               "--model.init_args.segment_size=4096"])
+    run = tmp_path / "runs" / "vocoder" / "version_0"
+    tags = _tags(run)
+    scalars = tags["scalars"]
+    assert {"train/mel", "train/loss", "train/gen_adv", "train/feature_matching", "val/mel_l1", "val/mrstft"} <= set(scalars)
+    assert len(scalars["train/disc"]) == 2 and len(scalars["train/mel"]) == 3  # discriminators from step 1 of 3
+    assert any(t.startswith("val/audio_rec/synth_") for t in tags["audio"])
+    # Per-step exponential decay, logged before each step: the generator's third value has seen two
+    # decays, the discriminator's (which starts at step 1) one.
+    lr_g, lr_d = (scalars[k] for k in sorted(k for k in scalars if k.startswith("lr-")))
+    assert abs(lr_g[-1] - 2e-4 * 0.9999996 ** 2) < 1e-11 and abs(lr_d[-1] - 2e-4 * 0.9999996) < 1e-11
+
+    system = VocoderTrain.load_from_checkpoint(run / "checkpoints" / "last.ckpt").eval()
+    mel = system.mel(torch.randn(1, 4096) * 0.1)
+    state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    fresh = build_cli(["--config", str(CONFIG_DIR / "vocoder.yaml"), *data], run=False).model
+    fresh.load_state_dict(state)
+    assert torch.equal(system(mel), fresh.eval()(mel))

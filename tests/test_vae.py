@@ -75,15 +75,18 @@ def test_vae_stage_fits_logs_checkpoints_and_writes_latent_stats(tmp_path, monke
     build_cli(["fit", "--config", str(CONFIG_DIR / "vae.yaml"), "--config", str(CONFIG_DIR / "debug" / "cpu.yaml"),
                *data, f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}", "--trainer.max_steps=4",
                "--trainer.val_check_interval=4", "--model.init_args.disc_start=2", "--model.init_args.r1_weight=1.0",
-               "--trainer.log_every_n_steps=1"])
+               "--trainer.log_every_n_steps=1",
+               # an untrained tiny BigVGAN is enough to exercise vocoded validation (MR-STFT, audio)
+               "--model.init_args.vocoder=reasonaudio.models.bigvgan.bigvgan_tiny"])
     run = tmp_path / "runs" / "vae" / "version_0"
     saved = (run / "config.yaml").read_text()
     assert "class_path: reasonaudio.systems.vae.VAETrain" in saved and "seed_everything: 1234" in saved
     logs = _scalars(run)
-    assert {"train/rec", "train/kl", "train/loss", "train/adv", "train/disc", "val/l1", "val/kl"} <= set(logs)
+    assert {"train/rec", "train/kl", "train/loss", "train/adv", "train/disc", "val/l1", "val/kl", "val/mrstft"} <= set(logs)
     assert len(logs["train/disc"]) == 2  # the discriminator starts at step 2 of 4
     assert any(t.startswith("val/mel/synth_") for t in logs["_images"])
     assert any(t.startswith("val/audio_gt/synth_") for t in logs["_audio"])
+    assert any(t.startswith("val/audio_rec/synth_") for t in logs["_audio"])
 
     ckpt = run / "checkpoints" / "last.ckpt"
     system = VAETrain.load_from_checkpoint(ckpt)

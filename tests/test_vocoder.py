@@ -13,7 +13,7 @@ from reasonaudio.losses import mel_l1_loss
 from reasonaudio.media import load_audio
 from reasonaudio.models.bigvgan import bigvgan_tiny
 from reasonaudio.models.mel import MelSpectrogram
-from reasonaudio.systems.vocoder import VocoderTrain
+from reasonaudio.systems.vocoder import VocoderTrain, trained_generator
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -73,3 +73,9 @@ def test_vocoder_stage_fits_logs_and_reloads(tmp_path, monkeypatch):
     fresh = build_cli(["--config", str(CONFIG_DIR / "vocoder.yaml"), *data], run=False).model
     fresh.load_state_dict(state)
     assert torch.equal(system(mel), fresh.eval()(mel))
+
+    generator = trained_generator(str(run / "checkpoints" / "last.ckpt"))  # weight norm folded, frozen
+    assert not any(p.requires_grad for p in generator.parameters())
+    assert torch.allclose(generator(mel).flatten(1), system(mel), atol=1e-5)
+    with pytest.raises(FileNotFoundError, match="vocoder not found"):
+        trained_generator(str(tmp_path / "missing.ckpt"))

@@ -196,6 +196,16 @@ class VAETrain(LightningModule):
         return {"sum": (mean * wl).sum(dim=(0, 2)).double(), "sum_sq": (mean.pow(2) * wl).sum(dim=(0, 2)).double(),
                 "count": wl.sum().double()}
 
+    # The vocoder is frozen and rebuilt from its own file, so checkpoints do not carry a copy of it.
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint["state_dict"]
+        for key in [k for k in state if k.startswith("vocoder.")]:
+            del state[key]
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.vocoder is not None:
+            checkpoint["state_dict"].update({f"vocoder.{k}": v for k, v in self.vocoder.state_dict().items()})
+
     def configure_optimizers(self):
         vae_params = list(self.net.parameters()) + ([self.logvar] if self.logvar is not None else [])
         opts = [self.optimizer(vae_params)]

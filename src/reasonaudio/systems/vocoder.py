@@ -13,6 +13,7 @@ log-mel L1 and the multi-resolution STFT distance of the resynthesis.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -174,3 +175,23 @@ class VocoderTrain(LightningModule):
         opt_g = self.optimizer(self.generator.parameters())
         opt_d = self.disc_optimizer(list(self.mpd.parameters()) + list(self.mrd.parameters()))
         return [opt_g, opt_d], [self.lr_scheduler(opt_g), self.lr_scheduler(opt_d)]
+
+
+def trained_generator(path: str) -> nn.Module:
+    """A vocoder for other stages: a ``VocoderTrain`` checkpoint (``.ckpt``) or a released BigVGAN folder.
+
+    Returned in eval mode with gradients off and weight norm folded (inference form). Use it from YAML as
+    ``vocoder: {class_path: reasonaudio.systems.vocoder.trained_generator, init_args: {path: ...}}``.
+    """
+    from reasonaudio.models.bigvgan import BigVGAN
+
+    p = Path(path)
+    if p.is_dir():
+        generator = BigVGAN.from_pretrained(p)
+    elif p.is_file():
+        generator = VocoderTrain.load_from_checkpoint(p, map_location="cpu").generator
+    else:
+        raise FileNotFoundError(f"vocoder not found: {p} (expected a VocoderTrain .ckpt or a BigVGAN folder)")
+    if hasattr(generator, "remove_weight_norm"):
+        generator.remove_weight_norm()
+    return generator.eval().requires_grad_(False)

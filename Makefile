@@ -10,7 +10,7 @@ ARGS    ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help setup test test-fast demo synth check-fixtures bench clean \
-        captions vae latent-stats vocoder features pretrain reward preference-data post-train eval generate tensorboard
+        captions vae latent-stats vocoder bench-vocoder features pretrain reward preference-data post-train eval generate tensorboard
 
 $(PY):
 	$(MAKE) setup
@@ -29,7 +29,7 @@ test: | $(PY)  ## the full test suite (the command CI runs)
 test-fast: | $(PY)  ## tests not marked slow
 	$(PY) -m pytest -q -m "not slow"
 
-demo: | $(PY)  ## the pipeline on built-in synthetic data (so far: synth, check, vae)
+demo: | $(PY)  ## the pipeline on built-in synthetic data (so far: synth, check, vocoder, vae)
 	$(PY) -m reasonaudio.demo --out $(RUNS)/demo $(ARGS)
 
 synth: | $(PY)  ## render the synthetic audio-visual corpus into runs/synth
@@ -41,6 +41,12 @@ check-fixtures: | $(PY)  ## decode every shared fixture clip and report one JSON
 vae: | $(PY)  ## stage vae: train the mel VAE on the synthetic corpus
 	$(CLI) fit --config $(CFG)/vae.yaml $(ARGS)
 
+vocoder: | $(PY)  ## stage vocoder: train BigVGAN (tiny; ARGS="--config lightning_configs/vocoder/paper.yaml" for Table 7)
+	$(CLI) fit --config $(CFG)/vocoder.yaml $(ARGS)
+
+bench-vocoder: | $(PY)  ## real-time factor of our BigVGAN vs the bigvgan package → docs/benchmarks.md
+	$(PY) benchmarks/vocoder.py --threads 1
+
 latent-stats: | $(PY)  ## per-channel latent mean/std of a trained VAE (CKPT=path/to/vae.ckpt), written into a checkpoint copy
 	$(CLI) predict --config $(CFG)/vae.yaml --config $(CFG)/predict/latent_stats.yaml --ckpt_path $(CKPT) $(ARGS)
 
@@ -48,8 +54,6 @@ NOT_BUILT = echo "stage '$@' is not built yet: $(1) brings it (see the README's 
 
 captions:  ## [not built yet] VGGSound-Think annotation (issue: VGGSound-Think construction)
 	@$(call NOT_BUILT,the VGGSound-Think construction issue)
-vocoder:  ## [not built yet] BigVGAN vocoder training (issue: audio codec stage)
-	@$(call NOT_BUILT,the audio codec issue)
 features:  ## [not built yet] feature cache: VAE latents, Synchformer tokens, MLLM inputs (issue: conditioning)
 	@$(call NOT_BUILT,the conditioning issue)
 pretrain:  ## [not built yet] MM-DiT flow-matching pretraining (issue: triple-stream MM-DiT)

@@ -12,12 +12,13 @@ REPO = Path(__file__).resolve().parents[1]
 def test_demo_runs_and_resumes(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(REPO)
     out = tmp_path / "demo"
-    args = ["--out", str(out), "--num-clips", "2", "--heldout-clips", "2", "--duration", "2", "--vae-steps", "2"]
+    args = ["--out", str(out), "--num-clips", "2", "--heldout-clips", "2", "--duration", "2", "--vae-steps", "2", "--vocoder-steps", "2"]
     assert main(args) == 0
     first = capsys.readouterr().out
     assert "decode check         4/4 mp4 files ok" in first and "mel VAE              2 steps" in first
+    assert "BigVGAN vocoder      2 steps" in first
     state = json.loads((out / "steps.json").read_text())
-    assert list(state) == ["corpus", "heldout", "check", "vae"]
+    assert list(state) == ["corpus", "heldout", "check", "vocoder", "vae"]
     assert len((out / "corpus" / "manifest.jsonl").read_text().splitlines()) == 2
     assert all(json.loads(line)["ok"] for line in (out / "check" / "check.jsonl").read_text().splitlines())
     assert list((out / "vae" / "vae").glob("version_0/checkpoints/last.ckpt"))

@@ -1,7 +1,7 @@
 """`make demo`: the pipeline, stage by stage, on the built-in synthetic corpus (2 CPU cores).
 
 Stages so far: synthesise the corpus (train and held-out sets) → decode-check every file → fit
-the tiny mel VAE. Later stages (vocoder, features, pretraining, reward, preference data, DPO,
+the tiny BigVGAN vocoder → fit the tiny mel VAE, validated through that vocoder. Later stages (vocoder, features, pretraining, reward, preference data, DPO,
 evaluation, generation) join as their issues land.
 
 Each step writes into a temporary folder and renames it into place when it has finished, then
@@ -80,17 +80,16 @@ def _check(corpus: Path) -> Callable[[Path], dict]:
     return run
 
 
-def _vae(out: Path, steps: int) -> Callable[[Path], dict]:
+def _fit(stage: str, out: Path, steps: int, extra: list[str]) -> Callable[[Path], dict]:
+    """``reasonaudio fit`` of a stage config on the demo corpus, logging into the step's folder."""
     def run(tmp: Path) -> dict:
-        cmd = [sys.executable, "-m", "reasonaudio", "fit", "--config", "lightning_configs/vae.yaml",
-               f"--data.init_args.root={out / 'corpus'}", "--data.init_args.val_root=" + str(out / "heldout"),
+        cmd = [sys.executable, "-m", "reasonaudio", "fit", "--config", f"lightning_configs/{stage}.yaml",
+               f"--data.init_args.root={out / 'corpus'}", f"--data.init_args.val_root={out / 'heldout'}",
                f"--trainer.max_steps={steps}", f"--trainer.val_check_interval={steps}",
-               f"--model.init_args.disc_start={steps // 2}",
                "--trainer.accelerator=cpu", "--trainer.log_every_n_steps=5",
-               f"--trainer.logger.init_args.save_dir={tmp}", "--trainer.logger.init_args.name=vae"]
+               f"--trainer.logger.init_args.save_dir={tmp}", f"--trainer.logger.init_args.name={stage}", *extra]
         subprocess.run(cmd, check=True)
-        metrics = _last_scalars(tmp / "vae")
-        return {"steps": steps, "val/l1": metrics.get("val/l1"), "logs": str(out / "vae")}
+        return {"steps": steps, **_last_scalars(tmp / stage)}
     return run
 
 
@@ -112,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-clips", type=int, default=48, help="training clips")
     parser.add_argument("--heldout-clips", type=int, default=8, help="held-out clips")
     parser.add_argument("--duration", type=float, default=4.0, help="seconds per clip")
+    parser.add_argument("--vocoder-steps", type=int, default=200, help="vocoder optimisation steps")
     parser.add_argument("--vae-steps", type=int, default=300, help="VAE optimisation steps")
     args = parser.parse_args(argv)
     out = Path(args.out)
@@ -120,18 +120,25 @@ def main(argv: list[str] | None = None) -> int:
     synth = pipe.step("corpus", _synth(args.num_clips, seed=0, duration=args.duration))
     held = pipe.step("heldout", _synth(args.heldout_clips, seed=10_000, duration=args.duration))
     check = pipe.step("check", _check(out))
-    vae = pipe.step("vae", _vae(out, args.vae_steps))
+    vocoder = pipe.step("vocoder", _fit("vocoder", out, args.vocoder_steps, ["--data.init_args.batch_size=4"]))
+    vocoder_ckpt = out / "vocoder" / "vocoder" / "version_0" / "checkpoints" / "last.ckpt"
+    vae = pipe.step("vae", _fit("vae", out, args.vae_steps, [
+        f"--model.init_args.disc_start={args.vae_steps // 2}",
+        "--model.init_args.vocoder=reasonaudio.systems.vocoder.trained_generator",
+        f"--model.init_args.vocoder.init_args.path={vocoder_ckpt}"]))
     rows = [
         ("synthetic corpus", f"{synth['clips']} train + {held['clips']} held-out clips, {args.duration:g} s each"),
         ("decode check", f"{check['ok']}/{check['files']} mp4 files ok"),
-        ("mel VAE", f"{vae['steps']} steps, held-out mel L1 {vae['val/l1']:.3f}" if vae.get("val/l1") is not None
-         else f"{vae['steps']} steps"),
-        ("not yet in the demo", "vocoder, features, pretraining, reward, preference data, DPO, eval, mp4s"),
+        ("BigVGAN vocoder", f"{vocoder['steps']} steps, held-out resynthesis: log-mel L1 "
+                            f"{vocoder['val/mel_l1']:.3f}, MR-STFT {vocoder['val/mrstft']:.3f}"),
+        ("mel VAE", f"{vae['steps']} steps, held-out: mel L1 {vae['val/l1']:.3f}, "
+                    f"vocoded MR-STFT {vae['val/mrstft']:.3f}"),
+        ("not yet in the demo", "features, pretraining, reward, preference data, DPO, eval, mp4s"),
     ]
     width = max(len(k) for k, _ in rows)
     print("\n" + "\n".join(f"  {k:<{width}}  {v}" for k, v in rows))
-    print(f"\n  artifacts:   {out}/ (corpus/, heldout/, check/check.jsonl, vae/)")
-    print(f"  TensorBoard: .venv/bin/tensorboard --logdir {out}/vae")
+    print(f"\n  artifacts:   {out}/ (corpus/, heldout/, check/check.jsonl, vocoder/, vae/)")
+    print(f"  TensorBoard: .venv/bin/tensorboard --logdir {out}  (audio and mel reconstructions under IMAGES / AUDIO)")
     print(f"  total: {time.perf_counter() - t0:.0f} s")
     return 0
 

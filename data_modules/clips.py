@@ -35,6 +35,7 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
+from data_modules.features import FeatureCache
 from data_modules.manifests import MEDIA_EXTENSIONS, ManifestRow, resolve_media
 from reasonaudio.config import SYNC_FPS, SequenceConfig
 from reasonaudio.config import audio_preset as get_audio_preset
@@ -190,6 +191,8 @@ class ClipDataModule(LightningDataModule, ABC):
         strict: raise on a bad sample instead of skipping it.
         seed: shuffling seed.
         predict_split: the split ``predict`` reads (``train`` to compute corpus statistics).
+        skip_done_in: a feature cache folder; clips already written there are left out (resuming the
+            ``features`` stage).
     """
 
     corpus = ""
@@ -197,11 +200,12 @@ class ClipDataModule(LightningDataModule, ABC):
     def __init__(self, batch_size: int = 8, num_workers: int = 0, duration: float = 8.0, audio_preset: str = "s16k",
                  load_sync_video: bool = True, sync_size: int = 224, load_mllm_video: bool = False,
                  mllm_fps: float = 2.0, mllm_max_side: int = 448, pad: str = "pad", strict: bool = False,
-                 seed: int = 0, predict_split: str = "predict"):
+                 seed: int = 0, predict_split: str = "predict", skip_done_in: str | None = None):
         super().__init__()
         if predict_split not in ("train", "val", "test", "predict"):
             raise ValueError(f"predict_split must be train, val, test or predict, got {predict_split!r}")
         self.predict_split = predict_split
+        self.skip_done_in = skip_done_in
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.batch_size = batch_size
@@ -222,6 +226,9 @@ class ClipDataModule(LightningDataModule, ABC):
             recs = self.records(split)
             if recs is None:
                 return None
+            if self.skip_done_in and (Path(self.skip_done_in) / "meta.json").exists():
+                done = FeatureCache(self.skip_done_in).done_ids()
+                recs = [r for r in recs if r.id not in done]
             self.datasets[split] = ClipDataset(recs, **self.dataset_kwargs)
         return self.datasets[split]
 

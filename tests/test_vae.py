@@ -100,9 +100,9 @@ def test_vae_stage_fits_logs_checkpoints_and_writes_latent_stats(tmp_path, monke
     out = tmp_path / "stats.ckpt"
     build_cli(["predict", "--config", str(CONFIG_DIR / "vae.yaml"),
                "--config", str(CONFIG_DIR / "predict" / "latent_stats.yaml"), *data,
-               f"--trainer.callbacks.init_args.output={out}", f"--trainer.default_root_dir={tmp_path}",
+               f"--trainer.callbacks.init_args.output={out}", f"--trainer.logger.init_args.save_dir={tmp_path}",
                "--trainer.accelerator=cpu", f"--ckpt_path={ckpt}"])
-    assert (tmp_path / "config.yaml").exists()
+    assert (tmp_path / "latent_stats" / "version_0" / "config.yaml").exists()
     stats = json.loads(out.with_suffix(".json").read_text())
     assert len(stats["latent_mean"]) == len(stats["latent_std"]) == 8 and stats["frames"] == 3 * 62
     with_stats = VAETrain.load_from_checkpoint(out)

@@ -16,6 +16,7 @@ multi-resolution STFT distance between the input waveform and the vocoded recons
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -212,3 +213,14 @@ class VAETrain(LightningModule):
         if self.discriminator is not None:
             opts.append(self.disc_optimizer(self.discriminator.parameters()))
         return opts
+
+
+def trained_vae(path: str) -> nn.Module:
+    """The frozen ``MelVAE`` of a ``VAETrain`` checkpoint (e.g. the ``make latent-stats`` output), in eval mode.
+
+    Use it from YAML as ``vae: {class_path: reasonaudio.systems.vae.trained_vae, init_args: {path: ...}}``.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"VAE checkpoint not found: {p}")
+    return VAETrain.load_from_checkpoint(p, map_location="cpu").net.eval().requires_grad_(False)

@@ -1,0 +1,100 @@
+"""FeatureExtraction: the ``features`` stage — frozen encoders turn clip batches into cacheable features.
+
+``reasonaudio predict --config lightning_configs/features.yaml`` runs it over a data module's split;
+``callbacks.feature_writer.FeatureCacheWriter`` stores what ``predict_step`` returns. Per clip:
+
+==================  ===================  ===============================================
+key                 shape                meaning
+==================  ===================  ===============================================
+latent_mean         ``[T, C]``           VAE posterior mean (DiT layout, un-normalised)
+latent_std          ``[T, C]``           VAE posterior std
+sync                ``[Ts, 768]``        Synchformer tokens (zeros for audio-only clips)
+mllm_video          ``[Tm, 3, h, w]``    uint8 frames for the MLLM (kept as inputs: the
+                                         MLLM's query read-out is trained, so it cannot be
+                                         cached)
+==================  ===================  ===============================================
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningModule
+from torch import nn
+
+from reasonaudio.config import SYNC_DIM, SequenceConfig
+from reasonaudio.config import audio_preset as get_audio_preset
+from reasonaudio.models.mel import MelSpectrogram
+from reasonaudio.systems.hparams import save_system_hparams
+
+
+class FeatureExtraction(LightningModule):
+    """Predict-only system producing the feature cache.
+
+    Args:
+        vae: the mel VAE architecture (e.g. ``mel_vae_tiny``); its weights come from ``vae_checkpoint``.
+        vae_checkpoint: a ``VAETrain`` checkpoint (ideally the ``make latent-stats`` output, which also carries
+            the latent statistics), loaded strictly when the stage starts.
+        sync_encoder: Synchformer visual encoder (``SynchformerVisualEncoder``) mapping ``[B, T, 3, H, W]`` uint8
+            frames at 25 fps to ``[B, Ts, 768]`` tokens; ``None`` stores no sync tokens.
+        sync_checkpoint: the official ``synchformer_state_dict.pth`` (its ``vfeat_extractor.`` part is loaded
+            strictly when the stage starts).
+        audio_preset: ``AudioConfig`` preset of the VAE's mel front end.
+        duration: clip seconds (must match the data module's).
+    """
+
+    def __init__(self, vae: nn.Module, vae_checkpoint: str | None = None, sync_encoder: nn.Module | None = None,
+                 sync_checkpoint: str | None = None, audio_preset: str = "tiny", duration: float = 8.0):
+        super().__init__()
+        save_system_hparams(self, ["vae", "sync_encoder"])
+        self.vae = vae.eval().requires_grad_(False)
+        self.sync_encoder = sync_encoder.eval().requires_grad_(False) if sync_encoder is not None else None
+        self.mel = MelSpectrogram(audio_preset)
+        self.seq = SequenceConfig(duration, get_audio_preset(audio_preset))
+
+    def setup(self, stage: str) -> None:
+        # Weights are loaded here rather than in __init__ so that configs instantiate without them.
+        if self.hparams.vae_checkpoint:
+            path = Path(self.hparams.vae_checkpoint)
+            if not path.is_file():
+                raise FileNotFoundError(f"VAE checkpoint not found: {path}")
+            state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+            net = {k[len("net."):]: v for k, v in state.items() if k.startswith("net.")}
+            self.vae.load_state_dict(net, strict=True)
+        if self.hparams.sync_checkpoint:
+            if self.sync_encoder is None:
+                raise ValueError("sync_checkpoint is set but there is no sync_encoder to load it into")
+            self.sync_encoder.load_checkpoint(self.hparams.sync_checkpoint)
+
+    def feature_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Per-clip shapes of the fixed-size arrays (the cache allocates them up front)."""
+        shapes = {"latent_mean": (self.seq.latent_len, self.seq.audio.latent_channels),
+                  "latent_std": (self.seq.latent_len, self.seq.audio.latent_channels)}
+        if self.sync_encoder is not None:
+            shapes["sync"] = (self.seq.sync_len, SYNC_DIM)
+        return shapes
+
+    @torch.no_grad()
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any] | None:
+        if batch["wav"].shape[0] == 0:
+            return {"id": [], "skipped": batch["skipped"]}
+        wav = batch["wav"][:, : self.seq.num_samples]
+        if wav.shape[1] != self.seq.num_samples:
+            raise ValueError(f"clips have {wav.shape[1]} samples, the features stage expects {self.seq.num_samples} "
+                             f"({self.seq.duration} s at {self.seq.audio.name}); align data and model durations")
+        mean, std = self.vae.encode(self.mel(wav))  # [B, C, T]
+        out: dict[str, Any] = {"id": batch["id"], "skipped": batch["skipped"],
+                               "latent_mean": mean.transpose(1, 2).float().cpu(),
+                               "latent_std": std.transpose(1, 2).float().cpu()}
+        if self.sync_encoder is not None:
+            sync = torch.zeros(wav.shape[0], self.seq.sync_len, SYNC_DIM)
+            has_video = batch["has_video"]
+            if has_video.any():
+                tokens = self.sync_encoder(batch["sync_video"][has_video])  # [b, Ts, 768]
+                assert tokens.shape[1:] == (self.seq.sync_len, SYNC_DIM), tokens.shape
+                sync[has_video.cpu()] = tokens.float().cpu()
+            out["sync"] = sync
+        if "mllm_video" in batch:
+            out["mllm_video"] = batch["mllm_video"]
+        return out

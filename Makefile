@@ -29,7 +29,7 @@ test: | $(PY)  ## the full test suite (the command CI runs)
 test-fast: | $(PY)  ## tests not marked slow
 	$(PY) -m pytest -q -m "not slow"
 
-demo: | $(PY)  ## the pipeline on built-in synthetic data (so far: synth, check, vocoder, vae)
+demo: | $(PY)  ## the pipeline on built-in synthetic data (so far: synth, check, vocoder, vae, features)
 	$(PY) -m reasonaudio.demo --out $(RUNS)/demo $(ARGS)
 
 synth: | $(PY)  ## render the synthetic audio-visual corpus into runs/synth
@@ -47,6 +47,9 @@ vocoder: | $(PY)  ## stage vocoder: train BigVGAN (tiny; ARGS="--config lightnin
 bench-vocoder: | $(PY)  ## real-time factor of our BigVGAN vs the bigvgan package → docs/benchmarks.md
 	$(PY) benchmarks/vocoder.py --threads 1
 
+features: | $(PY)  ## stage features: VAE posteriors + Synchformer tokens + MLLM frames into a feature cache (resumable)
+	$(CLI) predict --config $(CFG)/features.yaml $(ARGS)
+
 latent-stats: | $(PY)  ## per-channel latent mean/std of a trained VAE (CKPT=path/to/vae.ckpt), written into a checkpoint copy
 	$(CLI) predict --config $(CFG)/vae.yaml --config $(CFG)/predict/latent_stats.yaml --ckpt_path $(CKPT) $(ARGS)
 
@@ -54,8 +57,6 @@ NOT_BUILT = echo "stage '$@' is not built yet: $(1) brings it (see the README's 
 
 captions:  ## [not built yet] VGGSound-Think annotation (issue: VGGSound-Think construction)
 	@$(call NOT_BUILT,the VGGSound-Think construction issue)
-features:  ## [not built yet] feature cache: VAE latents, Synchformer tokens, MLLM inputs (issue: conditioning)
-	@$(call NOT_BUILT,the conditioning issue)
 pretrain:  ## [not built yet] MM-DiT flow-matching pretraining (issue: triple-stream MM-DiT)
 	@$(call NOT_BUILT,the MM-DiT pretraining issue)
 reward:  ## [not built yet] synchrony reward model (issue: preference post-training)

@@ -618,9 +618,16 @@ class SyntheticDataModule(ClipDataModule):
         self.render_duration = kwargs["duration"]
         self.render_preset = kwargs["audio_preset"]
 
+    def _needed(self) -> set[str]:
+        """Corpora the current trainer stage reads (both when used without a trainer)."""
+        fn = self.trainer.state.fn if self.trainer is not None else None
+        if fn == "predict":
+            return {"train" if self.predict_split == "train" else "val"}
+        return {"val"} if fn in ("validate", "test") else {"train", "val"}
+
     def prepare_data(self) -> None:
         for split, root in self.roots.items():
-            if not (root / "manifest.jsonl").exists():
+            if split in self._needed() and not (root / "manifest.jsonl").exists():
                 synthesize_corpus(root, num_clips=self.counts[split], seed=self.seeds[split],
                                   duration=self.render_duration, preset=self.render_preset, size=self.size)
 

@@ -18,7 +18,11 @@ def test_demo_runs_and_resumes(tmp_path, monkeypatch, capsys):
     assert "decode check         4/4 mp4 files ok" in first and "mel VAE              2 steps" in first
     assert "BigVGAN vocoder      2 steps" in first
     state = json.loads((out / "steps.json").read_text())
-    assert list(state) == ["corpus", "heldout", "check", "vocoder", "vae"]
+    assert list(state) == ["corpus", "heldout", "check", "vocoder", "vae", "latent_stats", "features_corpus",
+                           "features_heldout"]
+    assert not (out / "heldout_heldout").exists() and not (out / "corpus_heldout").exists()
+    from data_modules.features import FeatureCache
+    assert FeatureCache(out / "features_heldout").done.tolist() == [1, 1]
     assert len((out / "corpus" / "manifest.jsonl").read_text().splitlines()) == 2
     assert all(json.loads(line)["ok"] for line in (out / "check" / "check.jsonl").read_text().splitlines())
     assert list((out / "vae" / "vae").glob("version_0/checkpoints/last.ckpt"))

@@ -1,7 +1,8 @@
 """`make demo`: the pipeline, stage by stage, on the built-in synthetic corpus (2 CPU cores).
 
 Stages so far: synthesise the corpus (train and held-out sets) → decode-check every file → fit
-the tiny BigVGAN vocoder → fit the tiny mel VAE, validated through that vocoder. Later stages (vocoder, features, pretraining, reward, preference data, DPO,
+the tiny BigVGAN vocoder → fit the tiny mel VAE, validated through that vocoder → its latent
+statistics → feature caches of both sets. Later stages (vocoder, features, pretraining, reward, preference data, DPO,
 evaluation, generation) join as their issues land.
 
 Each step writes into a temporary folder and renames it into place when it has finished, then
@@ -93,6 +94,16 @@ def _fit(stage: str, out: Path, steps: int, extra: list[str]) -> Callable[[Path]
     return run
 
 
+def _predict(args: list[str], out_dir: Path) -> Callable[[Path], dict]:
+    """``reasonaudio predict`` writing into the step's folder (``{tmp}`` in ``args`` is replaced by it)."""
+    def run(tmp: Path) -> dict:
+        cmd = [sys.executable, "-m", "reasonaudio", "predict", "--trainer.accelerator=cpu",
+               f"--trainer.logger.init_args.save_dir={tmp / 'logs'}", *(a.replace("{tmp}", str(tmp)) for a in args)]
+        subprocess.run(cmd, check=True)
+        return {"folder": str(out_dir)}
+    return run
+
+
 def _last_scalars(log_root: Path) -> dict[str, float]:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -126,6 +137,18 @@ def main(argv: list[str] | None = None) -> int:
         f"--model.init_args.disc_start={args.vae_steps // 2}",
         "--model.init_args.vocoder=reasonaudio.systems.vocoder.trained_generator",
         f"--model.init_args.vocoder.init_args.path={vocoder_ckpt}"]))
+    vae_ckpt = out / "vae" / "vae" / "version_0" / "checkpoints" / "last.ckpt"
+    pipe.step("latent_stats", _predict([
+        "--config", "lightning_configs/vae.yaml", "--config", "lightning_configs/predict/latent_stats.yaml",
+        f"--data.init_args.root={out / 'corpus'}", f"--data.init_args.val_root={out / 'heldout'}",
+        "--trainer.callbacks.init_args.output={tmp}/vae.ckpt", f"--ckpt_path={vae_ckpt}"], out / "latent_stats"))
+    for corpus in ("corpus", "heldout"):
+        pipe.step(f"features_{corpus}", _predict([
+            "--config", "lightning_configs/features.yaml",
+            f"--model.init_args.vae_checkpoint={out / 'latent_stats' / 'vae.ckpt'}",
+            f"--model.init_args.duration={args.duration}", f"--data.init_args.duration={args.duration}",
+            f"--data.init_args.root={out / corpus}", "--data.init_args.skip_done_in={tmp}",
+            "--trainer.callbacks.init_args.output={tmp}"], out / f"features_{corpus}"))
     rows = [
         ("synthetic corpus", f"{synth['clips']} train + {held['clips']} held-out clips, {args.duration:g} s each"),
         ("decode check", f"{check['ok']}/{check['files']} mp4 files ok"),
@@ -133,7 +156,9 @@ def main(argv: list[str] | None = None) -> int:
                             f"{vocoder['val/mel_l1']:.3f}, MR-STFT {vocoder['val/mrstft']:.3f}"),
         ("mel VAE", f"{vae['steps']} steps, held-out: mel L1 {vae['val/l1']:.3f}, "
                     f"vocoded MR-STFT {vae['val/mrstft']:.3f}"),
-        ("not yet in the demo", "features, pretraining, reward, preference data, DPO, eval, mp4s"),
+        ("feature caches", f"{out / 'features_corpus'} and {out / 'features_heldout'} "
+                           "(VAE posteriors, sync tokens, MLLM frames)"),
+        ("not yet in the demo", "pretraining, reward, preference data, DPO, eval, mp4s"),
     ]
     width = max(len(k) for k, _ in rows)
     print("\n" + "\n".join(f"  {k:<{width}}  {v}" for k, v in rows))

@@ -46,6 +46,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import remove_weight_norm, weight_norm
 
+from reasonaudio.models.checkpoints import check_state_dict
+
 CONFIG_NAME = "config.json"
 """Hyper-parameter file of a released generator folder."""
 WEIGHTS_NAME = "bigvgan_generator.pt"
@@ -605,7 +607,7 @@ class BigVGAN(nn.Module):
         model = cls.from_config(config)
         if "conv_pre.weight" in state and "conv_pre.weight_g" not in state:
             model.remove_weight_norm()
-        _check_state_dict(model, state, f"{weights_path} does not match {folder / CONFIG_NAME}")
+        check_state_dict(model, state, f"{weights_path} does not match {folder / CONFIG_NAME}")
         model.load_state_dict(state, strict=True)
         return model.eval()
 
@@ -615,22 +617,6 @@ class BigVGAN(nn.Module):
         folder.mkdir(parents=True, exist_ok=True)
         (folder / CONFIG_NAME).write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
         torch.save({"generator": self.state_dict()}, folder / WEIGHTS_NAME)
-
-
-def _check_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], header: str, shown: int = 10) -> None:
-    """Raise ValueError naming missing / unexpected keys and shape mismatches between ``state`` and ``model``."""
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}"
-              for k, v in expected.items() if k in state and tuple(state[k].shape) != tuple(v.shape)]
-    problems = []
-    for title, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes)):
-        if items:
-            more = f", … and {len(items) - shown} more" if len(items) > shown else ""
-            problems.append(f"{title} ({len(items)}): " + ", ".join(items[:shown]) + more)
-    if problems:
-        raise ValueError(header + "; " + "; ".join(problems))
 
 
 def bigvgan_v2_44k_512x() -> BigVGAN:

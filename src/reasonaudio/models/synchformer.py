@@ -56,6 +56,7 @@ from torch import nn
 from reasonaudio.config import (SYNC_DIM, SYNC_FPS, SYNC_STRIDE, SYNC_TOKENS_PER_WINDOW, SYNC_WINDOW,
                                 SequenceConfig)
 from reasonaudio.media import resize_short_side_crop
+from reasonaudio.models.checkpoints import check_state_dict
 
 SYNC_SAMPLE_RATE = 16000
 """Audio rate of the Synchformer audio branch."""
@@ -664,7 +665,7 @@ class _SynchformerBase(nn.Module):
 
     def _load_state(self, state: Mapping[str, torch.Tensor], path: Path) -> Self:
         state = {k: v for k, v in state.items() if self._keep(k)}
-        _check_state_dict(self, state, f"{path} does not match {type(self).__name__}({self.config})")
+        check_state_dict(self, state, f"{path} does not match {type(self).__name__}({self.config})")
         self.load_state_dict(state, strict=True)
         return self.eval()
 
@@ -793,19 +794,3 @@ def _read_state_dict(path: str | os.PathLike) -> Mapping[str, torch.Tensor]:
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"{path} does not hold a state dict (a mapping of names to tensors)")
     return state
-
-
-def _check_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], header: str, shown: int = 10) -> None:
-    """Raise ValueError naming missing / unexpected keys and shape mismatches between ``state`` and ``model``."""
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}"
-              for k, v in expected.items() if k in state and tuple(state[k].shape) != tuple(v.shape)]
-    problems = []
-    for title, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes)):
-        if items:
-            more = f", … and {len(items) - shown} more" if len(items) > shown else ""
-            problems.append(f"{title} ({len(items)}): " + ", ".join(items[:shown]) + more)
-    if problems:
-        raise ValueError(header + "; " + "; ".join(problems))

@@ -50,6 +50,9 @@ bench-vocoder: | $(PY)  ## real-time factor of our BigVGAN vs the bigvgan packag
 features: | $(PY)  ## stage features: VAE posteriors + Synchformer tokens + MLLM frames into a feature cache (resumable)
 	$(CLI) predict --config $(CFG)/features.yaml $(ARGS)
 
+pretrain: | $(PY)  ## stage pretrain: MM-DiT flow matching from feature caches (EMA, fixed-grid validation, export)
+	$(CLI) fit --config $(CFG)/pretrain.yaml $(ARGS)
+
 latent-stats: | $(PY)  ## per-channel latent mean/std of a trained VAE (CKPT=path/to/vae.ckpt), written into a checkpoint copy
 	$(CLI) predict --config $(CFG)/vae.yaml --config $(CFG)/predict/latent_stats.yaml --ckpt_path $(CKPT) $(ARGS)
 
@@ -57,8 +60,6 @@ NOT_BUILT = echo "stage '$@' is not built yet: $(1) brings it (see the README's 
 
 captions:  ## [not built yet] VGGSound-Think annotation (issue: VGGSound-Think construction)
 	@$(call NOT_BUILT,the VGGSound-Think construction issue)
-pretrain:  ## [not built yet] MM-DiT flow-matching pretraining (issue: triple-stream MM-DiT)
-	@$(call NOT_BUILT,the MM-DiT pretraining issue)
 reward:  ## [not built yet] synchrony reward model (issue: preference post-training)
 	@$(call NOT_BUILT,the preference post-training issue)
 preference-data:  ## [not built yet] scored candidate groups (issue: preference post-training)

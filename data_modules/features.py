@@ -60,7 +60,8 @@ class CachedFeatureDataset(Dataset):
     """Training items from one cache: only rows that were written.
 
     Each item re-samples its latent from the stored posterior (``mean + std · ε``), so every epoch sees
-    a fresh draw, as MMAudio does.
+    a fresh draw, as MMAudio does, and normalises it per channel with the VAE's latent statistics
+    stored in ``meta.json`` (the DiT's input space).
 
     Returns dicts with ``id``, ``latent`` ``[T, C]``, ``sync`` ``[Ts, 768]`` (when cached), ``caption``,
     ``has_video``, ``has_text``, ``corpus`` and, when cached, ``mllm_video`` ``[Tm, 3, h, w]`` uint8.
@@ -69,6 +70,8 @@ class CachedFeatureDataset(Dataset):
     def __init__(self, root: str | Path, sample_latent: bool = True):
         self.cache = FeatureCache(root)
         self.sample_latent = sample_latent
+        stats = self.cache.meta.get("latent_stats", {"mean": [0.0], "std": [1.0]})
+        self.latent_mean, self.latent_std = torch.tensor(stats["mean"]), torch.tensor(stats["std"])
         self.valid = np.flatnonzero(np.asarray(self.cache.done))
 
     def __len__(self) -> int:
@@ -82,6 +85,7 @@ class CachedFeatureDataset(Dataset):
         if self.sample_latent:
             std = torch.from_numpy(np.array(self.cache.arrays["latent_std"][row]))
             latent = mean + std * torch.randn_like(std)
+        latent = (latent - self.latent_mean) / self.latent_std  # [T, C]
         item = {"id": meta["id"], "latent": latent, "caption": meta["caption"], "has_video": meta["has_video"],
                 "has_text": bool(meta["caption"].strip()), "corpus": meta.get("corpus", "")}
         if "sync" in self.cache.arrays:

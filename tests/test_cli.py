@@ -29,9 +29,19 @@ def _config_args(path: Path) -> list[str]:
     return ["--config", str(stage if stage.exists() else BASE), "--config", str(path)]
 
 
+@pytest.fixture(scope="module")
+def tiny_mllm(tmp_path_factory) -> Path:
+    """Stages with a live MLLM conditioner load it from a folder when they are built."""
+    from reasonaudio.models.tiny_mllm import write_tiny_qwen_vl
+
+    return write_tiny_qwen_vl(tmp_path_factory.mktemp("mllm"), ["a dog barks"])
+
+
 @pytest.mark.parametrize("path", STAGES + OVERLAYS, ids=lambda p: str(p.relative_to(CONFIG_DIR)))
-def test_every_yaml_instantiates(monkeypatch, path):
-    cli = _cli(monkeypatch, *_config_args(path))
+def test_every_yaml_instantiates(monkeypatch, path, tiny_mllm):
+    needs_mllm = "conditioner" in path.read_text()
+    extra = [f"--model.init_args.conditioner.init_args.model={tiny_mllm}"] if needs_mllm else []
+    cli = _cli(monkeypatch, *_config_args(path), *extra)
     assert cli.model is not None and cli.datamodule is not None and cli.trainer is not None
 
 

@@ -98,8 +98,8 @@ def test_cached_datamodule_mixes_and_samples(tmp_path, vae_ckpt, monkeypatch):
     assert len(batch["mllm_video"]) == 4 and batch["mllm_video"][0].shape == (4, 3, 84, 84)
     val = next(iter(dm.val_dataloader()))
     mean = torch.from_numpy(np.array(FeatureCache(tmp_path / "a").arrays["latent_mean"][:2]))
-    assert torch.equal(val["latent"], mean)  # validation uses the posterior mean
+    assert torch.allclose(val["latent"], mean - 0.5)  # validation: posterior mean, normalised (stats 0.5 / 1)
     train_item = dm.train_sets[0][0]
-    assert not torch.equal(train_item["latent"], mean[0])  # training re-samples mean + std · ε
+    assert not torch.allclose(train_item["latent"], mean[0] - 0.5)  # training re-samples mean + std · ε
     meta = json.loads((tmp_path / "a" / "meta.json").read_text())
     assert meta["split"] == "train" and meta["source"] == "SyntheticDataModule"

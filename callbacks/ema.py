@@ -1,0 +1,95 @@
+"""EMA: exponential moving average of the trainable weights, for validation and export.
+
+Only parameters with ``requires_grad`` are averaged (a frozen 7B MLLM is not copied). The averages
+swap in for validation (so validation losses and samples come from the EMA weights), are saved in
+checkpoints (callback state, so resume is exact) and, with ``export``, written at the end of
+training as ``<export>/model.safetensors`` (EMA weights of every trainable parameter, plus the
+frozen VAE-free network buffers) next to ``<export>/config.yaml`` (the system's hyperparameters, to
+rebuild the model).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from lightning.pytorch import Callback, LightningModule, Trainer
+
+
+class EMA(Callback):
+    """Keeps ``ema = decay · ema + (1 − decay) · θ`` after every optimisation step.
+
+    Args:
+        decay: EMA decay per step.
+        start_step: steps before which the EMA just copies the weights.
+        export: folder for the exported EMA weights at the end of training (``None``: no export).
+    """
+
+    def __init__(self, decay: float = 0.999, start_step: int = 0, export: str | None = None):
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"decay must be in [0, 1), got {decay}")
+        self.decay = decay
+        self.start_step = start_step
+        self.export = export
+        self.shadow: dict[str, torch.Tensor] = {}
+        self._backup: dict[str, torch.Tensor] = {}
+
+    def _params(self, pl_module: LightningModule) -> dict[str, torch.nn.Parameter]:
+        return {n: p for n, p in pl_module.named_parameters() if p.requires_grad}
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        params = self._params(pl_module)
+        if not self.shadow:  # not restored from a checkpoint
+            self.shadow = {n: p.detach().clone() for n, p in params.items()}
+        self.shadow = {n: v.to(params[n].device) for n, v in self.shadow.items()}
+
+    @torch.no_grad()
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        decay = self.decay if trainer.global_step > self.start_step else 0.0
+        for n, p in self._params(pl_module).items():
+            self.shadow[n].lerp_(p.detach(), 1.0 - decay)
+
+    def _swap(self, pl_module: LightningModule) -> None:
+        with torch.no_grad():
+            for n, p in self._params(pl_module).items():
+                tmp = p.detach().clone()
+                p.copy_(self.shadow[n])
+                self.shadow[n] = tmp
+
+    def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.shadow and not trainer.sanity_checking:
+            self._swap(pl_module)
+
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.shadow and not trainer.sanity_checking:
+            self._swap(pl_module)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"decay": self.decay, "shadow": {n: v.cpu() for n, v in self.shadow.items()}}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.shadow = dict(state_dict["shadow"])
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.export is None or not trainer.is_global_zero:
+            return
+        from safetensors.torch import save_file
+
+        out = Path(self.export)
+        out.mkdir(parents=True, exist_ok=True)
+        trainable = set(self.shadow)
+        state = {n: (self.shadow[n] if n in trainable else v).detach().cpu().contiguous()
+                 for n, v in pl_module.state_dict().items() if n in trainable or n.startswith("net.")}
+        save_file(state, str(out / "model.safetensors"))
+        (out / "config.yaml").write_text(yaml.safe_dump(_plain(dict(pl_module.hparams)), sort_keys=False))
+
+
+def _plain(value: Any) -> Any:
+    """Hyperparameters as YAML-safe data (config dicts stay; anything else becomes its repr)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value if isinstance(value, (str, int, float, bool)) or value is None else repr(value)

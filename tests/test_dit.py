@@ -1,0 +1,201 @@
+"""MM-DiT: shapes, zero init, RoPE on one time axis, null conditions, preset sizes, durations, gradients."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from jsonargparse import ArgumentParser
+from torch import nn
+
+from reasonaudio import flow
+from reasonaudio.config import SequenceConfig, audio_preset
+from reasonaudio.models.dit import MMDiT, dit_l, dit_s, dit_tiny, rope_table
+
+
+def inputs(net: MMDiT, batch: int, seed: int = 0, num_queries: int = 77) -> dict[str, torch.Tensor]:
+    """Random keyword inputs of ``net``'s lengths, every condition present."""
+    g = torch.Generator().manual_seed(seed)
+    return dict(x=torch.randn(batch, net.latent_len, net.latent_channels, generator=g), t=torch.rand(batch, generator=g),
+                queries=torch.randn(batch, num_queries, net.query_dim, generator=g),
+                sync=torch.randn(batch, net.sync_len, net.sync_dim, generator=g),
+                has_text=torch.ones(batch, dtype=torch.bool), has_video=torch.ones(batch, dtype=torch.bool))
+
+
+@torch.no_grad()
+def activate(net: MMDiT, seed: int = 0) -> MMDiT:
+    """Perturb every parameter, so that zero-initialised gates and the final projection pass signal."""
+    g = torch.Generator().manual_seed(seed)
+    for p in net.parameters():
+        p.add_(0.1 * torch.randn(p.shape, generator=g))
+    return net
+
+
+@pytest.fixture(scope="module")
+def net_8s() -> MMDiT:
+    """dit_tiny on 8 s at s16k: T = 250 latents of C = 20, Ts = 192 sync tokens."""
+    torch.manual_seed(0)
+    return activate(dit_tiny(audio_preset="s16k", duration=8.0)).eval()
+
+
+def small(**kw) -> MMDiT:
+    """dit_tiny on 1 s of the tiny preset (32 latents of 8 channels, 16 sync tokens)."""
+    torch.manual_seed(0)
+    return dit_tiny(duration=1.0, **kw)
+
+
+def test_shapes_8s_s16k_and_zero_init():
+    torch.manual_seed(0)
+    net = dit_tiny(audio_preset="s16k", duration=8.0)
+    assert (net.latent_len, net.sync_len, net.latent_channels, net.query_dim) == (250, 192, 20, 64)
+    kw = inputs(net, 2)
+    kw["has_text"][1] = kw["has_video"][0] = False
+    v = net(**kw)
+    assert v.shape == (2, 250, 20)
+    assert torch.equal(v, torch.zeros_like(v))  # zero final projection: the initial velocity is exactly 0
+    with pytest.raises(ValueError, match="set_lengths"):
+        net(**{**kw, "x": kw["x"][:, :200]})
+    with pytest.raises(ValueError, match="widths"):
+        net(**{**kw, "sync": kw["sync"][..., :512]})
+
+
+def test_rope_equal_times_get_equal_angles(net_8s):
+    T, Ts = net_8s.latent_len, net_8s.sync_len
+    audio, sync = net_8s.rope_audio, net_8s.rope_sync  # [L, K/2, (cos, sin)]
+    assert audio.shape == (T, net_8s.head_dim // 2, 2) and sync.shape == (Ts, net_8s.head_dim // 2, 2)
+    # 4 s is latent 125 and sync token 96 (and 0 s is index 0 of both): bit-identical rotations
+    assert torch.equal(sync[96], audio[125]) and torch.equal(sync[0], audio[0])
+    # every sync token sits at latent time i · T / Ts
+    torch.testing.assert_close(sync, rope_table(torch.arange(Ts, dtype=torch.float64) * T / Ts, net_8s.head_dim))
+    angle = torch.atan2(sync[1, 0, 1], sync[1, 0, 0])  # lowest pair rotates 1 rad per latent
+    assert float(angle) == pytest.approx(T / Ts, abs=1e-6)
+
+
+@torch.no_grad()
+def test_audio_output_ignores_query_order(net_8s):
+    """No RoPE on queries and a mean-pooled condition: the queries are a set for the audio stream."""
+    kw = inputs(net_8s, 2, seed=1)
+    perm = torch.randperm(77, generator=torch.Generator().manual_seed(0))
+    v = net_8s(**kw)
+    torch.testing.assert_close(net_8s(**{**kw, "queries": kw["queries"][:, perm]}), v, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(net_8s(**{**kw, "queries": kw["queries"].flip(2)}), v, atol=1e-3)  # queries matter
+    # sync tokens are rotated: reordering them in time changes the output
+    assert not torch.allclose(net_8s(**{**kw, "sync": kw["sync"].flip(1)}), v, atol=1e-3)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("flag, key", [("has_text", "queries"), ("has_video", "sync")])
+def test_dropped_condition_uses_the_learned_null(net_8s, flag, key):
+    kw, other = inputs(net_8s, 2, seed=2), inputs(net_8s, 2, seed=3)
+    kw[flag][0] = False
+    a, b = net_8s(**kw), net_8s(**{**kw, key: other[key]})
+    assert torch.equal(a[0], b[0])  # the dropped item does not read its tokens
+    assert not torch.allclose(a[1], b[1], atol=1e-3)  # the kept item does
+    nulls = net_8s(**{**kw, key: torch.zeros_like(kw[key])})
+    kw[flag][0] = True
+    assert not torch.allclose(net_8s(**{**kw, key: torch.zeros_like(kw[key])})[0], nulls[0], atol=1e-3)  # ≠ zeros
+
+
+@pytest.mark.parametrize("factory, target", [(dit_s, 160e6), (dit_l, 750e6)])
+def test_preset_parameter_counts(factory, target):
+    with torch.device("meta"):
+        net = factory()
+    count = sum(p.numel() for p in net.parameters())
+    assert abs(count / target - 1) <= 0.10, f"{factory.__name__}: {count / 1e6:.1f}M vs {target / 1e6:.0f}M"
+    assert net.latent_len == 250 and net.sync_len == 192 and net.latent_channels == 20
+
+
+def test_other_duration_rebuilds_rotations():
+    torch.manual_seed(0)
+    net = activate(dit_tiny(audio_preset="s16k", duration=8.0)).eval()
+    rope_8s = net.rope_audio.clone()
+    seq = SequenceConfig(4.0, audio_preset("s16k"))
+    net.set_lengths(seq.latent_len, seq.sync_len)
+    assert (net.latent_len, net.sync_len) == (125, 88)
+    assert net.rope_audio.shape[0] == 125 and net.rope_sync.shape[0] == 88
+    assert torch.equal(net.rope_audio, rope_8s[:125])  # the audio positions are the same 0 … 124
+    torch.testing.assert_close(net.rope_sync, rope_table(torch.arange(88, dtype=torch.float64) * 125 / 88, 32))
+    with torch.no_grad():
+        v = net(**inputs(net, 1))
+    assert v.shape == (1, 125, 20) and v.abs().sum() > 0
+    assert not any(k.startswith("rope") for k in net.state_dict())  # checkpoints do not depend on the duration
+
+
+@pytest.mark.parametrize("sync_adaln", [False, True])
+def test_gradients_reach_every_parameter(sync_adaln):
+    """From the adaLN-Zero init (final layer made non-zero), training opens every path to the loss.
+
+    A zero gate blocks the gradient of everything behind it; each AdamW step opens the gates one hop
+    further from the output (audio gates → first-block query/sync gates → their MLPs), so in the
+    tiny net's 2 joint blocks every parameter has a gradient from the third backward pass on. An
+    activated net has it on the first: no parameter is unused (DDP needs no ``find_unused_parameters``).
+    """
+    net = small(sync_adaln=sync_adaln)
+    with torch.no_grad():
+        net.final.linear.weight.normal_(std=0.02)
+    kw = inputs(net, 3, seed=4, num_queries=5)
+    kw["has_text"][1] = kw["has_video"][2] = False  # the null embeddings and the real tokens both in use
+    target = torch.randn_like(kw["x"])
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
+
+    def silent(model: MMDiT) -> list[str]:
+        model.zero_grad()
+        flow.loss(model(**kw), torch.zeros_like(target), target).backward()
+        return [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+
+    assert "time_embed.mlp.0.weight" in silent(net)  # closed gates: the condition path is still cut
+    opt.step()
+    assert any(".streams.queries." in name for name in silent(net))  # behind the first-block query gates
+    opt.step()
+    assert silent(net) == []
+    assert silent(activate(small(sync_adaln=sync_adaln))) == []
+
+
+def test_sync_adaln_switch():
+    plain, injected = small(), small(sync_adaln=True)
+    extra = set(dict(injected.named_parameters())) - set(dict(plain.named_parameters()))
+    assert extra == {"sync_adaln.segment_pos", "sync_adaln.proj.0.weight", "sync_adaln.proj.0.bias",
+                     "sync_adaln.proj.2.weight", "sync_adaln.proj.2.bias"}
+    assert set(dict(plain.named_parameters())) <= set(dict(injected.named_parameters()))
+    activate(injected)
+    kw, other = inputs(injected, 2, seed=5), inputs(injected, 2, seed=6)
+    kw["has_video"][0] = False
+    with torch.no_grad():
+        a, b = injected(**kw), injected(**{**kw, "sync": other["sync"]})
+        c_audio = injected.sync_adaln(kw["sync"], injected.latent_len)
+    assert a.shape == (2, 32, 8) and torch.equal(a[0], b[0]) and not torch.allclose(a[1], b[1], atol=1e-3)
+    assert c_audio.shape == (2, 32, 64)  # per-latent modulation
+    # nearest-exact upsampling: latent j reads sync token floor((j + 0.5) · Ts / T)
+    idx = ((torch.arange(32) + 0.5) * 16 / 32).floor().long()
+    with torch.no_grad():
+        tokens = injected.sync_adaln.proj(kw["sync"] + injected.sync_adaln.segment_pos.repeat(2, 1))
+    torch.testing.assert_close(c_audio, tokens[:, idx])
+    injected.set_lengths(32, 12)
+    with pytest.raises(ValueError, match="multiple of 8"):
+        injected(**inputs(injected, 1))
+
+
+@torch.no_grad()
+def test_cfg_with_the_network_batched_equals_two_calls():
+    net = activate(small()).double().eval()  # float64: float32 GEMMs round differently for batch 2 and 4
+    kw = {k: v.double() if v.is_floating_point() else v for k, v in inputs(net, 2, seed=7, num_queries=5).items()}
+    x, t = kw.pop("x"), kw.pop("t")
+    uncond = {**kw, "has_text": torch.zeros(2, dtype=torch.bool), "has_video": torch.zeros(2, dtype=torch.bool)}
+    guided = flow.cfg_velocity(net, x, t, kw, uncond, w=4.5)
+    v_c, v_u = net(x, t, **kw), net(x, t, **uncond)
+    assert (guided - (v_u + 4.5 * (v_c - v_u))).abs().max() <= 1e-6
+    sample = flow.sample(lambda x_, t_: flow.cfg_velocity(net, x_, t_, kw, uncond), x, steps=3)
+    assert sample.shape == x.shape and torch.isfinite(sample).all()
+
+
+@pytest.mark.parametrize("spec", [
+    {"class_path": "reasonaudio.models.dit.dit_tiny", "init_args": {"duration": 1.0, "sync_adaln": True}},
+    {"class_path": "reasonaudio.models.dit.MMDiT",
+     "init_args": {"latent_channels": 8, "query_dim": 16, "latent_len": 32, "sync_len": 16, "width": 32,
+                   "depth": 2, "joint_depth": 1, "num_heads": 2}},
+])
+def test_usable_as_class_path(spec: dict):
+    parser = ArgumentParser()
+    parser.add_argument("--net", type=nn.Module)
+    net = parser.instantiate(parser.parse_args(["--net", json.dumps(spec)])).net
+    assert isinstance(net, MMDiT) and net.latent_len == 32

@@ -12,14 +12,22 @@ REPO = Path(__file__).resolve().parents[1]
 def test_demo_runs_and_resumes(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(REPO)
     out = tmp_path / "demo"
-    args = ["--out", str(out), "--num-clips", "2", "--heldout-clips", "2", "--duration", "2", "--vae-steps", "2", "--vocoder-steps", "2"]
+    args = ["--out", str(out), "--num-clips", "2", "--heldout-clips", "2", "--duration", "2", "--vae-steps", "2", "--vocoder-steps", "2",
+            "--pretrain-steps", "2", "--sample-steps", "2"]
     assert main(args) == 0
     first = capsys.readouterr().out
     assert "decode check         4/4 mp4 files ok" in first and "mel VAE              2 steps" in first
     assert "BigVGAN vocoder      2 steps" in first
     state = json.loads((out / "steps.json").read_text())
     assert list(state) == ["corpus", "heldout", "check", "vocoder", "vae", "latent_stats", "features_corpus",
-                           "features_heldout"]
+                           "features_heldout", "mllm", "pretrain", "generate"]
+    assert "held-out synthetic metrics" in first and "pretrained" in first
+    metrics = json.loads((out / "generate" / "metrics.json").read_text())
+    assert set(metrics) == {"untrained", "pretrained", "ground truth (vocoded)"}
+    from reasonaudio.media import probe
+    info = probe(out / "generate" / "synth_000000.mp4")
+    assert info.video.codec == "h264" and info.audio.codec == "aac"
+    assert abs(info.audio.duration - info.video.duration) < 0.07  # same length as the video (±1 AAC frame)
     assert not (out / "heldout_heldout").exists() and not (out / "corpus_heldout").exists()
     from data_modules.features import FeatureCache
     assert FeatureCache(out / "features_heldout").done.tolist() == [1, 1]

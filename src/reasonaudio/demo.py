@@ -2,7 +2,9 @@
 
 Stages so far: synthesise the corpus (train and held-out sets) → decode-check every file → fit
 the tiny BigVGAN vocoder → fit the tiny mel VAE, validated through that vocoder → its latent
-statistics → feature caches of both sets. Later stages (vocoder, features, pretraining, reward, preference data, DPO,
+statistics → feature caches of both sets → a tiny local Qwen2.5-VL folder → MM-DiT flow-matching
+pretraining → generation (flac + mp4) for the held-out clips, scored with the synthetic metrics
+against the untrained model and the vocoded ground truth. Later stages (vocoder, features, pretraining, reward, preference data, DPO,
 evaluation, generation) join as their issues land.
 
 Each step writes into a temporary folder and renames it into place when it has finished, then
@@ -81,14 +83,19 @@ def _check(corpus: Path) -> Callable[[Path], dict]:
     return run
 
 
-def _fit(stage: str, out: Path, steps: int, extra: list[str]) -> Callable[[Path], dict]:
-    """``reasonaudio fit`` of a stage config on the demo corpus, logging into the step's folder."""
+def _fit(stage: str, out: Path, steps: int, extra: list[str], data_roots: bool = True) -> Callable[[Path], dict]:
+    """``reasonaudio fit`` of a stage config on the demo corpus, logging into the step's folder.
+
+    ``{tmp}`` in ``extra`` stands for the step's folder.
+    """
     def run(tmp: Path) -> dict:
+        roots = [f"--data.init_args.root={out / 'corpus'}", f"--data.init_args.val_root={out / 'heldout'}"]
         cmd = [sys.executable, "-m", "reasonaudio", "fit", "--config", f"lightning_configs/{stage}.yaml",
-               f"--data.init_args.root={out / 'corpus'}", f"--data.init_args.val_root={out / 'heldout'}",
+               *(roots if data_roots else []),
                f"--trainer.max_steps={steps}", f"--trainer.val_check_interval={steps}",
                "--trainer.accelerator=cpu", "--trainer.log_every_n_steps=5",
-               f"--trainer.logger.init_args.save_dir={tmp}", f"--trainer.logger.init_args.name={stage}", *extra]
+               f"--trainer.logger.init_args.save_dir={tmp}", f"--trainer.logger.init_args.name={stage}",
+               *(a.replace("{tmp}", str(tmp)) for a in extra)]
         subprocess.run(cmd, check=True)
         return {"steps": steps, **_last_scalars(tmp / stage)}
     return run
@@ -101,6 +108,60 @@ def _predict(args: list[str], out_dir: Path) -> Callable[[Path], dict]:
                f"--trainer.logger.init_args.save_dir={tmp / 'logs'}", *(a.replace("{tmp}", str(tmp)) for a in args)]
         subprocess.run(cmd, check=True)
         return {"folder": str(out_dir)}
+    return run
+
+
+def _tiny_mllm(out: Path) -> Callable[[Path], dict]:
+    def run(tmp: Path) -> dict:
+        from reasonaudio.models.tiny_mllm import write_tiny_qwen_vl
+
+        captions = [json.loads(line)["caption"] for corpus in ("corpus", "heldout")
+                    for line in (out / corpus / "manifest.jsonl").read_text().splitlines()]
+        write_tiny_qwen_vl(tmp, captions)
+        return {"folder": str(out / "mllm")}
+    return run
+
+
+def _evaluate(out: Path, steps: int, cfg: float) -> Callable[[Path], dict]:
+    """Generate for the held-out clips with the pretrained EMA model; score against ground truth.
+
+    The untrained baseline needs no sampling: the DiT's final projection is zero-initialised, so an
+    untrained model's velocity is 0 everywhere and its sample is the initial noise itself.
+    """
+    def run(tmp: Path) -> dict:
+        import torch
+        from safetensors.torch import load_file
+
+        from data_modules.features import CachedFeatureDataModule
+        from reasonaudio.generation import latents_to_audio, score_synthetic
+        from reasonaudio.media import mux_audio, write_audio
+        from reasonaudio.systems.flow_matching import FlowMatchingPretrain
+        from reasonaudio.systems.vae import trained_vae
+        from reasonaudio.systems.vocoder import trained_generator
+
+        run_dir = out / "pretrain" / "pretrain" / "version_0"
+        system = FlowMatchingPretrain.load_from_checkpoint(run_dir / "checkpoints" / "last.ckpt").eval()
+        system.load_state_dict(load_file(str(out / "pretrain" / "export" / "model.safetensors")), strict=False)
+        vae = trained_vae(str(out / "latent_stats" / "vae.ckpt"))
+        vocoder = trained_generator(str(out / "vocoder" / "vocoder" / "version_0" / "checkpoints" / "last.ckpt"))
+        dm = CachedFeatureDataModule(train=[str(out / "features_corpus")], val=[str(out / "features_heldout")],
+                                     batch_size=64)
+        dm.setup("fit")
+        batch = next(iter(dm.val_dataloader()))
+        noise = torch.randn(batch["latent"].shape, generator=torch.Generator().manual_seed(0))
+        sr = 16000
+        gts = [out / "heldout" / "gt" / f"{i}.json" for i in batch["id"]]
+        results = {"untrained": score_synthetic(latents_to_audio(noise, vae, vocoder), sr, gts)}
+        latents = system.generate(batch, steps=steps, cfg=cfg, seed=0)
+        wavs = latents_to_audio(latents, vae, vocoder)
+        results["pretrained"] = score_synthetic(wavs, sr, gts)
+        results["ground truth (vocoded)"] = score_synthetic(
+            latents_to_audio(batch["latent"], vae, vocoder), sr, gts)
+        for clip_id, wav in zip(batch["id"], wavs):
+            write_audio(tmp / f"{clip_id}.flac", wav, sr)
+            mux_audio(out / "heldout" / "videos" / f"{clip_id}.mp4", wav, sr, tmp / f"{clip_id}.mp4")
+        (tmp / "metrics.json").write_text(json.dumps(results, indent=2))
+        return results
     return run
 
 
@@ -124,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=4.0, help="seconds per clip")
     parser.add_argument("--vocoder-steps", type=int, default=200, help="vocoder optimisation steps")
     parser.add_argument("--vae-steps", type=int, default=300, help="VAE optimisation steps")
+    parser.add_argument("--pretrain-steps", type=int, default=400, help="MM-DiT optimisation steps")
+    parser.add_argument("--sample-steps", type=int, default=25, help="Euler steps when generating")
     args = parser.parse_args(argv)
     out = Path(args.out)
     pipe = Pipeline(out)
@@ -149,6 +212,13 @@ def main(argv: list[str] | None = None) -> int:
             f"--model.init_args.duration={args.duration}", f"--data.init_args.duration={args.duration}",
             f"--data.init_args.root={out / corpus}", "--data.init_args.skip_done_in={tmp}",
             "--trainer.callbacks.init_args.output={tmp}"], out / f"features_{corpus}"))
+    pipe.step("mllm", _tiny_mllm(out))
+    pipe.step("pretrain", _fit("pretrain", out, args.pretrain_steps, [
+        f"--model.init_args.conditioner.init_args.model={out / 'mllm'}",
+        f"--model.init_args.net.init_args.duration={args.duration}",
+        f"--data.init_args.train=[{out / 'features_corpus'}]", f"--data.init_args.val=[{out / 'features_heldout'}]",
+        "--trainer.callbacks.init_args.export={tmp}/export"], data_roots=False))
+    scores = pipe.step("generate", _evaluate(out, args.sample_steps, cfg=4.5))
     rows = [
         ("synthetic corpus", f"{synth['clips']} train + {held['clips']} held-out clips, {args.duration:g} s each"),
         ("decode check", f"{check['ok']}/{check['files']} mp4 files ok"),
@@ -158,10 +228,18 @@ def main(argv: list[str] | None = None) -> int:
                     f"vocoded MR-STFT {vae['val/mrstft']:.3f}"),
         ("feature caches", f"{out / 'features_corpus'} and {out / 'features_heldout'} "
                            "(VAE posteriors, sync tokens, MLLM frames)"),
-        ("not yet in the demo", "pretraining, reward, preference data, DPO, eval, mp4s"),
+        ("MM-DiT pretraining", f"{args.pretrain_steps} steps; generated flac + mp4 for the held-out clips in "
+                               f"{out / 'generate'}"),
+        ("not yet in the demo", "reward, preference data, DPO, full evaluation"),
     ]
     width = max(len(k) for k, _ in rows)
     print("\n" + "\n".join(f"  {k:<{width}}  {v}" for k, v in rows))
+    print("\n  held-out synthetic metrics (onset error in ms, lower is better; the rest higher is better):")
+    print(f"    {'model':<24} {'onset err':>9} {'onset F1':>9} {'off-screen':>10} {'timbre':>7}")
+    for name in ("untrained", "pretrained", "ground truth (vocoded)"):
+        m = scores[name]
+        print(f"    {name:<24} {1000 * m['onset_error']:9.1f} {m['onset_f1']:9.3f} "
+              f"{m['offscreen_presence']:10.3f} {m['timbre_agreement']:7.3f}")
     print(f"\n  artifacts:   {out}/ (corpus/, heldout/, check/check.jsonl, vocoder/, vae/)")
     print(f"  TensorBoard: .venv/bin/tensorboard --logdir {out}  (audio and mel reconstructions under IMAGES / AUDIO)")
     print(f"  total: {time.perf_counter() - t0:.0f} s")

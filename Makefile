@@ -53,6 +53,15 @@ features: | $(PY)  ## stage features: VAE posteriors + Synchformer tokens + MLLM
 pretrain: | $(PY)  ## stage pretrain: MM-DiT flow matching from feature caches (EMA, fixed-grid validation, export)
 	$(CLI) fit --config $(CFG)/pretrain.yaml $(ARGS)
 
+DEMO     := $(RUNS)/demo
+CKPT_G   ?= $(DEMO)/pretrain/pretrain/version_0/checkpoints/last.ckpt
+FEATURES ?= $(DEMO)/features_corpus/logs/features/version_0/config.yaml
+VOCODER  ?= $(DEMO)/vocoder/vocoder/version_0/checkpoints/last.ckpt
+generate: | $(PY)  ## audio + mp4 for VIDEO=... [TEXT="..."] (default models: the demo's; OUT=runs/generate)
+	.venv/bin/reasonaudio-generate --ckpt $(CKPT_G) --features-config $(FEATURES) --vocoder $(VOCODER) \
+		--ema $(DEMO)/pretrain/export/model.safetensors $(if $(VIDEO),--video "$(VIDEO)") \
+		$(if $(TEXT),--text "$(TEXT)") --out $(or $(OUT),$(RUNS)/generate) $(ARGS)
+
 latent-stats: | $(PY)  ## per-channel latent mean/std of a trained VAE (CKPT=path/to/vae.ckpt), written into a checkpoint copy
 	$(CLI) predict --config $(CFG)/vae.yaml --config $(CFG)/predict/latent_stats.yaml --ckpt_path $(CKPT) $(ARGS)
 
@@ -68,8 +77,6 @@ post-train:  ## [not built yet] SFT / RWR / Flow-DPO with LoRA (issue: preferenc
 	@$(call NOT_BUILT,the preference post-training issue)
 eval:  ## [not built yet] FD / KL / IS / CLAP / IB / DeSync (issue: evaluation)
 	@$(call NOT_BUILT,the evaluation issue)
-generate:  ## [not built yet] audio + mp4 for videos (issue: triple-stream MM-DiT)
-	@$(call NOT_BUILT,the MM-DiT pretraining issue)
 bench:  ## [not built yet] speed benchmarks into docs/benchmarks.md (issue: scale-out and demo)
 	@$(call NOT_BUILT,the scale-out issue)
 

@@ -108,3 +108,34 @@ def test_ema_update_rule():
 
     ema.on_train_batch_end(_Trainer(), module, None, None, 0)
     assert torch.allclose(ema.shadow["weight"], start + 0.1)
+
+
+def test_generate_cli_on_a_real_clip(setup_dirs, fixtures_dir):
+    d = setup_dirs
+    build_cli(["fit", "--config", str(CONFIG_DIR / "pretrain.yaml"), "--config", str(CONFIG_DIR / "debug" / "cpu.yaml"),
+               *_args(d), f"--trainer.logger.init_args.save_dir={d['root'] / 'runs'}", "--trainer.max_steps=1",
+               "--trainer.limit_val_batches=0", f"--trainer.callbacks.init_args.export={d['root'] / 'export'}"])
+    from reasonaudio.generate import main as generate_main
+    from reasonaudio.media import load_audio, probe
+    from reasonaudio.models.bigvgan import bigvgan_tiny
+
+    vocoder = d["root"] / "bigvgan"
+    bigvgan_tiny().save_pretrained(vocoder)
+    video = fixtures_dir / "media" / "vggsound" / "-Qowmc0P9ic_000034.mp4"
+    out = d["root"] / "generated"
+    common = ["--ckpt", str(d["root"] / "runs" / "pretrain" / "version_0" / "checkpoints" / "last.ckpt"),
+              "--features-config", str(d["root"] / "runs" / "features" / "version_0" / "config.yaml"),
+              "--vocoder", str(vocoder), "--ema", str(d["root"] / "export" / "model.safetensors"),
+              "--steps", "3", "--out", str(out)]
+    assert generate_main([*common, "--video", str(video), "--text", "a dog barks", "--negative-text", "rain"]) == 0
+    info = probe(out / "-Qowmc0P9ic_000034.mp4")
+    assert (info.video.codec, info.audio.codec) == ("h264", "aac")
+    assert abs(info.audio.duration - info.video.duration) <= 1024 / 16000  # ±1 AAC frame
+    flac = probe(out / "-Qowmc0P9ic_000034.flac")
+    assert flac.audio.sample_rate == 16000 and abs(flac.duration - 10.0) < 1e-3
+    assert float(load_audio(out / "-Qowmc0P9ic_000034.flac", 16000).wav.abs().max()) > 0
+
+    assert generate_main([*common, "--text", "rain falls", "--duration", "2"]) == 0  # text only
+    assert abs(probe(out / "text_only.flac").duration - 2.0) < 1e-3
+    with pytest.raises(SystemExit, match="not found"):
+        generate_main([*common[:-2], "--out", str(out), "--video", str(video), "--ckpt", str(d["root"] / "x.ckpt")])

@@ -62,6 +62,9 @@ class FlowMatchingPretrain(LightningModule):
             sync = torch.zeros(b, getattr(self.net, "sync_len", 1), getattr(self.net, "sync_dim", 768),
                                device=self.device)
             has_video = torch.zeros_like(has_video)
+        lengths = (batch["latent"].shape[1], sync.shape[1])
+        if hasattr(self.net, "set_lengths") and lengths != (self.net.latent_len, self.net.sync_len):
+            self.net.set_lengths(*lengths)  # another duration: rebuild the RoPE tables
         return {"queries": queries, "sync": sync, "has_text": has_text | has_video, "has_video": has_video}
 
     def _dropped_flags(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -91,12 +94,19 @@ class FlowMatchingPretrain(LightningModule):
 
     @torch.no_grad()
     def generate(self, batch: dict[str, Any], steps: int = 25, cfg: float = 4.5, seed: int = 0,
-                 method: str = "euler") -> torch.Tensor:
-        """Sample normalised latents ``[B, T, C]`` for a batch's conditions, with CFG against the null condition."""
+                 method: str = "euler", negative_caption: str | None = None) -> torch.Tensor:
+        """Sample normalised latents ``[B, T, C]`` (the shape of ``batch["latent"]``) for a batch's conditions.
+
+        CFG contrasts the condition with the null condition, or, given ``negative_caption``, with that
+        caption alone (video dropped), as MMAudio's negative prompts do.
+        """
         b, t_len, channels = batch["latent"].shape
         cond = self.conditions(batch, batch["has_text"], batch["has_video"])
         off = torch.zeros(b, dtype=torch.bool, device=self.device)
-        uncond = self.conditions(batch, off, off)
+        if negative_caption:
+            uncond = self.conditions(dict(batch, caption=[negative_caption] * b), ~off, off)
+        else:
+            uncond = self.conditions(batch, off, off)
         x0 = torch.randn(b, t_len, channels, generator=torch.Generator().manual_seed(seed)).to(self.device)
         return flow.sample(lambda x, t: flow.cfg_velocity(self.net, x, t, cond, uncond, cfg), x0, steps, method)
 

@@ -36,8 +36,9 @@ final layer reads the global ``c`` only (its issue #55, kept there for checkpoin
 this network is not checkpoint-compatible with MMAudio anyway, so the final layer reads the
 per-token signal as well. Sync tokens stay attention tokens either way.
 
-RoPE tables are non-persistent buffers built for ``(latent_len, sync_len)``; :meth:`MMDiT.set_lengths`
-rebuilds them for another duration (checkpoints do not depend on the duration).
+RoPE tables follow the input lengths: those of the configured duration are non-persistent buffers
+(:meth:`MMDiT.set_lengths` changes it), any other duration's are built on first use and cached per
+length (:meth:`MMDiT.rotations`); checkpoints do not depend on the duration.
 """
 from __future__ import annotations
 
@@ -252,8 +253,8 @@ class MMDiT(nn.Module):
         latent_channels: latent width ``C`` (the VAE's).
         query_dim: width ``Dq`` of the semantic query tokens (the conditioner's ``out_dim``).
         sync_dim: width ``S`` of Synchformer tokens.
-        latent_len: latent tokens ``T`` of the training duration (``SequenceConfig.latent_len``).
-        sync_len: Synchformer tokens ``Ts`` of the training duration (``SequenceConfig.sync_len``).
+        latent_len: latent tokens ``T`` of the configured (training) duration (``SequenceConfig.latent_len``).
+        sync_len: Synchformer tokens ``Ts`` of that duration (``SequenceConfig.sync_len``).
         width: model width ``D``.
         depth: blocks in all (joint + audio-only).
         joint_depth: leading joint (three-stream) blocks, 1 … ``depth``.
@@ -312,15 +313,34 @@ class MMDiT(nn.Module):
         nn.init.zeros_(self.final.linear.bias)
 
     def set_lengths(self, latent_len: int, sync_len: int) -> None:
-        """Build the RoPE tables for ``latent_len`` latents and ``sync_len`` sync tokens (a new duration)."""
+        """Make ``latent_len`` latents and ``sync_len`` sync tokens the configured lengths (RoPE tables as buffers)."""
         if latent_len < 1 or sync_len < 1:
             raise ValueError(f"lengths must be positive, got latent_len={latent_len}, sync_len={sync_len}")
         self.latent_len, self.sync_len = latent_len, sync_len
-        device = self.null_sync.device
+        audio, sync = self._rope_tables(latent_len, sync_len, self.null_sync.device)
+        self.register_buffer("rope_audio", audio, persistent=False)  # [T, K/2, 2]
+        self.register_buffer("rope_sync", sync, persistent=False)  # [Ts, K/2, 2]
+        self._rope_cache: dict[tuple[int, int, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def _rope_tables(self, latent_len: int, sync_len: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Audio latents at positions 0 … T − 1; sync token i at latent index i · T / Ts (one time axis)."""
         audio_pos = torch.arange(latent_len, dtype=torch.float64, device=device)
         sync_pos = torch.arange(sync_len, dtype=torch.float64, device=device) * latent_len / sync_len
-        self.register_buffer("rope_audio", rope_table(audio_pos, self.head_dim, self.rope_theta), persistent=False)
-        self.register_buffer("rope_sync", rope_table(sync_pos, self.head_dim, self.rope_theta), persistent=False)
+        return rope_table(audio_pos, self.head_dim, self.rope_theta), rope_table(sync_pos, self.head_dim,
+                                                                                 self.rope_theta)
+
+    def rotations(self, latent_len: int, sync_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """RoPE tables ``[T, K/2, 2]`` and ``[Ts, K/2, 2]`` for ``latent_len`` latents and ``sync_len`` sync tokens.
+
+        The buffers at the configured lengths; for any other duration, built on first use and cached
+        per (lengths, device).
+        """
+        if (latent_len, sync_len) == (self.latent_len, self.sync_len):
+            return self.rope_audio, self.rope_sync
+        key = (latent_len, sync_len, self.rope_audio.device)
+        if key not in self._rope_cache:
+            self._rope_cache[key] = self._rope_tables(latent_len, sync_len, self.rope_audio.device)
+        return self._rope_cache[key]
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, queries: torch.Tensor, sync: torch.Tensor,
                 has_text: torch.Tensor, has_video: torch.Tensor) -> torch.Tensor:
@@ -330,7 +350,7 @@ class MMDiT(nn.Module):
             x: noisy latents ``[B, T, C]``.
             t: flow time ``[B]`` in [0, 1] (0 = noise, 1 = data); a scalar is broadcast.
             queries: semantic query tokens ``[B, Nq, Dq]``.
-            sync: Synchformer tokens ``[B, Ts, S]``.
+            sync: Synchformer tokens ``[B, Ts, S]`` (T and Ts may be those of any duration).
             has_text: bool ``[B]``; False replaces the item's queries by the learned null.
             has_video: bool ``[B]``; False replaces the item's sync tokens by the learned null.
 
@@ -338,9 +358,6 @@ class MMDiT(nn.Module):
             velocity ``[B, T, C]``.
         """
         batch, latent_len, channels = x.shape
-        if (latent_len, sync.shape[1]) != (self.latent_len, self.sync_len):
-            raise ValueError(f"got {latent_len} latents and {sync.shape[1]} sync tokens, the RoPE tables are for "
-                             f"{self.latent_len} and {self.sync_len}: call set_lengths() for another duration")
         if (channels, queries.shape[-1], sync.shape[-1]) != (self.latent_channels, self.query_dim, self.sync_dim):
             raise ValueError(f"expected widths C={self.latent_channels}, Dq={self.query_dim}, S={self.sync_dim}; "
                              f"got {channels}, {queries.shape[-1]}, {sync.shape[-1]}")
@@ -352,10 +369,11 @@ class MMDiT(nn.Module):
         c = (self.time_embed(t) + self.cond_mlp(torch.cat([q.mean(1), s.mean(1)], dim=-1)))[:, None]  # [B, 1, D]
         c_audio = c if self.sync_adaln is None else c + self.sync_adaln(sync, latent_len)  # [B, 1 | T, D]
 
+        rope_audio, rope_sync = self.rotations(latent_len, sync.shape[1])
         for block in self.joint_blocks:
-            a, q, s = block([a, q, s], [c_audio, c, c], [self.rope_audio, None, self.rope_sync])
+            a, q, s = block([a, q, s], [c_audio, c, c], [rope_audio, None, rope_sync])
         for block in self.audio_blocks:
-            (a,) = block([a], [c_audio], [self.rope_audio])
+            (a,) = block([a], [c_audio], [rope_audio])
         return self.final(a, c_audio)
 
 

@@ -1,0 +1,217 @@
+"""Training-step and sampling time of the MM-DiT on CPU, and batched vs two-call CFG.
+
+For each batch size (default 4 and 1), on an 8 s clip of the ``s16k`` preset (250 latents of 20
+channels, 77 query tokens of width 448, 192 Synchformer tokens):
+
+* training step: flow-matching forward + backward + AdamW step (MMAudio's betas and weight
+  decay), logit-normal t, all conditions present; median of ``--repeats`` after ``--warmup``;
+* one guided velocity evaluation (NFE) with CFG batched (one call on 2B items,
+  :func:`reasonaudio.flow.cfg_velocity`) and with two separate calls of B items; the two
+  alternate, medians of ``--repeats``;
+* sampling: :func:`reasonaudio.flow.sample`, Euler, CFG batched, under ``torch.no_grad()``. Every
+  Euler step costs the same network call, so when a run of ``--steps`` steps would exceed
+  ``--sample-budget`` seconds (judged from the NFE time above), a k-step run (k ≥ 2, as many as fit
+  the budget) is timed instead and scaled by steps / k; the table says which.
+
+One intra-op thread by default: the 2-core machine is shared, and a 2-thread pool stalls whenever
+another process holds a core. Tokens/s counts latent tokens (B · 250 per step or per clip).
+
+Usage::
+
+    .venv/bin/python benchmarks/dit.py                    # dit_s, writes docs/benchmarks.md
+    .venv/bin/python benchmarks/dit.py --preset dit_tiny --no-write
+
+Replaces the section "## MM-DiT (CPU)" of ``docs/benchmarks.md`` (other sections are kept) unless
+``--no-write``, and ends with the line ``<preset> sampling 8s: <seconds> s`` (batch 1, 25 Euler steps,
+CFG batched; extrapolated as above when the budget says so).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import re
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from reasonaudio import flow
+from reasonaudio.models.dit import MMDiT, dit_s, dit_tiny
+
+SECTION = "## MM-DiT (CPU)"
+DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+DOC_HEADER = "# Benchmarks\n"
+PRESETS: dict[str, Callable[..., MMDiT]] = {"dit_s": dit_s, "dit_tiny": dit_tiny}
+DURATION = 8.0
+NUM_QUERIES = 77
+
+
+@dataclass
+class Row:
+    """Medians for one batch size."""
+
+    batch: int
+    train_s: float
+    nfe_batched_s: float
+    nfe_two_calls_s: float
+    sample_s: float
+    timed_steps: int
+    steps: int
+
+    @property
+    def cfg_ratio(self) -> float:
+        return self.nfe_two_calls_s / self.nfe_batched_s
+
+
+def conditions(net: MMDiT, batch: int, g: torch.Generator) -> tuple[dict, dict]:
+    """Random conditional keywords of ``batch`` items and the null (unconditional) ones."""
+    cond = dict(queries=torch.randn(batch, NUM_QUERIES, net.query_dim, generator=g),
+                sync=torch.randn(batch, net.sync_len, net.sync_dim, generator=g),
+                has_text=torch.ones(batch, dtype=torch.bool), has_video=torch.ones(batch, dtype=torch.bool))
+    return cond, {**cond, "has_text": ~cond["has_text"], "has_video": ~cond["has_video"]}
+
+
+def timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def measure(net: MMDiT, batch: int, args: argparse.Namespace) -> Row:
+    g = torch.Generator().manual_seed(batch)
+    cond, uncond = conditions(net, batch, g)
+    x1 = torch.randn(batch, net.latent_len, net.latent_channels, generator=g)
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=1e-6)
+
+    def train_step() -> None:
+        x0, t = torch.randn(x1.shape, generator=g), flow.sample_t(batch, generator=g)
+        flow.loss(net(flow.interpolate(x0, x1, t), t, **cond), x0, x1).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    net.train()
+    train = [timed(train_step) for _ in range(args.warmup + args.repeats)][args.warmup:]
+    del opt
+
+    net.eval()
+    x0, t = torch.randn(x1.shape, generator=g), torch.full((batch,), 0.5)
+    with torch.no_grad():
+        batched, two_calls = [], []
+        runs = {"batched": lambda: flow.cfg_velocity(net, x0, t, cond, uncond, args.cfg),
+                "two": lambda: (net(x0, t, **cond), net(x0, t, **uncond))}
+        runs["batched"]()  # warm-up of the eval path
+        for rep in range(args.repeats):
+            for name in (("batched", "two") if rep % 2 == 0 else ("two", "batched")):  # alternate against drift
+                (batched if name == "batched" else two_calls).append(timed(runs[name]))
+        nfe = statistics.median(batched)
+        k = min(args.steps, max(2, math.floor(args.sample_budget / nfe)))
+        sample = timed(lambda: flow.sample(lambda x, tt: flow.cfg_velocity(net, x, tt, cond, uncond, args.cfg),
+                                           x0, steps=k))
+    return Row(batch, statistics.median(train), nfe, statistics.median(two_calls), sample * args.steps / k, k,
+               args.steps)
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def markdown(rows: list[Row], net: MMDiT, args: argparse.Namespace, argv: list[str], load: float) -> str:
+    params = sum(p.numel() for p in net.parameters())
+    joint, audio = len(net.joint_blocks), len(net.audio_blocks)
+    tokens = net.latent_len + NUM_QUERIES + net.sync_len
+    lines = [
+        SECTION, "",
+        f"`.venv/bin/python benchmarks/dit.py{' ' + ' '.join(argv) if argv else ''}` on {cpu_name()} "
+        f"({os.cpu_count()} cores, shared with other work; 1-min load average {load:.2f} at the start), "
+        f"{torch.get_num_threads()} intra-op thread, torch {torch.__version__}, fp32, sdpa attention. "
+        f"`{args.preset}`: {params / 1e6:.1f}M parameters, {joint} joint + {audio} audio-only blocks. "
+        f"Input: {DURATION:g} s at s16k = {net.latent_len} latents × {net.latent_channels}, {NUM_QUERIES} query "
+        f"tokens × {net.query_dim}, {net.sync_len} sync tokens × {net.sync_dim} ({tokens} tokens in the joint "
+        f"attention). Train step = forward + backward + AdamW step, medians of {args.repeats} after "
+        f"{args.warmup} warm-up; NFE = one guided velocity (CFG w = {args.cfg:g}), medians of {args.repeats}, "
+        f"batched and two-call runs alternating; sampling = {args.steps} Euler steps with CFG batched, "
+        f"one run; where {args.steps} steps would exceed {args.sample_budget:g} s, a k-step run is timed and "
+        f"scaled by {args.steps}/k (every step is the same network call).",
+        "",
+        "| batch | train step s | train latent tok/s | NFE, CFG batched s | NFE, CFG two calls s | two calls / "
+        "batched | sampling s | steps timed | sampling latent tok/s | RTF |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r.batch} | {r.train_s:.2f} | {r.batch * net.latent_len / r.train_s:.0f} | {r.nfe_batched_s:.3f} | "
+            f"{r.nfe_two_calls_s:.3f} | {r.cfg_ratio:.2f} | {r.sample_s:.1f} | "
+            f"{r.timed_steps} of {r.steps}{'' if r.timed_steps == r.steps else ' (extrapolated)'} | "
+            f"{r.batch * net.latent_len / r.sample_s:.0f} | {r.sample_s / (r.batch * DURATION):.2f} |")
+    lines += [
+        "",
+        "RTF = sampling seconds / seconds of audio generated (network only: no conditioner, VAE decoder or "
+        "vocoder). On one CPU thread the arithmetic of batched and two-call CFG is the same, so batching "
+        "only saves per-call overhead and gains from larger GEMMs (the ratio above); its main purpose, "
+        "keeping an accelerator busy at batch 1, is not measured here.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_section(text: str, path: Path = DOC) -> None:
+    """Replace (or append) our section of ``path``; everything else in the file is kept."""
+    doc = path.read_text() if path.exists() else DOC_HEADER
+    section = text.rstrip("\n") + "\n"
+    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.MULTILINE | re.DOTALL)
+    if pattern.search(doc):
+        doc = pattern.sub(lambda _: section + "\n", doc, count=1).rstrip("\n") + "\n"
+    else:
+        doc = doc.rstrip("\n") + "\n\n" + section
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(doc)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="dit_s")
+    parser.add_argument("--batches", nargs="+", type=int, default=[4, 1])
+    parser.add_argument("--steps", type=int, default=25, help="Euler steps of a sampling run")
+    parser.add_argument("--cfg", type=float, default=4.5)
+    parser.add_argument("--sample-budget", type=float, default=30.0,
+                        help="seconds one sampling run may take before it is shortened and extrapolated")
+    parser.add_argument("--threads", type=int, default=1, help="intra-op threads (1: the machine is shared)")
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no-write", action="store_true", help=f"do not update {DOC}")
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser.parse_args(argv)
+    if (min(args.batches) < 1 or args.steps < 1 or args.sample_budget <= 0 or args.threads < 1
+            or args.warmup < 0 or args.repeats < 1):
+        parser.error(f"need positive batches, steps, budget, threads and repeats, warmup >= 0; got {vars(args)}")
+    torch.set_num_threads(args.threads)
+    load = os.getloadavg()[0]
+    torch.manual_seed(0)
+    net = PRESETS[args.preset](audio_preset="s16k", duration=DURATION, query_dim=448)
+    rows = []
+    for batch in args.batches:
+        rows.append(measure(net, batch, args))
+        print(f"measured batch {batch}: train {rows[-1].train_s:.2f} s, sampling {rows[-1].sample_s:.1f} s",
+              file=sys.stderr)
+    text = markdown(rows, net, args, argv, load)
+    print(text)
+    if not args.no_write:
+        write_section(text)
+    single = next((r for r in rows if r.batch == 1), rows[-1])
+    print(f"{args.preset} sampling 8s: {single.sample_s:.2f} s")
+
+
+if __name__ == "__main__":
+    main()

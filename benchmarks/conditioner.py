@@ -29,8 +29,6 @@ Replaces the section "## MLLM conditioner: prefix caching (CPU)" of ``docs/bench
 from __future__ import annotations
 
 import argparse
-import platform
-import re
 import statistics
 import sys
 import time
@@ -47,9 +45,9 @@ from transformers.utils import logging as hf_logging
 
 from reasonaudio.models.conditioners import MLLMQueryConditioner
 
+from report import DOC, cpu_name, write_section  # benchmarks/ is the script folder, so this resolves
+
 SECTION = "## MLLM conditioner: prefix caching (CPU)"
-DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
-DOC_HEADER = "# Benchmarks\n"
 WORDS = ("a dog barks twice while a car engine idles in the rain and people talk softly near a busy road "
          "then a door slams a bird sings on the roof music plays from a radio the wind blows "
          "user assistant system").split()
@@ -167,14 +165,6 @@ def measure(args: argparse.Namespace) -> Result:
                   max_rel_diff=float((full - cached).abs().max() / full.abs().max()))
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def markdown(result: Result, args: argparse.Namespace, argv: list[str]) -> str:
@@ -209,17 +199,6 @@ def markdown(result: Result, args: argparse.Namespace, argv: list[str]) -> str:
     ])
 
 
-def write_section(text: str, path: Path = DOC) -> None:
-    """Replace (or append) our section of ``path``; everything else in the file is kept."""
-    doc = path.read_text() if path.exists() else DOC_HEADER
-    section = text.rstrip("\n") + "\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.MULTILINE | re.DOTALL)
-    if pattern.search(doc):
-        doc = pattern.sub(lambda _: section + "\n", doc, count=1).rstrip("\n") + "\n"
-    else:
-        doc = doc.rstrip("\n") + "\n\n" + section
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(doc)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -248,7 +227,7 @@ def main(argv: list[str] | None = None) -> None:
     text = markdown(result, args, argv)
     print(text)
     if not args.no_write:
-        write_section(text)
+        write_section(SECTION, text)
     print(f"prefix-cache speedup: {result.speedup:.2f}x")
 
 

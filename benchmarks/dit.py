@@ -30,8 +30,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import platform
-import re
 import statistics
 import sys
 import time
@@ -44,9 +42,9 @@ import torch
 from reasonaudio import flow
 from reasonaudio.models.dit import MMDiT, dit_s, dit_tiny
 
+from report import DOC, cpu_name, write_section  # benchmarks/ is the script folder, so this resolves
+
 SECTION = "## MM-DiT (CPU)"
-DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
-DOC_HEADER = "# Benchmarks\n"
 PRESETS: dict[str, Callable[..., MMDiT]] = {"dit_s": dit_s, "dit_tiny": dit_tiny}
 DURATION = 8.0
 NUM_QUERIES = 77
@@ -117,14 +115,6 @@ def measure(net: MMDiT, batch: int, args: argparse.Namespace) -> Row:
                args.steps)
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def markdown(rows: list[Row], net: MMDiT, args: argparse.Namespace, argv: list[str], load: float) -> str:
@@ -166,17 +156,6 @@ def markdown(rows: list[Row], net: MMDiT, args: argparse.Namespace, argv: list[s
     return "\n".join(lines)
 
 
-def write_section(text: str, path: Path = DOC) -> None:
-    """Replace (or append) our section of ``path``; everything else in the file is kept."""
-    doc = path.read_text() if path.exists() else DOC_HEADER
-    section = text.rstrip("\n") + "\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.MULTILINE | re.DOTALL)
-    if pattern.search(doc):
-        doc = pattern.sub(lambda _: section + "\n", doc, count=1).rstrip("\n") + "\n"
-    else:
-        doc = doc.rstrip("\n") + "\n\n" + section
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(doc)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -208,7 +187,7 @@ def main(argv: list[str] | None = None) -> None:
     text = markdown(rows, net, args, argv, load)
     print(text)
     if not args.no_write:
-        write_section(text)
+        write_section(SECTION, text)
     single = next((r for r in rows if r.batch == 1), rows[-1])
     print(f"{args.preset} sampling 8s: {single.sample_s:.2f} s")
 

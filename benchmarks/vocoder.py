@@ -22,8 +22,6 @@ import contextlib
 import io
 import math
 import os
-import platform
-import re
 import statistics
 import sys
 import time
@@ -39,9 +37,9 @@ from bigvgan.env import AttrDict
 
 from reasonaudio.models.bigvgan import BigVGAN, bigvgan_paper, bigvgan_tiny, bigvgan_v2_44k_512x
 
+from report import DOC, cpu_name, write_section  # benchmarks/ is the script folder, so this resolves
+
 SECTION = "## Vocoder real-time factor (CPU)"
-DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
-DOC_HEADER = "# Benchmarks\n"
 PRESETS: dict[str, Callable[[], BigVGAN]] = {
     "tiny": bigvgan_tiny, "paper": bigvgan_paper, "44k": bigvgan_v2_44k_512x,
 }
@@ -104,13 +102,6 @@ def measure(name: str, threads: int, seconds: float, warmup: int, repeats: int) 
                diff)
 
 
-def cpu_name() -> str:
-    """The CPU model from /proc/cpuinfo, or the platform's processor string."""
-    with contextlib.suppress(OSError):
-        match = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.MULTILINE)
-        if match:
-            return match.group(1).strip()
-    return platform.processor() or "unknown CPU"
 
 
 def markdown(rows: list[Row], args: argparse.Namespace, argv: list[str]) -> str:
@@ -142,17 +133,6 @@ def geometric_mean(rows: list[Row]) -> float:
     return math.exp(statistics.fmean(math.log(r.ratio) for r in rows))
 
 
-def write_section(text: str, path: Path = DOC) -> None:
-    """Replace (or append) our section of ``path``; everything else in the file is kept."""
-    doc = path.read_text() if path.exists() else DOC_HEADER
-    section = text.rstrip("\n") + "\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.MULTILINE | re.DOTALL)
-    if pattern.search(doc):
-        doc = pattern.sub(lambda _: section + "\n", doc, count=1).rstrip("\n") + "\n"
-    else:
-        doc = doc.rstrip("\n") + "\n\n" + section
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(doc)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -176,7 +156,7 @@ def main(argv: list[str] | None = None) -> None:
     text = markdown(rows, args, argv)
     print(text)
     if not args.no_write:
-        write_section(text)
+        write_section(SECTION, text)
     print(f"ours/reference RTF ratio: {geometric_mean(rows):.3f}")
 
 

@@ -63,9 +63,9 @@ def generate(args: argparse.Namespace) -> list[Path]:
     """Run generation; returns the written files."""
     from data_modules.clips import ClipDataset, SkippedSample, collate_clips
     from reasonaudio.generation import latents_to_audio
-    from reasonaudio.media import mux_audio, probe, write_audio
+    from reasonaudio.media import measure_duration, mux_audio, probe, write_audio
 
-    duration = args.duration or (probe(args.video).duration if args.video else 8.0)
+    duration = args.duration or (probe(args.video).duration or measure_duration(args.video) if args.video else 8.0)
     features, dm, system, vocoder = _load(args, duration)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -136,12 +136,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from reasonaudio.media import MediaError
+
     args = build_parser().parse_args(argv)
     if args.video and args.manifest:
         raise SystemExit("reasonaudio-generate: give --video or --manifest, not both")
     if not (args.video or args.manifest or args.text):
         raise SystemExit("reasonaudio-generate: nothing to condition on: give --video, --manifest or --text")
-    generate(args)
+    try:
+        generate(args)
+    except MediaError as e:  # an unreadable input video: say which and why, no traceback
+        raise SystemExit(f"reasonaudio-generate: cannot use {e.path}: {e.reason}") from e
     return 0
 
 

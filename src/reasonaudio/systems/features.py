@@ -16,7 +16,6 @@ mllm_video          ``[Tm, 3, h, w]``    uint8 frames for the MLLM (kept as inpu
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -27,6 +26,7 @@ from reasonaudio.config import SYNC_DIM, SequenceConfig
 from reasonaudio.config import audio_preset as get_audio_preset
 from reasonaudio.models.mel import MelSpectrogram
 from reasonaudio.systems.hparams import save_system_hparams
+from reasonaudio.systems.vae import load_vae_weights
 
 
 class FeatureExtraction(LightningModule):
@@ -56,12 +56,7 @@ class FeatureExtraction(LightningModule):
     def setup(self, stage: str) -> None:
         # Weights are loaded here rather than in __init__ so that configs instantiate without them.
         if self.hparams.vae_checkpoint:
-            path = Path(self.hparams.vae_checkpoint)
-            if not path.is_file():
-                raise FileNotFoundError(f"VAE checkpoint not found: {path}")
-            state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
-            net = {k[len("net."):]: v for k, v in state.items() if k.startswith("net.")}
-            self.vae.load_state_dict(net, strict=True)
+            load_vae_weights(self.vae, self.hparams.vae_checkpoint)
         if self.hparams.sync_checkpoint:
             if self.sync_encoder is None:
                 raise ValueError("sync_checkpoint is set but there is no sync_encoder to load it into")

@@ -224,3 +224,13 @@ def trained_vae(path: str) -> nn.Module:
     if not p.is_file():
         raise FileNotFoundError(f"VAE checkpoint not found: {p}")
     return VAETrain.load_from_checkpoint(p, map_location="cpu").net.eval().requires_grad_(False)
+
+
+def load_vae_weights(vae: nn.Module, path: str | Path) -> nn.Module:
+    """Load the ``net.*`` weights (and latent statistics) of a ``VAETrain`` checkpoint into ``vae``, strictly."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"VAE checkpoint not found: {p}")
+    state = torch.load(p, map_location="cpu", weights_only=False)["state_dict"]
+    vae.load_state_dict({k[len("net."):]: v for k, v in state.items() if k.startswith("net.")}, strict=True)
+    return vae.eval().requires_grad_(False)

@@ -240,7 +240,9 @@ def main(argv: list[str] | None = None) -> int:
         m = scores[name]
         print(f"    {name:<24} {1000 * m['onset_error']:9.1f} {m['onset_f1']:9.3f} "
               f"{m['offscreen_presence']:10.3f} {m['timbre_agreement']:7.3f}")
-    print(f"\n  artifacts:   {out}/ (corpus/, heldout/, check/check.jsonl, vocoder/, vae/)")
+    print(f"\n  artifacts:   {out}/ (corpus/, heldout/, check/, vocoder/, vae/, latent_stats/, features_*/, mllm/, "
+          "pretrain/, generate/)")
+    print(f"  generated:   {out / 'generate'}/<id>.mp4 (held-out videos with generated audio) and <id>.flac")
     print(f"  TensorBoard: .venv/bin/tensorboard --logdir {out}  (audio and mel reconstructions under IMAGES / AUDIO)")
     print(f"  total: {time.perf_counter() - t0:.0f} s")
     return 0

@@ -10,7 +10,7 @@ ARGS    ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help setup test test-fast demo synth check-fixtures bench clean \
-        captions vae latent-stats vocoder bench-vocoder features pretrain reward preference-data post-train eval generate tensorboard
+        captions vae latent-stats vocoder bench-vocoder tiny-mllm features pretrain reward preference-data post-train eval generate tensorboard
 
 $(PY):
 	$(MAKE) setup
@@ -29,14 +29,15 @@ test: | $(PY)  ## the full test suite (the command CI runs)
 test-fast: | $(PY)  ## tests not marked slow
 	$(PY) -m pytest -q -m "not slow"
 
-demo: | $(PY)  ## the pipeline on built-in synthetic data (so far: synth, check, vocoder, vae, features)
+demo: | $(PY)  ## the pipeline on built-in synthetic data: corpus → codec → features → pretraining → generation
 	$(PY) -m reasonaudio.demo --out $(RUNS)/demo $(ARGS)
 
 synth: | $(PY)  ## render the synthetic audio-visual corpus into runs/synth
 	$(DATA) synth --out $(RUNS)/synth --num-clips 32 --seed 0 $(ARGS)
 
-check-fixtures: | $(PY)  ## decode every shared fixture clip and report one JSON line per file
-	$(DATA) check --jsonl ../shared/fixtures/media/*/* $(ARGS) || true
+FIXTURES ?= $(or $(REASONAUDIO_FIXTURES),../shared/fixtures)
+check-fixtures: | $(PY)  ## decode every shared fixture clip, one JSON line per file (exit 1: the edge cases include bad files)
+	$(DATA) check --jsonl $(FIXTURES)/media/*/* $(ARGS)
 
 vae: | $(PY)  ## stage vae: train the mel VAE on the synthetic corpus
 	$(CLI) fit --config $(CFG)/vae.yaml $(ARGS)
@@ -47,22 +48,30 @@ vocoder: | $(PY)  ## stage vocoder: train BigVGAN (tiny; ARGS="--config lightnin
 bench-vocoder: | $(PY)  ## real-time factor of our BigVGAN vs the bigvgan package → docs/benchmarks.md
 	$(PY) benchmarks/vocoder.py --threads 1
 
-features: | $(PY)  ## stage features: VAE posteriors + Synchformer tokens + MLLM frames into a feature cache (resumable)
+features: | $(PY)  ## stage features: caches of runs/synth and runs/synth_heldout (VAE, sync tokens, MLLM frames; resumable)
 	$(CLI) predict --config $(CFG)/features.yaml $(ARGS)
+	$(CLI) predict --config $(CFG)/features.yaml --data.init_args.root=$(RUNS)/synth_heldout \
+		--data.init_args.skip_done_in=$(RUNS)/features/synth_heldout \
+		--trainer.callbacks.init_args.output=$(RUNS)/features/synth_heldout $(ARGS)
 
-pretrain: | $(PY)  ## stage pretrain: MM-DiT flow matching from feature caches (EMA, fixed-grid validation, export)
+tiny-mllm: | $(PY)  ## write runs/tiny_mllm, a tiny random Qwen2.5-VL covering the synthetic captions (no download)
+	$(DATA) tiny-mllm --out $(RUNS)/tiny_mllm $(RUNS)/synth/manifest.jsonl $(RUNS)/synth_heldout/manifest.jsonl
+
+pretrain: | $(PY)  ## stage pretrain: MM-DiT flow matching (needs `make features tiny-mllm` or your own caches/MLLM)
 	$(CLI) fit --config $(CFG)/pretrain.yaml $(ARGS)
 
 DEMO     := $(RUNS)/demo
 CKPT_G   ?= $(DEMO)/pretrain/pretrain/version_0/checkpoints/last.ckpt
 FEATURES ?= $(DEMO)/features_corpus/logs/features/version_0/config.yaml
 VOCODER  ?= $(DEMO)/vocoder/vocoder/version_0/checkpoints/last.ckpt
-generate: | $(PY)  ## audio + mp4 for VIDEO=... [TEXT="..."] (default models: the demo's; OUT=runs/generate)
+EMA      ?= $(DEMO)/pretrain/export/model.safetensors
+generate: | $(PY)  ## audio + mp4 for VIDEO=... [TEXT="..."] (models: the demo's unless CKPT_G/FEATURES/VOCODER/EMA= are set)
 	.venv/bin/reasonaudio-generate --ckpt $(CKPT_G) --features-config $(FEATURES) --vocoder $(VOCODER) \
-		--ema $(DEMO)/pretrain/export/model.safetensors $(if $(VIDEO),--video "$(VIDEO)") \
+		$(if $(EMA),--ema $(EMA)) $(if $(VIDEO),--video "$(VIDEO)") \
 		$(if $(TEXT),--text "$(TEXT)") --out $(or $(OUT),$(RUNS)/generate) $(ARGS)
 
 latent-stats: | $(PY)  ## per-channel latent mean/std of a trained VAE (CKPT=path/to/vae.ckpt), written into a checkpoint copy
+	$(if $(CKPT),,$(error CKPT=path/to/vae.ckpt is required))
 	$(CLI) predict --config $(CFG)/vae.yaml --config $(CFG)/predict/latent_stats.yaml --ckpt_path $(CKPT) $(ARGS)
 
 NOT_BUILT = echo "stage '$@' is not built yet: $(1) brings it (see the README's stage table)." >&2; exit 2
@@ -77,8 +86,9 @@ post-train:  ## [not built yet] SFT / RWR / Flow-DPO with LoRA (issue: preferenc
 	@$(call NOT_BUILT,the preference post-training issue)
 eval:  ## [not built yet] FD / KL / IS / CLAP / IB / DeSync (issue: evaluation)
 	@$(call NOT_BUILT,the evaluation issue)
-bench:  ## [not built yet] speed benchmarks into docs/benchmarks.md (issue: scale-out and demo)
-	@$(call NOT_BUILT,the scale-out issue)
+bench: bench-vocoder | $(PY)  ## every benchmark (vocoder, conditioner, MM-DiT; CPU, one thread) → docs/benchmarks.md
+	$(PY) benchmarks/conditioner.py
+	$(PY) benchmarks/dit.py
 
 tensorboard: | $(PY)  ## serve TensorBoard over runs/
 	.venv/bin/tensorboard --logdir $(RUNS)

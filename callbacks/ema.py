@@ -3,9 +3,9 @@
 Only parameters with ``requires_grad`` are averaged (a frozen 7B MLLM is not copied). The averages
 swap in for validation (so validation losses and samples come from the EMA weights), are saved in
 checkpoints (callback state, so resume is exact) and, with ``export``, written at the end of
-training as ``<export>/model.safetensors`` (EMA weights of every trainable parameter, plus the
-frozen VAE-free network buffers) next to ``<export>/config.yaml`` (the system's hyperparameters, to
-rebuild the model).
+training as ``<export>/model.safetensors`` (the EMA of every trainable parameter, plus the
+network's buffers) next to ``<export>/config.yaml`` (the system's hyperparameters, to rebuild the
+model). With gradient accumulation the average moves once per optimisation step.
 """
 from __future__ import annotations
 
@@ -47,6 +47,8 @@ class EMA(Callback):
     @torch.no_grad()
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
+        if (batch_idx + 1) % trainer.accumulate_grad_batches:
+            return  # weights change only when the accumulated gradient is applied
         decay = self.decay if trainer.global_step > self.start_step else 0.0
         for n, p in self._params(pl_module).items():
             self.shadow[n].lerp_(p.detach(), 1.0 - decay)
@@ -82,7 +84,8 @@ class EMA(Callback):
         trainable = set(self.shadow)
         state = {n: (self.shadow[n] if n in trainable else v).detach().cpu().contiguous()
                  for n, v in pl_module.state_dict().items() if n in trainable or n.startswith("net.")}
-        save_file(state, str(out / "model.safetensors"))
+        save_file(state, str(out / "model.safetensors.tmp"))
+        (out / "model.safetensors.tmp").replace(out / "model.safetensors")  # never a half-written export
         (out / "config.yaml").write_text(yaml.safe_dump(_plain(dict(pl_module.hparams)), sort_keys=False))
 
 

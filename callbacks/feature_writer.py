@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from data_modules.features import DONE, INDEX, META
+from data_modules.features import DONE, INDEX, META, SYNC_WEIGHTS
 
 
 class FeatureCacheWriter(BasePredictionWriter):
@@ -40,7 +41,9 @@ class FeatureCacheWriter(BasePredictionWriter):
             raise ValueError(f"{type(dm).__name__} has no records in split {dm.predict_split!r}")
         shapes = {k: list(v) for k, v in pl_module.feature_shapes().items()}
         meta = {"num_clips": len(records), "arrays": shapes, "source": type(dm).__name__,
-                "split": dm.predict_split, "duration": pl_module.seq.duration, "preset": pl_module.seq.audio.name}
+                "split": dm.predict_split, "duration": pl_module.seq.duration, "preset": pl_module.seq.audio.name,
+                "vae_checkpoint": pl_module.hparams.get("vae_checkpoint"),
+                "sync_checkpoint": pl_module.hparams.get("sync_checkpoint")}
         rows = [{"id": r.id, "caption": r.caption, "label": r.label, "has_video": r.has_video, "corpus": r.corpus}
                 for r in records]
         if trainer.is_global_zero:
@@ -57,8 +60,8 @@ class FeatureCacheWriter(BasePredictionWriter):
         if meta_path.exists():
             old = json.loads(meta_path.read_text())
             old_ids = [json.loads(line)["id"] for line in (self.output / INDEX).read_text().splitlines() if line]
-            same = {k: old.get(k) for k in ("num_clips", "arrays", "duration", "preset")} == \
-                {k: meta[k] for k in ("num_clips", "arrays", "duration", "preset")}
+            keys = ("num_clips", "arrays", "duration", "preset", "vae_checkpoint", "sync_checkpoint")
+            same = {k: old.get(k) for k in keys} == {k: meta[k] for k in keys}
             if not same or old_ids != [r["id"] for r in rows]:
                 raise ValueError(f"{self.output} holds a feature cache of another source or shape; "
                                  "choose a new output folder")
@@ -74,6 +77,18 @@ class FeatureCacheWriter(BasePredictionWriter):
     def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         # The VAE's weights (and its latent statistics) are loaded in the system's setup, after ours.
         vae = pl_module.vae
+        sync = pl_module.sync_encoder
+        if trainer.is_global_zero and sync is not None:
+            # Generation must see the tokens training saw: keep the encoder's exact weights with the
+            # cache (a random-weight demo encoder could not be rebuilt otherwise).
+            path = self.output / SYNC_WEIGHTS
+            state = {k: v.cpu() for k, v in sync.state_dict().items()}
+            if path.exists():
+                old = torch.load(path, weights_only=True)
+                if old.keys() != state.keys() or any(not torch.equal(old[k], state[k]) for k in state):
+                    raise ValueError(f"{self.output} was built with other Synchformer weights; choose a new folder")
+            else:
+                torch.save(state, path)
         if trainer.is_global_zero and hasattr(vae, "latent_mean"):
             meta = json.loads((self.output / META).read_text())
             meta["latent_stats"] = {"mean": vae.latent_mean.flatten().tolist(), "std": vae.latent_std.flatten().tolist()}

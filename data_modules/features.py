@@ -8,6 +8,7 @@ Layout of a cache folder (written by ``callbacks.feature_writer.FeatureCacheWrit
     done.u8              uint8 memmap [num_clips]: 1 once a clip's row is written
     mllm/<row>.npy       uint8 [Tm, 3, h, w] MLLM frames (video clips only; sizes vary with aspect ratio)
     skipped.tsv          clips that could not be decoded: id, path, reason
+    sync_encoder.pt      the Synchformer visual encoder's weights that made ``sync`` (for generation)
 
 Rows are fixed by the source's record order, so an interrupted extraction resumes by filling the
 rows whose ``done`` flag is still 0 (data modules skip the others with ``skip_done_in``).
@@ -26,6 +27,7 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset, WeightedRandomS
 META = "meta.json"
 INDEX = "index.jsonl"
 DONE = "done.u8"
+SYNC_WEIGHTS = "sync_encoder.pt"
 
 
 class FeatureCache:
@@ -70,7 +72,10 @@ class CachedFeatureDataset(Dataset):
     def __init__(self, root: str | Path, sample_latent: bool = True):
         self.cache = FeatureCache(root)
         self.sample_latent = sample_latent
-        stats = self.cache.meta.get("latent_stats", {"mean": [0.0], "std": [1.0]})
+        if "latent_stats" not in self.cache.meta:
+            raise ValueError(f"{self.cache.root / META} has no latent_stats: the cache was not finished by "
+                             "FeatureCacheWriter, so its latents cannot be normalised")
+        stats = self.cache.meta["latent_stats"]
         self.latent_mean, self.latent_std = torch.tensor(stats["mean"]), torch.tensor(stats["std"])
         self.valid = np.flatnonzero(np.asarray(self.cache.done))
 

@@ -636,5 +636,11 @@ class SyntheticDataModule(ClipDataModule):
         manifest = root / "manifest.jsonl"
         if not manifest.exists():
             raise ValueError(f"{manifest} not found: call prepare_data() or run `reasonaudio-data synth --out {root}`")
+        made = json.loads((root / "corpus.json").read_text()) if (root / "corpus.json").exists() else {}
+        wanted = {"preset": self.render_preset, "duration": self.render_duration, "size": self.size}
+        clash = {k: (made[k], v) for k, v in wanted.items() if k in made and made[k] != v}
+        if clash:  # e.g. a 16 kHz corpus read by a 44.1 kHz stage would train on band-limited audio
+            raise ValueError(f"{root} was rendered with other settings (made, requested): {clash}; "
+                             "use another root or delete it")
         return rows_to_records(read_think_jsonl(manifest, corpus=self.corpus), root, has_video=True,
                                corpus=self.corpus)

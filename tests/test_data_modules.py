@@ -147,3 +147,14 @@ def _think_jsonl(tmp_path: Path, vgg: Path) -> Path:
     path.write_text("".join(json.dumps({"id": i, "caption": THINK}) + "\n"
                             for i in ("6zlMP_kQ_-w_000030", "7tMPoaU2oL4_000000")))
     return path
+
+
+def test_synthetic_module_refuses_a_corpus_rendered_otherwise(tmp_path):
+    from data_modules.synthetic import SyntheticDataModule
+
+    made = SyntheticDataModule(root=str(tmp_path / "s"), num_clips=1, val_clips=1, duration=1.0, load_sync_video=False)
+    made.prepare_data()
+    assert len(made.records("train")) == 1
+    other = SyntheticDataModule(root=str(tmp_path / "s"), duration=2.0, load_sync_video=False)
+    with pytest.raises(ValueError, match="other settings.*duration"):
+        other.records("train")

@@ -84,3 +84,16 @@ def test_python_dash_m_entry_points():
     for module in ("reasonaudio", "reasonaudio.data_tools"):
         res = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=120)
         assert res.returncode == 0 and "usage" in res.stdout.lower()
+
+
+def test_tiny_mllm_folder_covers_captions(tmp_path):
+    from reasonaudio.models.conditioners import MLLMQueryConditioner
+
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(json.dumps({"id": "a", "caption": "<HINT>soft rain</HINT> rain on a roof "
+                                    "<TRACK name='rain' screen=off_screen> <KEYWORDS> steady, hiss </KEYWORDS> </TRACK>"}) + "\n")
+    res = _run("tiny-mllm", "--out", str(tmp_path / "mllm"), str(manifest))
+    assert res.returncode == 0, res.stderr
+    cond = MLLMQueryConditioner(str(tmp_path / "mllm"), out_dim=8, num_queries=2)
+    ids = cond.tokenizer("rain on a roof , steady hiss")["input_ids"]
+    assert cond.tokenizer.unk_token_id not in ids  # every caption word is in the vocabulary

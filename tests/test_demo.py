@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from reasonaudio.demo import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -19,7 +21,7 @@ def test_demo_runs_and_resumes(tmp_path, monkeypatch, capsys):
     assert "decode check         4/4 mp4 files ok" in first and "mel VAE              2 steps" in first
     assert "BigVGAN vocoder      2 steps" in first
     state = json.loads((out / "steps.json").read_text())
-    assert list(state) == ["corpus", "heldout", "check", "vocoder", "vae", "latent_stats", "features_corpus",
+    assert list(state) == ["_settings", "corpus", "heldout", "check", "vocoder", "vae", "latent_stats", "features_corpus",
                            "features_heldout", "mllm", "pretrain", "generate"]
     assert "held-out synthetic metrics" in first and "pretrained" in first
     metrics = json.loads((out / "generate" / "metrics.json").read_text())
@@ -39,9 +41,13 @@ def test_demo_runs_and_resumes(tmp_path, monkeypatch, capsys):
     # An interrupted step leaves only a .partial folder and no record: the rerun redoes just that step.
     (out / "vae").rename(out / "vae.partial")
     del state["vae"]
+    for later in ("latent_stats", "features_corpus", "features_heldout", "mllm", "pretrain", "generate"):
+        del state[later]
     (out / "steps.json").write_text(json.dumps(state))
     assert main(args) == 0
     second = capsys.readouterr().out
     for step in ("corpus", "heldout", "check"):
         assert f"[demo] {step}: done earlier" in second
     assert "[demo] vae: running" in second and not (out / "vae.partial").exists()
+    with pytest.raises(ValueError, match="was built with"):
+        main([*args[:-1], "3"])  # other arguments would mix artifacts

@@ -129,6 +129,7 @@ def test_ema_update_rule():
 
     class _Trainer:
         global_step = 5
+        accumulate_grad_batches = 1
 
     ema.on_train_batch_end(_Trainer(), module, None, None, 0)
     assert torch.allclose(ema.shadow["weight"], start + 0.1)

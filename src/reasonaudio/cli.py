@@ -38,7 +38,9 @@ class ReasonAudioCLI(LightningCLI):
 
 def build_cli(args: Sequence[str] | None = None, run: bool = True) -> LightningCLI:
     """Build the CLI (``run=False`` only instantiates, as the config tests do)."""
-    defaults = [str(DEFAULTS)] if DEFAULTS.exists() else []
+    if not DEFAULTS.exists():
+        raise FileNotFoundError(f"{DEFAULTS} not found: install the suite editable (pip install -e .) from its checkout")
+    defaults = [str(DEFAULTS)]
     return ReasonAudioCLI(
         LightningModule,
         LightningDataModule,

@@ -2,6 +2,7 @@
 
     reasonaudio-data check PATH_OR_MANIFEST... [--duration S] [--require video,audio] [--jsonl] [--media-root DIR]
     reasonaudio-data synth --out DIR --num-clips N --seed S [--duration D] [--preset tiny]
+    reasonaudio-data tiny-mllm --out DIR MANIFEST.jsonl...
 
 ``check`` decodes every file (or every file a manifest names) and prints one line per file as it
 goes; with ``--jsonl`` one JSON object per file. Exit status: 0 when every file is ok, 1 when any
@@ -96,6 +97,15 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tiny_mllm(args: argparse.Namespace) -> int:
+    from data_modules.manifests import read_think_jsonl
+    from reasonaudio.models.tiny_mllm import write_tiny_qwen_vl
+
+    captions = [row.caption or "" for manifest in args.captions for row in read_think_jsonl(manifest)]
+    print(f"wrote a tiny random Qwen2.5-VL for {len(captions)} captions: {write_tiny_qwen_vl(args.out, captions)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="reasonaudio-data", description="ReasonAudio dataset tools")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -113,6 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--duration", type=float, default=4.0)
     synth.add_argument("--preset", default="tiny", help="AudioConfig preset (sets the sample rate)")
     synth.set_defaults(func=cmd_synth)
+    tiny = sub.add_parser("tiny-mllm", help="write a tiny random Qwen2.5-VL folder whose vocabulary covers captions")
+    tiny.add_argument("--out", required=True, help="output folder")
+    tiny.add_argument("captions", nargs="+", help="VGGSound-Think JSONL manifests whose captions set the vocabulary")
+    tiny.set_defaults(func=cmd_tiny_mllm)
     return parser
 
 

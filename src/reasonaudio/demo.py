@@ -1,16 +1,16 @@
 """`make demo`: the pipeline, stage by stage, on the built-in synthetic corpus (2 CPU cores).
 
-Stages so far: synthesise the corpus (train and held-out sets) → decode-check every file → fit
+Stages: synthesise the corpus (train and held-out sets) → decode-check every file → fit
 the tiny BigVGAN vocoder → fit the tiny mel VAE, validated through that vocoder → its latent
 statistics → feature caches of both sets → a tiny local Qwen2.5-VL folder → MM-DiT flow-matching
 pretraining → generation (flac + mp4) for the held-out clips, scored with the synthetic metrics
-against the untrained model and the vocoded ground truth. Later stages (vocoder, features, pretraining, reward, preference data, DPO,
-evaluation, generation) join as their issues land.
+against the untrained model and the vocoded ground truth. Reward, preference data, DPO and the full
+evaluation join as their issues land.
 
 Each step writes into a temporary folder and renames it into place when it has finished, then
-records itself in ``runs/demo/steps.json``; a rerun skips recorded steps whose outputs still
-exist, and an interrupted step (Ctrl-C) leaves only a ``*.partial`` folder that the rerun
-deletes and redoes.
+records itself in ``runs/demo/steps.json``; a rerun with the same arguments skips recorded steps
+whose outputs still exist (other arguments are refused: they would mix artifacts), and an
+interrupted step (Ctrl-C) leaves only a ``*.partial`` folder that the rerun deletes and redoes.
 """
 from __future__ import annotations
 
@@ -29,11 +29,16 @@ from reasonaudio.media import validate_file
 class Pipeline:
     """Runs named steps once, atomically, with progress lines."""
 
-    def __init__(self, out: Path):
+    def __init__(self, out: Path, settings: dict):
         self.out = out
+        self.settings = settings
         self.out.mkdir(parents=True, exist_ok=True)
         self.state_file = out / "steps.json"
         self.state: dict = json.loads(self.state_file.read_text()) if self.state_file.exists() else {}
+        earlier = self.state.get("_settings")
+        if earlier is not None and earlier != settings:
+            raise ValueError(f"{out} was built with {earlier}, not {settings}: choose another --out or delete it")
+        self.state["_settings"] = settings
 
     def step(self, name: str, fn: Callable[[Path], dict]) -> dict:
         """Run ``fn(tmp_dir)`` unless ``name`` finished before; returns the step's summary."""
@@ -41,6 +46,10 @@ class Pipeline:
         if name in self.state and final.exists():
             print(f"[demo] {name}: done earlier, reusing {final}", flush=True)
             return self.state[name]
+        # Everything recorded after a step that reruns was built from its old output.
+        names = [k for k in self.state if k != "_settings"]
+        for later in names[names.index(name) + 1:] if name in names else []:
+            del self.state[later]
         partial = self.out / f"{name}.partial"
         shutil.rmtree(partial, ignore_errors=True)
         shutil.rmtree(final, ignore_errors=True)
@@ -130,7 +139,6 @@ def _evaluate(out: Path, steps: int, cfg: float) -> Callable[[Path], dict]:
     """
     def run(tmp: Path) -> dict:
         import torch
-        from safetensors.torch import load_file
 
         from data_modules.features import CachedFeatureDataModule
         from reasonaudio.generation import latents_to_audio, score_synthetic
@@ -141,7 +149,7 @@ def _evaluate(out: Path, steps: int, cfg: float) -> Callable[[Path], dict]:
 
         run_dir = out / "pretrain" / "pretrain" / "version_0"
         system = FlowMatchingPretrain.load_from_checkpoint(run_dir / "checkpoints" / "last.ckpt").eval()
-        system.load_state_dict(load_file(str(out / "pretrain" / "export" / "model.safetensors")), strict=False)
+        system.load_ema(str(out / "pretrain" / "export" / "model.safetensors"))
         vae = trained_vae(str(out / "latent_stats" / "vae.ckpt"))
         vocoder = trained_generator(str(out / "vocoder" / "vocoder" / "version_0" / "checkpoints" / "last.ckpt"))
         dm = CachedFeatureDataModule(train=[str(out / "features_corpus")], val=[str(out / "features_heldout")],
@@ -189,21 +197,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sample-steps", type=int, default=25, help="Euler steps when generating")
     args = parser.parse_args(argv)
     out = Path(args.out)
-    pipe = Pipeline(out)
+    pipe = Pipeline(out, {k: v for k, v in vars(args).items() if k != "out"})
     t0 = time.perf_counter()
     synth = pipe.step("corpus", _synth(args.num_clips, seed=0, duration=args.duration))
     held = pipe.step("heldout", _synth(args.heldout_clips, seed=10_000, duration=args.duration))
     check = pipe.step("check", _check(out))
-    vocoder = pipe.step("vocoder", _fit("vocoder", out, args.vocoder_steps, ["--data.init_args.batch_size=4"]))
+    same_clips = f"--data.init_args.duration={args.duration}"  # the stages read the corpus as it was rendered
+    vocoder = pipe.step("vocoder", _fit("vocoder", out, args.vocoder_steps,
+                                        ["--data.init_args.batch_size=4", same_clips]))
     vocoder_ckpt = out / "vocoder" / "vocoder" / "version_0" / "checkpoints" / "last.ckpt"
     vae = pipe.step("vae", _fit("vae", out, args.vae_steps, [
-        f"--model.init_args.disc_start={args.vae_steps // 2}",
+        same_clips, f"--model.init_args.disc_start={args.vae_steps // 2}",
         "--model.init_args.vocoder=reasonaudio.systems.vocoder.trained_generator",
         f"--model.init_args.vocoder.init_args.path={vocoder_ckpt}"]))
     vae_ckpt = out / "vae" / "vae" / "version_0" / "checkpoints" / "last.ckpt"
     pipe.step("latent_stats", _predict([
         "--config", "lightning_configs/vae.yaml", "--config", "lightning_configs/predict/latent_stats.yaml",
-        f"--data.init_args.root={out / 'corpus'}", f"--data.init_args.val_root={out / 'heldout'}",
+        f"--data.init_args.root={out / 'corpus'}", f"--data.init_args.val_root={out / 'heldout'}", same_clips,
         "--trainer.callbacks.init_args.output={tmp}/vae.ckpt", f"--ckpt_path={vae_ckpt}"], out / "latent_stats"))
     for corpus in ("corpus", "heldout"):
         pipe.step(f"features_{corpus}", _predict([

@@ -7,8 +7,9 @@
 The features config (saved by ``reasonaudio predict --config lightning_configs/features.yaml``) says how
 clips were turned into conditions for training — VAE, Synchformer, frame sizes — so generation sees
 its inputs exactly as training did. Writes ``<id>.flac`` and, for video inputs, ``<id>.mp4`` (the
-source video with the generated audio, cut or padded to the video's duration). Without ``--video``
-the audio is generated from text alone.
+source video with the generated audio, cut or padded to the video's duration). ``--duration``
+defaults to the length of ``--video`` (8 s for manifests and text). Without ``--video`` the audio is
+generated from text alone. Generation runs on the CPU for now.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import yaml
 
 
 def _load(args: argparse.Namespace, duration: float):
+    from data_modules.features import SYNC_WEIGHTS
     from reasonaudio.cli import build_cli
     from reasonaudio.systems.flow_matching import FlowMatchingPretrain
     from reasonaudio.systems.vocoder import trained_generator
@@ -37,11 +39,15 @@ def _load(args: argparse.Namespace, duration: float):
                      f"--data.init_args.duration={duration}", "--trainer.logger=false"], run=False)
     features = cli.model.eval()
     features.setup("predict")
+    writers = [c for c in config.get("trainer", {}).get("callbacks", []) or []
+               if str(c.get("class_path", "")).endswith("FeatureCacheWriter")]
+    sync_weights = Path(writers[0]["init_args"]["output"]) / SYNC_WEIGHTS if writers else None
+    if features.sync_encoder is not None and sync_weights is not None and sync_weights.exists():
+        # The exact encoder that made the training cache (a random demo encoder cannot be rebuilt).
+        features.sync_encoder.load_state_dict(torch.load(sync_weights, weights_only=True), strict=True)
     system = FlowMatchingPretrain.load_from_checkpoint(args.ckpt, map_location="cpu").eval()
     if args.ema:
-        from safetensors.torch import load_file
-
-        system.load_state_dict(load_file(str(args.ema)), strict=False)
+        system.load_ema(args.ema)
     return features, cli.datamodule, system, trained_generator(str(args.vocoder))
 
 
@@ -61,7 +67,7 @@ def _records(args: argparse.Namespace):
 @torch.no_grad()
 def generate(args: argparse.Namespace) -> list[Path]:
     """Run generation; returns the written files."""
-    from data_modules.clips import ClipDataset, SkippedSample, collate_clips
+    from data_modules.clips import ClipDataset, collate_clips
     from reasonaudio.generation import latents_to_audio
     from reasonaudio.media import measure_duration, mux_audio, probe, write_audio
 
@@ -80,7 +86,7 @@ def generate(args: argparse.Namespace) -> list[Path]:
                 items.append(ClipDataset([rec], **kwargs)[0])
             else:  # text only: silent placeholder audio just sets the lengths; no video is used
                 items.append(_text_only_item(rec, features, kwargs))
-        batch = collate_clips([x for x in items if not isinstance(x, SkippedSample)])
+        batch = collate_clips(items)  # strict datasets raise instead of skipping, so items match chunk
         feats = features.predict_step(batch, 0)
         cond_batch = {"latent": feats["latent_mean"], "caption": batch["caption"], "has_text": batch["has_text"],
                       "has_video": batch["has_video"], "mllm_video": batch.get("mllm_video", [None] * len(chunk))}

@@ -62,9 +62,6 @@ class FlowMatchingPretrain(LightningModule):
             sync = torch.zeros(b, getattr(self.net, "sync_len", 1), getattr(self.net, "sync_dim", 768),
                                device=self.device)
             has_video = torch.zeros_like(has_video)
-        lengths = (batch["latent"].shape[1], sync.shape[1])
-        if hasattr(self.net, "set_lengths") and lengths != (self.net.latent_len, self.net.sync_len):
-            self.net.set_lengths(*lengths)  # another duration: rebuild the RoPE tables
         return {"queries": queries, "sync": sync, "has_text": has_text | has_video, "has_video": has_video}
 
     def _dropped_flags(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -109,6 +106,17 @@ class FlowMatchingPretrain(LightningModule):
             uncond = self.conditions(batch, off, off)
         x0 = torch.randn(b, t_len, channels, generator=torch.Generator().manual_seed(seed)).to(self.device)
         return flow.sample(lambda x, t: flow.cfg_velocity(self.net, x, t, cond, uncond, cfg), x0, steps, method)
+
+    def load_ema(self, path: str) -> None:
+        """Load exported EMA weights (``model.safetensors``); every trainable parameter must be in it."""
+        from safetensors.torch import load_file
+
+        result = self.load_state_dict(load_file(str(path)), strict=False)
+        trainable = {n for n, p in self.named_parameters() if p.requires_grad}
+        missing = sorted(trainable & set(result.missing_keys))
+        if result.unexpected_keys or missing:
+            raise ValueError(f"{path} does not fit this model: unexpected {result.unexpected_keys[:10]}, "
+                             f"missing trainable {missing[:10]}")
 
     def configure_optimizers(self):
         params = [p for p in self.parameters() if p.requires_grad]

@@ -77,6 +77,9 @@ class VAETrain(LightningModule):
     # ------------------------------------------------------------------ training
 
     def on_fit_start(self) -> None:
+        if str(self.trainer.precision).startswith("16"):
+            # The discriminator steps its raw optimiser, which a GradScaler would not see.
+            raise ValueError(f"{type(self).__name__} supports fp32 and bf16 precision, not {self.trainer.precision!r}")
         net = self.net
         unset = bool((net.data_mean == 0).all() and (net.data_std == 1).all())
         if self.hparams.mel_stats_batches > 0 and unset and self.trainer.datamodule is not None:

@@ -75,6 +75,9 @@ class VocoderTrain(LightningModule):
         self.optimizer, self.disc_optimizer, self.lr_scheduler = optimizer, disc_optimizer, lr_scheduler
 
     def on_fit_start(self) -> None:
+        if str(self.trainer.precision).startswith("16"):
+            # The discriminator steps its raw optimiser, which a GradScaler would not see.
+            raise ValueError(f"{type(self).__name__} supports fp32 and bf16 precision, not {self.trainer.precision!r}")
         folder = self.hparams.init_generator_from
         if folder and self.global_step == 0:  # a resumed run already holds its own weights
             from reasonaudio.models.bigvgan import BigVGAN
@@ -124,7 +127,7 @@ class VocoderTrain(LightningModule):
                       + discriminator_loss(*self.mrd(y, y_hat.detach())[:2])[0])
             opt_d.zero_grad(set_to_none=True)
             self.manual_backward(d_loss)
-            logs["train/grad_norm_d"] = self._clip(opt_d, list(self.mpd.parameters()) + list(self.mrd.parameters()))
+            logs["train/grad_norm_d"] = self._clip(list(self.mpd.parameters()) + list(self.mrd.parameters()))
             # The raw optimiser step keeps global_step counting generator updates only.
             opt_d.optimizer.step()
             logs["train/disc"] = d_loss
@@ -139,7 +142,7 @@ class VocoderTrain(LightningModule):
             logs.update({"train/gen_adv": adv, "train/feature_matching": fm})
         opt_g.zero_grad(set_to_none=True)
         self.manual_backward(g_loss)
-        logs["train/grad_norm_g"] = self._clip(opt_g, list(self.generator.parameters()))
+        logs["train/grad_norm_g"] = self._clip(list(self.generator.parameters()))
         opt_g.step()
         sched_g.step()
         if adversarial:
@@ -147,7 +150,7 @@ class VocoderTrain(LightningModule):
         logs.update({"train/mel": mel_loss, "train/loss": g_loss})
         self.log_dict(logs, prog_bar=True, batch_size=y.shape[0])
 
-    def _clip(self, opt, params: list[nn.Parameter]) -> torch.Tensor:
+    def _clip(self, params: list[nn.Parameter]) -> torch.Tensor:
         limit = self.hparams.grad_clip if self.hparams.grad_clip > 0 else float("inf")
         return torch.nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], limit)
 

@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=4.0, help="seconds per clip")
     parser.add_argument("--vocoder-steps", type=int, default=200, help="vocoder optimisation steps")
     parser.add_argument("--vae-steps", type=int, default=300, help="VAE optimisation steps")
-    parser.add_argument("--pretrain-steps", type=int, default=400, help="MM-DiT optimisation steps")
+    parser.add_argument("--pretrain-steps", type=int, default=1500, help="MM-DiT optimisation steps")
     parser.add_argument("--sample-steps", type=int, default=25, help="Euler steps when generating")
     args = parser.parse_args(argv)
     out = Path(args.out)

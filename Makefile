@@ -67,7 +67,8 @@ VOCODER  ?= $(DEMO)/vocoder/vocoder/version_0/checkpoints/last.ckpt
 EMA      ?= $(DEMO)/pretrain/export/model.safetensors
 generate: | $(PY)  ## audio + mp4 for VIDEO=... [TEXT="..."] (models: the demo's unless CKPT_G/FEATURES/VOCODER/EMA= are set)
 	.venv/bin/reasonaudio-generate --ckpt $(CKPT_G) --features-config $(FEATURES) --vocoder $(VOCODER) \
-		$(if $(EMA),--ema $(EMA)) $(if $(VIDEO),--video "$(VIDEO)") \
+		$(if $(EMA),--ema $(EMA)) --sync-weights $(or $(SYNC),$(DEMO)/features_corpus/sync_encoder.pt) \
+		$(if $(VIDEO),--video "$(VIDEO)") \
 		$(if $(TEXT),--text "$(TEXT)") --out $(or $(OUT),$(RUNS)/generate) $(ARGS)
 
 latent-stats: | $(PY)  ## per-channel latent mean/std of a trained VAE (CKPT=path/to/vae.ckpt), written into a checkpoint copy

@@ -175,3 +175,5 @@ def test_generate_cli_on_a_real_clip(setup_dirs, fixtures_dir):
         generate_main([*common, "--video", str(broken), "--duration", "2"])
     with pytest.raises(SystemExit, match="not found"):
         generate_main([*common[:-2], "--out", str(out), "--video", str(video), "--ckpt", str(d["root"] / "x.ckpt")])
+    with pytest.raises(SystemExit, match="Synchformer weights of the training cache not found"):
+        generate_main([*common, "--video", str(video), "--sync-weights", str(d["root"] / "none.pt")])

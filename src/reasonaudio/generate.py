@@ -39,16 +39,26 @@ def _load(args: argparse.Namespace, duration: float):
                      f"--data.init_args.duration={duration}", "--trainer.logger=false"], run=False)
     features = cli.model.eval()
     features.setup("predict")
-    writers = [c for c in config.get("trainer", {}).get("callbacks", []) or []
-               if str(c.get("class_path", "")).endswith("FeatureCacheWriter")]
-    sync_weights = Path(writers[0]["init_args"]["output"]) / SYNC_WEIGHTS if writers else None
-    if features.sync_encoder is not None and sync_weights is not None and sync_weights.exists():
+    if features.sync_encoder is not None:
         # The exact encoder that made the training cache (a random demo encoder cannot be rebuilt).
+        sync_weights = Path(args.sync_weights) if args.sync_weights else _cache_folder(config) / SYNC_WEIGHTS
+        if not sync_weights.is_file():
+            raise SystemExit(f"reasonaudio-generate: Synchformer weights of the training cache not found: "
+                             f"{sync_weights} (pass --sync-weights)")
         features.sync_encoder.load_state_dict(torch.load(sync_weights, weights_only=True), strict=True)
     system = FlowMatchingPretrain.load_from_checkpoint(args.ckpt, map_location="cpu").eval()
     if args.ema:
         system.load_ema(args.ema)
     return features, cli.datamodule, system, trained_generator(str(args.vocoder))
+
+
+def _cache_folder(config: dict) -> Path:
+    """The output folder of the features run's ``FeatureCacheWriter``."""
+    writers = [c for c in config.get("trainer", {}).get("callbacks", []) or []
+               if str(c.get("class_path", "")).endswith("FeatureCacheWriter")]
+    if not writers:
+        raise SystemExit("reasonaudio-generate: the features config has no FeatureCacheWriter callback")
+    return Path(writers[0]["init_args"]["output"])
 
 
 def _records(args: argparse.Namespace):
@@ -127,6 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--features-config", required=True, help="config.yaml of the features run that made the training cache")
     p.add_argument("--vocoder", required=True, help="VocoderTrain checkpoint or BigVGAN folder")
     p.add_argument("--ema", default=None, help="EMA export (model.safetensors) to generate with")
+    p.add_argument("--sync-weights", default=None,
+                   help="sync_encoder.pt of the training cache (default: found through the features config)")
     p.add_argument("--video", default=None, help="input video")
     p.add_argument("--manifest", default=None, help="VGGSound-Think JSONL of clips to generate for (batch mode)")
     p.add_argument("--media-root", default=None, help="media folder of --manifest (default: its folder)")

@@ -172,8 +172,6 @@ def collate_clips(items: Sequence[dict[str, Any] | SkippedSample]) -> dict[str, 
     return batch
 
 
-
-
 class ClipDataModule(LightningDataModule, ABC):
     """Base for every corpus: subclasses say which records each split has.
 

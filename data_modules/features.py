@@ -22,7 +22,9 @@ from typing import Any
 import numpy as np
 import torch
 from lightning.pytorch import LightningDataModule
-from torch.utils.data import ConcatDataset, DataLoader, Dataset, WeightedRandomSampler
+from torch.utils.data import ConcatDataset, DataLoader, Dataset
+
+from data_modules.sampling import check_weights, corpus_sampler
 
 META = "meta.json"
 INDEX = "index.jsonl"
@@ -129,8 +131,7 @@ class CachedFeatureDataModule(LightningDataModule):
     def __init__(self, train: list[str], val: list[str] | None = None, weights: list[float] | None = None,
                  samples_per_epoch: int | None = None, batch_size: int = 16, num_workers: int = 0, seed: int = 0):
         super().__init__()
-        if weights is not None and (len(weights) != len(train) or min(weights) < 0 or sum(weights) <= 0):
-            raise ValueError(f"weights must be {len(train)} non-negative numbers with a positive sum, got {weights}")
+        check_weights(weights, len(train))
         self.train_roots, self.val_roots = list(train), list(val or [])
         self.weights = weights
         self.samples_per_epoch = samples_per_epoch
@@ -145,16 +146,8 @@ class CachedFeatureDataModule(LightningDataModule):
         if empty:
             raise ValueError(f"feature caches with no written clips: {empty}")
 
-    def item_weights(self) -> torch.Tensor:
-        """Per-item sampling weight over the concatenated training caches: ``w_c / len_c``."""
-        sizes = [len(ds) for ds in self.train_sets]
-        weights = self.weights or [float(n) for n in sizes]
-        return torch.cat([torch.full((n,), w / n, dtype=torch.float64) for w, n in zip(weights, sizes)])
-
     def train_dataloader(self) -> DataLoader:
-        weights = self.item_weights()
-        sampler = WeightedRandomSampler(weights, self.samples_per_epoch or len(weights), replacement=True,
-                                        generator=torch.Generator().manual_seed(self.seed))
+        sampler = corpus_sampler([len(ds) for ds in self.train_sets], self.weights, self.samples_per_epoch, self.seed)
         return DataLoader(ConcatDataset(self.train_sets), batch_size=self.batch_size, sampler=sampler,
                           num_workers=self.num_workers, collate_fn=collate_features)
 

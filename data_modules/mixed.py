@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from collections import Counter
 
-import torch
 from lightning.pytorch import LightningDataModule
-from torch.utils.data import ConcatDataset, DataLoader, WeightedRandomSampler
+from torch.utils.data import ConcatDataset, DataLoader
 
 from data_modules.clips import ClipDataModule, collate_clips
+from data_modules.sampling import check_weights, corpus_sampler
 
 
 class MixedDataModule(LightningDataModule):
@@ -33,8 +33,7 @@ class MixedDataModule(LightningDataModule):
         super().__init__()
         if not corpora:
             raise ValueError("MixedDataModule needs at least one corpus")
-        if weights is not None and (len(weights) != len(corpora) or any(w < 0 for w in weights) or sum(weights) <= 0):
-            raise ValueError(f"weights must be {len(corpora)} non-negative numbers with a positive sum, got {weights}")
+        check_weights(weights, len(corpora))
         self.corpora = corpora
         self.weights = weights
         self.samples_per_epoch = samples_per_epoch
@@ -45,17 +44,12 @@ class MixedDataModule(LightningDataModule):
     def _split(self, split: str) -> list:
         return [ds for ds in (c.dataset(split) for c in self.corpora) if ds is not None and len(ds)]
 
-    def item_weights(self) -> torch.Tensor:
-        """Per-item sampling weight over the concatenated training sets: ``w_c / len_c``."""
-        sizes = [len(c.dataset("train") or []) for c in self.corpora]
-        if not any(sizes):
-            raise ValueError("MixedDataModule: no corpus has a train split")
-        weights = self.weights or [float(n) for n in sizes]
-        return torch.cat([torch.full((n,), w / n) for w, n in zip(weights, sizes) if n])
+    def _train_sizes(self) -> list[int]:
+        return [len(c.dataset("train") or []) for c in self.corpora]
 
     def expected_mix(self) -> dict[str, float]:
         """The fraction of training items each corpus supplies, by corpus name."""
-        sizes = [len(c.dataset("train") or []) for c in self.corpora]
+        sizes = self._train_sizes()
         weights = self.weights or [float(n) for n in sizes]
         live = [(c.corpus or type(c).__name__, w) for c, w, n in zip(self.corpora, weights, sizes) if n]
         total = sum(w for _, w in live)
@@ -65,12 +59,11 @@ class MixedDataModule(LightningDataModule):
         return dict(mix)
 
     def train_dataloader(self) -> DataLoader:
-        datasets = self._split("train")
-        weights = self.item_weights()
-        n = self.samples_per_epoch or len(weights)
-        sampler = WeightedRandomSampler(weights.double(), n, replacement=True,
-                                        generator=torch.Generator().manual_seed(self.seed))
-        return DataLoader(ConcatDataset(datasets), batch_size=self.batch_size, sampler=sampler,
+        sizes = self._train_sizes()
+        if not any(sizes):
+            raise ValueError("MixedDataModule: no corpus has a train split")
+        sampler = corpus_sampler(sizes, self.weights, self.samples_per_epoch, self.seed)
+        return DataLoader(ConcatDataset(self._split("train")), batch_size=self.batch_size, sampler=sampler,
                           num_workers=self.num_workers, collate_fn=collate_clips)
 
     def _eval_loader(self, split: str) -> DataLoader:

@@ -9,7 +9,7 @@ RUNS    := runs
 ARGS    ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test test-fast demo synth check-fixtures bench clean \
+.PHONY: help setup system-deps test test-fast demo synth check-fixtures bench clean \
         captions vae latent-stats vocoder bench-vocoder tiny-mllm features pretrain reward preference-data post-train eval generate tensorboard
 
 $(PY):
@@ -18,12 +18,15 @@ $(PY):
 help:  ## list every target
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-16s %s\n", $$1, $$2}'
 
-setup:  ## create .venv and install the suite (pinned by constraints.txt)
+setup: system-deps  ## create .venv and install the suite (pinned by constraints.txt)
 	python3 -m venv .venv
 	$(PY) -m pip install --upgrade pip -c constraints.txt >/dev/null
 	$(PY) -m pip install -c constraints.txt -e '.[dev]'
 
-test: | $(PY)  ## the full test suite (the command CI runs)
+system-deps:  ## ffmpeg and chromium from apt when missing (benchmarks, headless page tests)
+	bash scripts/system_deps.sh
+
+test: system-deps | $(PY)  ## the full test suite (the command CI runs)
 	$(PY) -m pytest -q --timeout=900
 
 test-fast: | $(PY)  ## tests not marked slow

@@ -40,7 +40,9 @@ LightningModule; it is loaded from its own folder. Optimisers should take
 Ablations (Table 5), same interface: :class:`TextLLMQueryConditioner` (a causal LM, queries after
 the text; the same prefix caching), :class:`CLIPConditioner` (per-frame CLIP image embeddings and
 CLIP text token states, projected to ``D``) and :class:`CLIPLLMConditioner` (both, concatenated).
-Table 9's query-count sweep is ``num_queries``. The Qwen2.5-Omni thinker variant is not included.
+Table 9's query-count sweep is ``num_queries``. :class:`OmniThinkerQueryConditioner` is Table 5's
+omni backbone: Qwen2.5-Omni's thinker fed video and text only (its audio tower is removed, so the
+target audio can never reach it).
 """
 from __future__ import annotations
 
@@ -482,8 +484,7 @@ class MLLMQueryConditioner(QueryConditioner):
         if fps <= 0 or max_video_tokens < 1:
             raise ValueError(f"need fps > 0 and max_video_tokens ≥ 1, got fps={fps}, "
                              f"max_video_tokens={max_video_tokens}")
-        full = load_backbone(model, AutoModelForImageTextToText, self.SUPPORTED, dtype, attn_implementation)
-        backbone = full.model  # vision tower + decoder; the LM head is never used
+        backbone = self.load(model, dtype, attn_implementation)  # vision tower + decoder
         super().__init__(backbone.config.text_config.hidden_size, out_dim, num_queries,
                          _embedding_std(backbone.get_input_embeddings()), _load_tokenizer(model, tokenizer),
                          use_chat_template, connector_layers, connector_heads, prefix_cache, save_frozen)
@@ -493,9 +494,25 @@ class MLLMQueryConditioner(QueryConditioner):
         self.fps = fps
         self.max_video_tokens = max_video_tokens
 
+    @classmethod
+    def load(cls, model: str | Path | PretrainedConfig, dtype: str | torch.dtype | None,
+             attn_implementation: str) -> nn.Module:
+        """The backbone without its LM head (never used): ``.visual`` and ``.language_model``."""
+        return load_backbone(model, AutoModelForImageTextToText, cls.SUPPORTED, dtype, attn_implementation).model
+
     @property
     def decoder(self) -> nn.Module:
         return self.backbone.language_model
+
+    @property
+    def tokens_per_second(self) -> float:
+        """Temporal mRoPE id step per second of video."""
+        return self.backbone.config.vision_config.tokens_per_second
+
+    def vision_token_ids(self) -> tuple[int, int, int]:
+        """Ids of the video placeholder and of the vision start / end markers."""
+        cfg = self.backbone.config
+        return cfg.video_token_id, cfg.vision_start_token_id, cfg.vision_end_token_id
 
     def _chat_source(self) -> Any | None:
         if self.use_chat_template and self.processor is not None:
@@ -504,21 +521,21 @@ class MLLMQueryConditioner(QueryConditioner):
 
     def prompt_ids(self, caption: str, video_tokens: int) -> list[int]:
         """Token ids of one prompt, the video placeholder repeated ``video_tokens`` times (0: no video)."""
-        cfg = self.backbone.config
+        video_id, start_id, end_id = self.vision_token_ids()
         source = self._chat_source()
         if source is not None:
             content = ([{"type": "video"}] if video_tokens else []) + ([{"type": "text", "text": caption}]
                                                                        if caption else [])
             ids = self._tokens(source.apply_chat_template([{"role": "user", "content": content}], tokenize=False,
                                                           add_generation_prompt=True))
-            if video_tokens and cfg.video_token_id in ids:
-                at = ids.index(cfg.video_token_id)
-                ids = ids[:at] + [cfg.video_token_id] * video_tokens + ids[at + 1:]
+            if video_tokens and video_id in ids:
+                at = ids.index(video_id)
+                ids = ids[:at] + [video_id] * video_tokens + ids[at + 1:]
         else:
-            video = [cfg.vision_start_token_id, *[cfg.video_token_id] * video_tokens, cfg.vision_end_token_id]
+            video = [start_id, *[video_id] * video_tokens, end_id]
             ids = (video if video_tokens else []) + self._tokens(caption)
-        if ids.count(cfg.video_token_id) != video_tokens:
-            raise ValueError(f"the prompt has {ids.count(cfg.video_token_id)} video tokens (id {cfg.video_token_id}) "
+        if ids.count(video_id) != video_tokens:
+            raise ValueError(f"the prompt has {ids.count(video_id)} video tokens (id {video_id}) "
                              f"instead of {video_tokens}: the chat template must render one placeholder per video "
                              f"and captions must not contain it (caption {caption[:80]!r})")
         return ids
@@ -552,14 +569,15 @@ class MLLMQueryConditioner(QueryConditioner):
         chosen = [v for v, u in zip(videos or [], use_video) if u]
         features, grids = self.video_features(chosen)
         second_per_grid_t = cfg.vision_config.temporal_patch_size / self.fps
+        video_id = self.vision_token_ids()[0]
         ids, types, positions, grid_iter = [], [], [], iter(grids)
         for caption, video, text in zip(captions, use_video, use_text):
             grid = next(grid_iter) if video else None
             n = math.prod(grid) // cfg.vision_config.spatial_merge_size ** 2 if grid else 0
             item = self.prompt_ids(caption if text else "", n)
-            kinds = [VIDEO if t == cfg.video_token_id else TEXT for t in item]
+            kinds = [VIDEO if t == video_id else TEXT for t in item]
             pos = mrope_position_ids(kinds + [TEXT] * self.num_tokens, [grid] if grid else [],
-                                     [second_per_grid_t] if grid else [], cfg.vision_config.tokens_per_second,
+                                     [second_per_grid_t] if grid else [], self.tokens_per_second,
                                      cfg.vision_config.spatial_merge_size)  # [3, L_i + Nq]
             ids.append(torch.tensor(item, dtype=torch.long))
             types.append(torch.tensor(kinds, dtype=torch.long))
@@ -575,6 +593,102 @@ class MLLMQueryConditioner(QueryConditioner):
             if features:
                 embeds[is_video] = torch.cat(features).to(embeds.dtype)
         return _Prefix(embeds, mask, pos, query_pos)
+
+
+# --------------------------------------------------------------------------- Qwen2.5-Omni thinker
+
+
+OMNI_THINKER_KEYS = (("thinker.audio_tower.", "model.audio_tower."), ("thinker.visual.", "model.visual."),
+                     ("thinker.model.", "model.language_model."), ("thinker.lm_head.", "lm_head."))
+"""Checkpoint key prefixes of a whole Qwen2.5-Omni model (as released and as transformers saves it) →
+the thinker module's own names."""
+
+
+def _load_prefixed_safetensors(module: nn.Module, folder: Path, prefix: str) -> None:
+    """Load the tensors under ``prefix`` from a folder's safetensors shards into ``module`` (strict, in place),
+    renamed by :data:`OMNI_THINKER_KEYS`."""
+    from safetensors import safe_open
+
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"{folder}: no *.safetensors weight files")
+    state = {}
+    for file in files:
+        with safe_open(str(file), framework="pt") as f:
+            for key in f.keys():
+                for old, new in OMNI_THINKER_KEYS:
+                    if key.startswith(old):
+                        state[new + key[len(old):]] = f.get_tensor(key)
+                        break
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state) - {k for k in expected if k.endswith("lm_head.weight")})
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise ValueError(f"{folder}: the {prefix}* weights do not match the config: {len(missing)} missing "
+                         f"{[prefix + k for k in missing[:2]]}, {len(unexpected)} unexpected "
+                         f"{[prefix + k for k in unexpected[:2]]}")
+    try:
+        module.load_state_dict(state, strict=False)  # only the untied LM head may be absent
+    except RuntimeError as err:  # shape mismatches
+        raise ValueError(f"{folder}: the {prefix}* weights do not match the config: {err}") from None
+
+
+class OmniThinkerQueryConditioner(MLLMQueryConditioner):
+    """Frozen Qwen2.5-Omni thinker read out by learnable queries (Table 5's omni MLLM backbone).
+
+    The thinker is fed the video and the caption exactly as :class:`MLLMQueryConditioner` feeds
+    Qwen2.5-VL — never audio: its audio tower is deleted at load time, so the target audio cannot
+    leak into the condition. Differences from Qwen2.5-VL, all read from the thinker's config: the
+    temporal mRoPE step is ``position_id_per_seconds`` (25 per second of video instead of 2), and the
+    video placeholder / vision markers are Omni's ``<|VIDEO|>`` / ``<|vision_bos|>`` /
+    ``<|vision_eos|>``. Position ids follow Omni's ``get_rope_index`` for video without audio (text
+    after a video continues at the video's largest id + 1, which transformers 5.24 also does here).
+
+    Args:
+        model: a local folder of a thinker (``config.json`` model_type ``qwen2_5_omni_thinker``) or of the
+            whole Qwen2.5-Omni model (``qwen2_5_omni``: only ``thinker.*`` weights are loaded; the talker and
+            token2wav are never built), or a ``Qwen2_5OmniThinkerConfig`` (random weights; tests).
+        Other arguments: as :class:`MLLMQueryConditioner`.
+    """
+
+    SUPPORTED = ("qwen2_5_omni_thinker", "qwen2_5_omni")
+
+    @classmethod
+    def load(cls, model: str | Path | PretrainedConfig, dtype: str | torch.dtype | None,
+             attn_implementation: str) -> nn.Module:
+        from transformers import Qwen2_5OmniConfig, Qwen2_5OmniThinkerForConditionalGeneration
+
+        dtype = _default_dtype(dtype)
+        kind = model.model_type if isinstance(model, PretrainedConfig) else None
+        if kind is None:
+            folder = check_model_folder(model, cls.SUPPORTED)
+            kind = json.loads((folder / "config.json").read_text())["model_type"]
+        if kind not in cls.SUPPORTED:
+            raise ValueError(f"config model_type {kind!r} is not supported here (supported: {_supported(cls.SUPPORTED)})")
+        kwargs = dict(dtype=dtype, attn_implementation=attn_implementation)
+        if isinstance(model, PretrainedConfig):
+            thinker = Qwen2_5OmniThinkerForConditionalGeneration._from_config(model, **kwargs)
+        elif kind == "qwen2_5_omni_thinker":
+            thinker = Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(folder, local_files_only=True, **kwargs)
+        else:  # the whole model: build the thinker from its sub-config, load only the thinker.* tensors
+            thinker = Qwen2_5OmniThinkerForConditionalGeneration._from_config(
+                Qwen2_5OmniConfig.from_pretrained(folder, local_files_only=True).thinker_config, **kwargs)
+            _load_prefixed_safetensors(thinker, folder, "thinker.")
+        backbone = thinker.model
+        del backbone.audio_tower  # video and text only: the thinker never hears audio here
+        return backbone
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.backbone.config.position_id_per_seconds
+
+    def vision_token_ids(self) -> tuple[int, int, int]:
+        cfg = self.backbone.config
+        start = getattr(cfg, "vision_start_token_id", None)
+        end = getattr(cfg, "vision_end_token_id", None)
+        if start is None or end is None:  # released thinker configs carry them; otherwise ask the tokenizer
+            start, end = (self.tokenizer.convert_tokens_to_ids(t) for t in ("<|vision_bos|>", "<|vision_eos|>"))
+        return cfg.video_token_id, start, end
 
 
 # --------------------------------------------------------------------------- text-only LLM

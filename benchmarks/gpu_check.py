@@ -1,0 +1,361 @@
+"""One-GPU check of the MM-DiT (``benchmarks/gpu_check.sh``): bf16 training throughput, MFU, sampling time, memory.
+
+On one CUDA device, with the ``s16k`` preset and an 8 s clip (250 latents × 20, 77 query tokens,
+192 Synchformer tokens; all conditions present):
+
+* **training step** of ``--preset`` (``dit_s`` by default): fp32 master weights, bf16 autocast (the
+  suite's ``bf16-mixed``; no GradScaler), forward + backward + fused AdamW, batch ``--train-batch``
+  (halved until it fits in memory); median of ``--repeats`` after ``--warmup``. Achieved TFLOP/s =
+  the step's matmul and attention FLOPs (counted once with ``torch.utils.flop_counter``, forward +
+  backward) / its median time; MFU = that / the GPU's dense bf16 peak (:data:`PEAK_BF16_TFLOPS`,
+  or ``--peak-tflops``);
+* **sampling an 8 s clip**: 25 Euler steps with CFG (w = 4.5, conditional and unconditional
+  batched in one call, as ``FlowMatchingPretrain.generate`` does), bf16 autocast, at batch 1 and
+  16 (``--sample-batches``); network only (no conditioner, VAE decoder or vocoder);
+* **peak memory** of each phase (``torch.cuda.max_memory_allocated``).
+
+The work is sized for a few minutes on one H100-class GPU (26 training steps, 8 sampling runs of 25 steps;
+not yet timed on a GPU: the session that wrote it had none); ``gpu_check.sh`` stops it after 10
+minutes in any case. Without CUDA it exits at once (status 2) with a message.
+``--dry-run`` runs the same code on the CPU with ``dit_tiny`` in fp32 to check the script and the
+table (MFU and memory are then n/a); it writes nothing unless ``--doc`` names a file.
+
+Usage::
+
+    benchmarks/gpu_check.sh                                   # writes "## GPU check" in docs/benchmarks.md
+    benchmarks/gpu_check.sh --preset dit_l --train-batch 32
+    .venv/bin/python benchmarks/gpu_check.py --dry-run        # CPU, no GPU needed
+
+The last line printed is ``gpu_check <preset>: train <TFLOP/s> TFLOP/s (MFU <%>), sample 8 s b1 <s> s,
+b16 <s> s``.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
+
+from reasonaudio import flow
+from reasonaudio.models.dit import MMDiT, dit_l, dit_s, dit_tiny
+
+from report import DOC, write_section  # benchmarks/ is the script folder, so this resolves
+
+SECTION = "## GPU check"
+PRESETS: dict[str, Callable[..., MMDiT]] = {"dit_s": dit_s, "dit_l": dit_l, "dit_tiny": dit_tiny}
+DURATION = 8.0
+NUM_QUERIES = 77
+CFG = 4.5
+
+PEAK_BF16_TFLOPS: list[tuple[tuple[str, ...], float]] = [
+    # Dense bf16 tensor-core peaks from NVIDIA's data sheets (their headline figures are with 2:4
+    # sparsity, twice these). Matched in order against torch.cuda.get_device_name(): the first entry
+    # whose words all occur in the name wins, so the more specific names come first.
+    (("GH200",), 989.4),
+    (("H200", "NVL"), 835.5),
+    (("H200",), 989.4),
+    (("H100", "PCIe"), 756.0),
+    (("H100", "NVL"), 835.5),
+    (("H100",), 989.4),  # SXM5 ("NVIDIA H100 80GB HBM3")
+    (("B200",), 2250.0),
+    (("A100",), 312.0),
+    (("L40S",), 362.05),
+    (("L40",), 181.05),
+    (("L4",), 121.0),
+    (("RTX 4090",), 165.2),
+    (("RTX 3090",), 71.0),
+    (("RTX A6000",), 154.8),
+]
+
+
+def peak_bf16_tflops(device_name: str) -> float | None:
+    """Dense bf16 peak of a GPU from its name, or None when it is not in :data:`PEAK_BF16_TFLOPS`."""
+    for words, peak in PEAK_BF16_TFLOPS:
+        if all(w in device_name for w in words):
+            return peak
+    return None
+
+
+# --------------------------------------------------------------------------- FLOPs
+
+
+def _linear(tokens: int, n_in: int, n_out: int) -> int:
+    return 2 * tokens * n_in * n_out
+
+
+def forward_flops(net: MMDiT, batch: int, num_queries: int = NUM_QUERIES) -> int:
+    """Matmul + attention FLOPs (2 per multiply-add) of one forward pass at the configured lengths.
+
+    What ``torch.utils.flop_counter`` counts: every Linear and the two batched products of each
+    attention (``QKᵀ`` and ``AV``, ``2·2·B·Lq·Lk·D``); element-wise work (norms, activations, RoPE)
+    is not counted.
+    """
+    b, t, q, s = batch, net.latent_len, num_queries, net.sync_len
+    width = net.audio_in[0].out_features
+    hidden = net.joint_blocks[0].streams["audio"].mlp.w1.out_features
+    freq = net.time_embed.mlp[0].in_features
+
+    def projection(tokens: int, n_in: int) -> int:  # Linear → SiLU → Linear
+        return _linear(tokens, n_in, width) + _linear(tokens, width, width)
+
+    total = projection(b * t, net.latent_channels) + projection(b * q, net.query_dim) + projection(b * s, net.sync_dim)
+    total += projection(b, freq) + _linear(b, 2 * width, width) + _linear(b, width, width)  # time embed, cond MLP
+    if net.sync_adaln is not None:
+        total += projection(b * s, net.sync_dim)
+
+    def stream(tokens: int, pre_only: bool, per_token_cond: bool) -> int:
+        cond_tokens = b * t if per_token_cond else b
+        if pre_only:  # adaLN shift/scale, k and v
+            return _linear(cond_tokens, width, 2 * width) + _linear(b * tokens, width, 2 * width)
+        return (_linear(cond_tokens, width, 6 * width) + _linear(b * tokens, width, 3 * width)
+                + _linear(b * tokens, width, width) + 3 * _linear(b * tokens, width, hidden))
+
+    per_token = net.sync_adaln is not None
+    for i, _ in enumerate(net.joint_blocks):
+        last = i == len(net.joint_blocks) - 1
+        total += stream(t, False, per_token) + stream(q, last, False) + stream(s, last, False)
+        total += 4 * b * (t if last else t + q + s) * (t + q + s) * width  # attention
+    for _ in net.audio_blocks:
+        total += stream(t, False, per_token) + 4 * b * t * t * width
+    total += _linear(b * t if per_token else b, width, 2 * width) + _linear(b * t, width, net.latent_channels)
+    return total
+
+
+_CPU_ATTENTION = {
+    # torch counts the CUDA attention kernels (flash, efficient, cuDNN) but not the CPU one; same formulas
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu:
+        lambda q, k, v, *args, out_shape=None, **kwargs: sdpa_flop_count(q, k, v),
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward:
+        lambda grad, q, k, v, *args, out_shape=None, **kwargs: sdpa_backward_flop_count(grad, q, k, v),
+}
+
+
+def counted_flops(fn: Callable[[], object]) -> int:
+    """FLOPs ``torch.utils.flop_counter`` counts while ``fn()`` runs (forward and backward)."""
+    with FlopCounterMode(display=False, custom_mapping=_CPU_ATTENTION) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+# --------------------------------------------------------------------------- measurements
+
+
+@dataclass
+class Row:
+    phase: str
+    batch: int
+    seconds: float
+    throughput: str
+    flops: int
+    peak_memory: int | None  # bytes; None on the CPU
+
+    def tflops(self) -> float:
+        return self.flops / self.seconds / 1e12
+
+
+def inputs(net: MMDiT, batch: int, device: torch.device, g: torch.Generator) -> tuple[torch.Tensor, dict, dict]:
+    """Data latents ``[B, T, C]``, the condition keywords and the null ones (all conditions present)."""
+    x1 = torch.randn(batch, net.latent_len, net.latent_channels, generator=g).to(device)
+    cond = dict(queries=torch.randn(batch, NUM_QUERIES, net.query_dim, generator=g).to(device),
+                sync=torch.randn(batch, net.sync_len, net.sync_dim, generator=g).to(device),
+                has_text=torch.ones(batch, dtype=torch.bool, device=device),
+                has_video=torch.ones(batch, dtype=torch.bool, device=device))
+    return x1, cond, {**cond, "has_text": ~cond["has_text"], "has_video": ~cond["has_video"]}
+
+
+def autocast(device: torch.device) -> torch.autocast:
+    """bf16 autocast on the GPU; off for the CPU dry run (CPU bf16 kernels are orders of magnitude slower)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def median_time(fn: Callable[[], object], warmup: int, repeats: int, device: torch.device) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        synchronize(device)
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def reset_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory(device: torch.device) -> int | None:
+    return torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+
+
+def measure_training(net: MMDiT, batch: int, args: argparse.Namespace, device: torch.device) -> Row:
+    """One bf16-autocast training step, halving the batch until it fits in memory."""
+    while True:
+        try:
+            return _training(net, batch, args, device)
+        except torch.OutOfMemoryError:
+            if batch == 1:
+                raise
+            print(f"batch {batch} does not fit in memory; trying {batch // 2}", file=sys.stderr)
+            net.zero_grad(set_to_none=True)
+            batch //= 2
+
+
+def _training(net: MMDiT, batch: int, args: argparse.Namespace, device: torch.device) -> Row:
+    reset_memory(device)
+    g = torch.Generator().manual_seed(0)
+    x1, cond, _ = inputs(net, batch, device, g)
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=1e-6,
+                            fused=device.type == "cuda")
+
+    def step() -> None:
+        x0 = torch.randn_like(x1)
+        t = flow.sample_t(batch, device=device)
+        with autocast(device):
+            loss = flow.loss(net(flow.interpolate(x0, x1, t), t, **cond), x0, x1)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    net.train()
+    flops = counted_flops(step)  # also the first warm-up step
+    seconds = median_time(step, args.warmup, args.repeats, device)
+    del opt
+    return Row("training step (fwd + bwd + AdamW)", batch, seconds,
+               f"{batch * net.latent_len / seconds:,.0f} latent tok/s", flops, peak_memory(device))
+
+
+@torch.no_grad()
+def measure_sampling(net: MMDiT, batch: int, args: argparse.Namespace, device: torch.device) -> Row:
+    reset_memory(device)
+    g = torch.Generator().manual_seed(batch)
+    x0, cond, uncond = inputs(net, batch, device, g)
+    net.eval()
+
+    def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        with autocast(device):
+            return flow.cfg_velocity(net, x, t, cond, uncond, CFG).float()
+
+    def run(steps: int) -> torch.Tensor:
+        return flow.sample(velocity, x0, steps=steps)
+
+    seconds = median_time(lambda: run(args.steps), 1, args.sample_repeats, device)
+    flops = args.steps * forward_flops(net, 2 * batch)  # CFG: one call on the doubled batch per step
+    return Row(f"sampling {DURATION:g} s ({args.steps} Euler steps, CFG batched)", batch, seconds,
+               f"RTF {seconds / (batch * DURATION):.4f}", flops, peak_memory(device))
+
+
+# --------------------------------------------------------------------------- report
+
+
+def markdown(rows: list[Row], net: MMDiT, args: argparse.Namespace, argv: list[str], device: torch.device,
+             device_name: str, peak: float | None, flops_check: tuple[int, int]) -> str:
+    params = sum(p.numel() for p in net.parameters())
+    where = (f"{device_name}, dense bf16 peak {peak:g} TFLOP/s" if peak else
+             f"{device_name} (bf16 peak unknown: MFU n/a; pass --peak-tflops)") if device.type == "cuda" else \
+        f"CPU dry run ({device_name}; MFU and memory n/a)"
+    cuda = f", CUDA {torch.version.cuda}" if device.type == "cuda" else ""
+    analytic, counted = flops_check
+    precision = "bf16 autocast over fp32 weights" if device.type == "cuda" else "fp32 (dry run)"
+    lines = [
+        SECTION, "",
+        f"`benchmarks/gpu_check.sh{' ' + ' '.join(argv) if argv else ''}` on {where}; torch {torch.__version__}"
+        f"{cuda}, sdpa attention, {precision}. `{args.preset}`: {params / 1e6:.1f}M "
+        f"parameters; input {DURATION:g} s at s16k = {net.latent_len} latents × {net.latent_channels}, "
+        f"{NUM_QUERIES} query tokens × {net.query_dim}, {net.sync_len} sync tokens × {net.sync_dim}. Times are "
+        f"medians ({args.repeats} training steps after {args.warmup} warm-up; {args.sample_repeats} sampling "
+        f"runs after one warm-up). FLOPs = matmuls and attention (torch.utils.flop_counter; one forward at "
+        f"batch 1: {counted / 1e9:.2f} GFLOP counted, {analytic / 1e9:.2f} GFLOP by the analytic formula in "
+        f"gpu_check.py); MFU = achieved / peak.",
+        "",
+        "| phase | batch | median s | throughput | GFLOP | achieved TFLOP/s | MFU | peak memory GiB |",
+        "|---|---:|---:|---|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        mfu = f"{100 * r.tflops() / peak:.1f} %" if peak and device.type == "cuda" else "n/a"
+        memory = f"{r.peak_memory / 2 ** 30:.2f}" if r.peak_memory is not None else "n/a"
+        lines.append(f"| {r.phase} | {r.batch} | {r.seconds:.4f} | {r.throughput} | {r.flops / 1e9:,.1f} | "
+                     f"{r.tflops():.3g} | {mfu} | {memory} |")
+    lines += ["", "GFLOP = per training step or per sampling run (CFG doubles the batch of every network "
+              "call). RTF = sampling seconds / seconds of audio generated. Peak memory is per phase (weights, "
+              "AdamW state and activations for training).", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", choices=sorted(PRESETS), help="default dit_s (dit_tiny with --dry-run)")
+    parser.add_argument("--train-batch", type=int, help="training batch (default 64; 2 with --dry-run)")
+    parser.add_argument("--sample-batches", nargs="+", type=int, help="default 1 16 (1 2 with --dry-run)")
+    parser.add_argument("--steps", type=int, help="Euler steps per sampling run (default 25; 4 with --dry-run)")
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--sample-repeats", type=int, default=3)
+    parser.add_argument("--peak-tflops", type=float, help="dense bf16 peak of this GPU (overrides the table)")
+    parser.add_argument("--dry-run", action="store_true", help="run on the CPU (dit_tiny) to check the script")
+    parser.add_argument("--doc", type=Path, help=f"file to write the section into (default {DOC}; dry runs: none)")
+    parser.add_argument("--no-write", action="store_true")
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser.parse_args(argv)
+    if not args.dry_run and not torch.cuda.is_available():
+        print(f"gpu_check needs a CUDA GPU, and torch.cuda.is_available() is False (torch {torch.__version__}, "
+              f"built for CUDA {torch.version.cuda or 'none'}). Check nvidia-smi and CUDA_VISIBLE_DEVICES, or "
+              "run `benchmarks/gpu_check.py --dry-run` to check the script on the CPU.", file=sys.stderr)
+        return 2
+    args.preset = args.preset or ("dit_tiny" if args.dry_run else "dit_s")
+    args.train_batch = args.train_batch or (2 if args.dry_run else 64)
+    args.sample_batches = args.sample_batches or ([1, 2] if args.dry_run else [1, 16])
+    args.steps = args.steps or (4 if args.dry_run else 25)
+    if args.dry_run:
+        args.warmup, args.repeats, args.sample_repeats = min(args.warmup, 1), min(args.repeats, 2), 1
+    counts = (args.train_batch, *args.sample_batches, args.steps, args.repeats, args.sample_repeats)
+    if min(counts) < 1 or args.warmup < 0:
+        parser.error(f"batches, steps and repeats must be positive, warmup >= 0; got {vars(args)}")
+    device = torch.device("cpu" if args.dry_run else "cuda")
+    if device.type == "cuda":
+        device_name = torch.cuda.get_device_name(device)
+        peak = args.peak_tflops or peak_bf16_tflops(device_name)
+    else:
+        from report import cpu_name
+
+        device_name, peak = cpu_name(), None
+    torch.manual_seed(0)
+    net = PRESETS[args.preset](audio_preset="s16k", duration=DURATION, query_dim=448).to(device)
+    g = torch.Generator().manual_seed(1)
+    _, cond1, _ = inputs(net, 1, device, g)
+    x = torch.randn(1, net.latent_len, net.latent_channels, generator=g).to(device)
+    with torch.no_grad():
+        counted = counted_flops(lambda: net(x, torch.full((1,), 0.5, device=device), **cond1))
+    rows = [measure_training(net, args.train_batch, args, device)]
+    print(f"training: {rows[-1].seconds:.4f} s per step at batch {rows[-1].batch}", file=sys.stderr)
+    for batch in args.sample_batches:
+        rows.append(measure_sampling(net, batch, args, device))
+        print(f"sampling: {rows[-1].seconds:.3f} s at batch {batch}", file=sys.stderr)
+    text = markdown(rows, net, args, argv, device, device_name, peak, (forward_flops(net, 1), counted))
+    print(text)
+    doc = args.doc or (None if args.dry_run else DOC)
+    if doc is not None and not args.no_write:
+        write_section(SECTION, text, doc)
+    train = rows[0]
+    mfu = f"{100 * train.tflops() / peak:.1f} %" if peak and device.type == "cuda" else "n/a"
+    samples = ", ".join(f"b{r.batch} {r.seconds:.3f} s" for r in rows[1:])
+    print(f"gpu_check {args.preset}: train {train.tflops():.3g} TFLOP/s (MFU {mfu}), sample {DURATION:g} s {samples}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

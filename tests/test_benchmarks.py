@@ -1,0 +1,128 @@
+"""The benchmark scripts' own logic: FLOP counting, the GPU check without a GPU, the ffmpeg comparison, run_all.
+
+Timings are not asserted (the CI machine is shared); what is asserted is that the numbers the scripts
+report are computed right: the analytic FLOP formula equals torch's counter, the dry run's table
+carries those FLOPs, ours and the ffmpeg CLI decode the same frames and samples, and the machine
+section lands at the top of the page.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCH))  # the scripts import their neighbour `report` as a top-level module
+
+import gpu_check  # noqa: E402
+import media as media_bench  # noqa: E402
+import run_all  # noqa: E402
+from reasonaudio.models.dit import dit_tiny  # noqa: E402
+
+
+@pytest.mark.parametrize("sync_adaln", [False, True])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_forward_flops_formula_equals_flop_counter(batch, sync_adaln):
+    torch.manual_seed(0)
+    net = dit_tiny(audio_preset="s16k", duration=8.0, query_dim=448, sync_adaln=sync_adaln)
+    x1, cond, _ = gpu_check.inputs(net, batch, torch.device("cpu"), torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        counted = gpu_check.counted_flops(lambda: net(x1, torch.full((batch,), 0.5), **cond))
+    assert counted == gpu_check.forward_flops(net, batch)
+    # attention is part of it: 4·B·Lq·Lk·D per block (2 joint blocks, the last one querying with audio only;
+    # 1 audio-only block)
+    width, t, s = 64, net.latent_len, net.latent_len + 77 + net.sync_len
+    attention = 4 * batch * width * (s * s + t * s + t * t)
+    assert counted > attention > 0.3 * counted
+
+
+def test_training_step_flops_are_forward_plus_backward():
+    """Backward = 2× the forward's Linear FLOPs (input and weight gradients) minus the input gradients of the
+    data (noisy latents, timestep features: no grad), plus 2.5× the attention's (5 products: scores recomputed)."""
+    torch.manual_seed(0)
+    batch, width, freq = 2, 64, 256
+    net = dit_tiny(audio_preset="s16k", duration=8.0, query_dim=448)
+    x1, cond, _ = gpu_check.inputs(net, batch, torch.device("cpu"), torch.Generator().manual_seed(0))
+    forward = gpu_check.forward_flops(net, batch)
+    step = gpu_check.counted_flops(lambda: net(x1, torch.full((batch,), 0.5), **cond).square().mean().backward())
+    t, s = net.latent_len, net.latent_len + 77 + net.sync_len
+    attention = 4 * batch * width * (s * s + t * s + t * t)
+    unused_input_grads = 2 * batch * width * (t * net.latent_channels + freq)
+    assert step == 3 * forward - unused_input_grads + attention // 2
+
+
+@pytest.mark.parametrize("name,peak", [("NVIDIA H100 80GB HBM3", 989.4), ("NVIDIA H100 PCIe", 756.0),
+                                       ("NVIDIA H100 NVL", 835.5), ("NVIDIA GH200 480GB", 989.4),
+                                       ("NVIDIA H200", 989.4), ("NVIDIA A100-SXM4-80GB", 312.0),
+                                       ("NVIDIA L40S", 362.05), ("NVIDIA L4", 121.0),
+                                       ("NVIDIA GeForce RTX 4090", 165.2), ("Tesla V100-SXM2-16GB", None)])
+def test_peak_table(name, peak):
+    assert gpu_check.peak_bf16_tflops(name) == peak
+
+
+def test_gpu_check_fails_fast_without_cuda(monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert gpu_check.main([]) == 2
+    assert "needs a CUDA GPU" in capsys.readouterr().err
+    proc = subprocess.run([str(BENCH / "gpu_check.sh")], env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "no CUDA device is usable" in proc.stderr
+
+
+def test_gpu_check_dry_run_writes_the_table(tmp_path, capsys):
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text("# Benchmarks\n\n## Other\n\nkept\n")
+    args = ["--dry-run", "--doc", str(doc), "--train-batch", "1", "--sample-batches", "1", "2", "--steps", "2",
+            "--warmup", "0", "--repeats", "1"]
+    assert gpu_check.main(args) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert re.fullmatch(r"gpu_check dit_tiny: train \S+ TFLOP/s \(MFU n/a\), sample 8 s b1 \S+ s, b2 \S+ s", last)
+    text = doc.read_text()
+    assert "## Other\n\nkept" in text and text.count("## GPU check") == 1
+    rows = [line.split(" | ") for line in text.splitlines() if line.startswith(("| training", "| sampling"))]
+    assert [r[1] for r in rows] == ["1", "1", "2"]
+    net = dit_tiny(audio_preset="s16k", duration=8.0, query_dim=448)
+    for row, batch in zip(rows[1:], (1, 2)):  # sampling: 2 steps of one call on the CFG-doubled batch
+        assert row[4] == f"{2 * gpu_check.forward_flops(net, 2 * batch) / 1e9:,.1f}"
+    for row in rows:
+        gflop, seconds, tflops = float(row[4].replace(",", "")), float(row[2]), float(row[5])
+        assert tflops == pytest.approx(gflop / seconds / 1e3, rel=0.06)  # rounding of the printed values
+        assert row[6] == "n/a" and row[7] == "n/a |"
+
+
+def test_media_benchmark_decodes_what_ffmpeg_decodes(fixtures_dir, tmp_path):
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        pytest.skip("the ffmpeg command-line tool is not installed (Debian: apt-get install ffmpeg)")
+    clip = fixtures_dir / "media" / "vggsound" / "-Qowmc0P9ic_000034.mp4"  # 640x360 stereo
+    args = argparse.Namespace(start=1.0, duration=8.0, repeats=1)
+    row = media_bench.measure(clip, ffmpeg, args, tmp_path)
+    assert row.frames == 200
+    assert row.psnr_db > 40  # same frames; only the two bicubic kernels' rounding differs
+    assert row.audio_snr_db > 35  # same samples; two sinc resamplers at the same settings
+    assert row.ours.wall > 0 and row.ffmpeg.wall > 0
+
+
+def test_media_benchmark_reports_a_missing_ffmpeg(tmp_path, capsys):
+    assert media_bench.main(["--ffmpeg", str(tmp_path / "no-ffmpeg"), "--no-write"]) == 2
+    assert "ffmpeg not found" in capsys.readouterr().err
+
+
+def test_machine_section_goes_first_and_is_replaced(tmp_path):
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text("# Benchmarks\n\n## Vocoder\n\nrtf\n")
+    first = run_all.markdown({"CPU": "A"}, [("media", 0, 60.0)])
+    run_all.write_machine_section(first, doc)
+    second = run_all.markdown({"CPU": "B"}, [("media", 1, 30.0), ("dit", 0, 120.0)])
+    run_all.write_machine_section(second, doc)
+    text = doc.read_text()
+    assert text.startswith("# Benchmarks\n\n## Machine\n") and text.count("## Machine") == 1
+    assert "| CPU | B |" in text and "| CPU | A |" not in text and text.rstrip().endswith("rtf")
+    assert "| media | `benchmarks/media.py` | 1 | 0.5 |" in text and "| dit | `benchmarks/dit.py` | 0 | 2.0 |" in text

@@ -49,6 +49,12 @@ class EMA(Callback):
             self.shadow = {n: p.detach().clone() for n, p in params.items()}
         self.shadow = {n: _like(v, params[n]) for n, v in self.shadow.items()}
 
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # Strategies with ``restore_checkpoint_after_setup`` (ModelParallelStrategy, so FSDP2) restore callback
+        # state after ``on_fit_start``: the restored full CPU tensors are placed (and sharded) again here.
+        params = self._params(pl_module)
+        self.shadow = {n: _like(v, params[n]) for n, v in self.shadow.items()}
+
     @torch.no_grad()
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:

@@ -18,6 +18,11 @@ Making the runs comparable:
 What is left is floating-point reduction order (gradients summed across ranks in a different order,
 the sharded gradient-norm for clipping), so losses and weights agree to ``RTOL`` / ``ATOL``.
 Gradient clipping is set low enough that it is active, so the sharded norm is exercised.
+
+Every run keeps ``pretrain.yaml``'s callbacks, so the EMA callback runs under each strategy (with FSDP2
+it averages DTensor shards), with decay ``EMA_DECAY`` (low enough that 3 steps move the average
+visibly) and an ``export`` folder next to the run: its ``model.safetensors`` and the ``shadow`` in
+``last.ckpt`` (gathered full tensors) are compared like the weights.
 """
 from __future__ import annotations
 
@@ -48,6 +53,7 @@ BF16_RTOL = 2e-2
 """Loss of the bf16 FSDP2 policy vs fp32 (bf16 keeps 8 bits of mantissa)."""
 CAPTIONS = ["a dog barks twice", "rain on a tin roof", "a bell rings once", "a drum hit then silence"]
 LOSS_LOG = "REASONAUDIO_TEST_LOSS_LOG"
+EMA_DECAY = 0.5
 
 
 class SeededNoisePretrain(FlowMatchingPretrain):
@@ -133,7 +139,9 @@ def assets(tmp_path_factory) -> dict[str, Path]:
 
 def fit(assets: dict[str, Path], name: str, *, processes: int, strategy: str | None, cache: str = "cache4",
         steps: int = STEPS, extra: tuple[str, ...] = ()) -> tuple[list[float], Path]:
-    """Run ``reasonaudio fit`` (under torchrun for 2 processes) on a global batch of 4; returns losses and last.ckpt."""
+    """Run ``reasonaudio fit`` (under torchrun for 2 processes) on a global batch of 4; returns losses and last.ckpt.
+
+    The EMA callback of ``pretrain.yaml`` exports to ``<run>/export`` (see :func:`export`)."""
     root = assets["root"] / name
     root.mkdir()
     log = root / "losses.txt"
@@ -151,7 +159,8 @@ def fit(assets: dict[str, Path], name: str, *, processes: int, strategy: str | N
            f"--data.init_args.batch_size={4 // processes}", "--data.init_args.samples_per_epoch=4",
            "--trainer.accelerator=cpu", f"--trainer.devices={processes}", f"--trainer.max_steps={steps}",
            "--trainer.limit_train_batches=null", "--trainer.limit_val_batches=0", "--trainer.gradient_clip_val=0.05",
-           "--trainer.callbacks=[]", f"--trainer.logger.init_args.save_dir={root / 'runs'}", *extra]
+           f"--trainer.callbacks.init_args.decay={EMA_DECAY}", f"--trainer.callbacks.init_args.export={root / 'export'}",
+           f"--trainer.logger.init_args.save_dir={root / 'runs'}", *extra]
     env = {**os.environ, "OMP_NUM_THREADS": "1", LOSS_LOG: str(log),
            "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
@@ -162,6 +171,36 @@ def fit(assets: dict[str, Path], name: str, *, processes: int, strategy: str | N
 
 def weights(ckpt: Path) -> dict[str, torch.Tensor]:
     return torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+
+
+def ema_shadow(ckpt: Path) -> dict[str, torch.Tensor]:
+    """The EMA callback's averages as saved in ``ckpt``."""
+    states = torch.load(ckpt, map_location="cpu", weights_only=False)["callbacks"]
+    (state,) = [v for k, v in states.items() if k.startswith("EMA")]
+    assert state["decay"] == EMA_DECAY
+    return state["shadow"]
+
+
+def export(ckpt: Path) -> dict[str, torch.Tensor]:
+    """``model.safetensors`` exported by the EMA callback of the run that wrote ``ckpt``."""
+    from safetensors.torch import load_file
+    folder = ckpt.parents[4] / "export"
+    assert (folder / "config.yaml").is_file()
+    return load_file(str(folder / "model.safetensors"))
+
+
+def check_ema(ckpt: Path) -> None:
+    """One run's EMA: full-size plain tensors for every trainable parameter in the checkpoint (not shards), equal to
+    the export, which also holds the network's buffers; the average lags the raw weights."""
+    stored, shadow, exported = weights(ckpt), ema_shadow(ckpt), export(ckpt)
+    assert shadow and not any(".backbone." in k for k in shadow)  # trainable parameters only
+    assert set(shadow) <= set(stored)
+    for k, v in shadow.items():
+        assert type(v) is torch.Tensor and v.dtype == torch.float32, (k, type(v), v.dtype)
+        assert v.shape == stored[k].shape, (k, v.shape, stored[k].shape)  # gathered, not this rank's shard
+        assert type(exported[k]) is torch.Tensor and torch.equal(exported[k], v), k
+    assert set(exported) == set(shadow) | {k for k in stored if k.startswith("net.")}
+    assert any(not torch.equal(v, stored[k]) for k, v in shadow.items())  # EMA lags the raw weights
 
 
 def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], rtol: float = RTOL,
@@ -211,6 +250,10 @@ def test_two_processes_match_one_process(assets, single, strategy):
     assert not any(".backbone." in k for k in stored)  # the frozen MLLM stays out of the checkpoint
     assert all(v.dtype == torch.float32 and type(v) is torch.Tensor for v in stored.values())  # gathered, not shards
     assert_same_weights(stored, weights(ref_ckpt))
+    check_ema(ref_ckpt)
+    check_ema(ckpt)
+    assert_same_weights(ema_shadow(ckpt), ema_shadow(ref_ckpt))
+    assert_same_weights(export(ckpt), export(ref_ckpt))
     if strategy == "fsdp":
         check_sharding_plan(json.loads((ckpt.parents[4] / "losses.txt.plan.json").read_text()))
 
@@ -234,12 +277,14 @@ def test_fsdp_bf16_policy(assets, single):
     assert losses[1:] != ref_losses[1:]  # bf16 did change the computation
     np.testing.assert_allclose(losses, ref_losses, rtol=BF16_RTOL)
     assert all(v.dtype == torch.float32 for v in weights(ckpt).values())
+    check_ema(ckpt)  # averaged in fp32 from the fp32 master weights
 
 
 @pytest.mark.slow
 def test_fsdp_resume_is_exact(assets):
     """2 FSDP2 steps, then resume from last.ckpt for 2 more == 4 steps in one process (1-clip cache: every
-    epoch's draw is the same, so the sampler restarting on resume does not matter)."""
+    epoch's draw is the same, so the sampler restarting on resume does not matter); the EMA too (restored
+    from the checkpoint's full tensors and sharded again)."""
     ref_losses, ref_ckpt = fit(assets, "single_1clip", processes=1, strategy=None, cache="cache1", steps=4)
     first, ckpt = fit(assets, "fsdp_first", processes=2, strategy="fsdp", cache="cache1", steps=2,
                       extra=("--trainer.precision=32-true", "--trainer.strategy.init_args.param_dtype=float32"))
@@ -248,3 +293,6 @@ def test_fsdp_resume_is_exact(assets):
                                f"--ckpt_path={ckpt}"))
     np.testing.assert_allclose(first + resumed, ref_losses, rtol=RTOL)
     assert_same_weights(weights(ckpt), weights(ref_ckpt))
+    check_ema(ckpt)
+    assert_same_weights(ema_shadow(ckpt), ema_shadow(ref_ckpt))
+    assert_same_weights(export(ckpt), export(ref_ckpt))

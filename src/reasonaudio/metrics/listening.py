@@ -411,7 +411,7 @@ def mos_table(result: dict[str, dict[str, Summary | int]]) -> str:
 def mos_main(argv: Sequence[str] | None = None) -> int:
     """``reasonaudio-metrics mos RATINGS.csv... [--key key.csv] [--out results.csv]``."""
     p = argparse.ArgumentParser(prog="reasonaudio-metrics mos",
-                                description="Mean opinion scores with 95%% t-intervals per system.")
+                                description="Mean opinion scores with 95% t-intervals per system.")
     p.add_argument("ratings", nargs="+", type=Path, help="CSV files downloaded from the listening-test page")
     p.add_argument("--key", type=Path, help="the test's key.csv (needed unless the ratings carry a system column)")
     p.add_argument("--out", type=Path, help="also write the summary as CSV (full precision) and .md next to it")

@@ -10,7 +10,7 @@ ARGS    ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help setup system-deps test test-fast demo synth check-fixtures bench gpu-check clean \
-        captions vae latent-stats vocoder bench-vocoder tiny-mllm features pretrain reward preference-data post-train eval generate tensorboard
+        captions vae latent-stats vocoder bench-vocoder tiny-mllm features pretrain reward preference_data preference-data post-train post_train_sft post_train_rwr post_train_dpo post-train-compare eval generate tensorboard
 
 $(PY):
 	$(MAKE) setup
@@ -27,7 +27,7 @@ system-deps:  ## ffmpeg and chromium from apt when missing (benchmarks, headless
 	bash scripts/system_deps.sh
 
 test: system-deps | $(PY)  ## the full test suite (the command CI runs)
-	$(PY) -m pytest -q --timeout=900
+	$(PY) -m pytest -q --timeout=900 --durations=15
 
 test-fast: | $(PY)  ## tests not marked slow
 	$(PY) -m pytest -q -m "not slow"
@@ -78,19 +78,35 @@ latent-stats: | $(PY)  ## per-channel latent mean/std of a trained VAE (CKPT=pat
 	$(if $(CKPT),,$(error CKPT=path/to/vae.ckpt is required))
 	$(CLI) predict --config $(CFG)/vae.yaml --config $(CFG)/predict/latent_stats.yaml --ckpt_path $(CKPT) $(ARGS)
 
-NOT_BUILT = echo "stage '$@' is not built yet: $(1) brings it (see the README's stage table)." >&2; exit 2
 
 captions: | $(PY)  ## VGGSound-Think annotation: VIDEOS=manifest OUT=out.jsonl and BACKEND=config.yaml or BASE_URL=… MODEL=…
 	$(if $(VIDEOS),,$(error VIDEOS=manifest (.jsonl/.csv/.tsv) is required))
 	$(if $(OUT),,$(error OUT=path/to/captions.jsonl is required))
 	.venv/bin/reasonaudio-captions annotate --videos $(VIDEOS) --out $(OUT) \
 	    $(if $(BACKEND),--backend $(BACKEND),--base-url $(BASE_URL) --model $(MODEL)) $(ARGS)
-reward:  ## [not built yet] synchrony reward model (issue: preference post-training)
-	@$(call NOT_BUILT,the preference post-training issue)
-preference-data:  ## [not built yet] scored candidate groups (issue: preference post-training)
-	@$(call NOT_BUILT,the preference post-training issue)
-post-train:  ## [not built yet] SFT / RWR / Flow-DPO with LoRA (issue: preference post-training)
-	@$(call NOT_BUILT,the preference post-training issue)
+reward: | $(PY)  ## synchrony reward classifier from the feature caches → runs/reward/export/reward.safetensors
+	$(CLI) fit --config $(CFG)/reward.yaml $(ARGS)
+
+preference_data: | $(PY)  ## K scored candidates per condition from the pretrained EMA model (resumable) → runs/preference_data/groups
+	$(CLI) predict --config $(CFG)/preference_data.yaml $(ARGS)
+
+preference-data: preference_data  ## alias of preference_data
+
+OBJECTIVE ?= dpo
+post-train: post_train_$(OBJECTIVE)  ## LoRA post-training with OBJECTIVE=sft|rwr|dpo (default dpo) → runs/post_train_<objective>/export
+
+post_train_sft: | $(PY)  ## SFT on the group winners (LoRA 64)
+	$(CLI) fit --config $(CFG)/post_train_sft.yaml $(ARGS)
+
+post_train_rwr: | $(PY)  ## reward-weighted regression (LoRA 64)
+	$(CLI) fit --config $(CFG)/post_train_rwr.yaml $(ARGS)
+
+post_train_dpo: | $(PY)  ## Flow-DPO, β = 5 (LoRA 64)
+	$(CLI) fit --config $(CFG)/post_train_dpo.yaml $(ARGS)
+
+post-train-compare: | $(PY)  ## SFT vs RWR vs DPO from the demo's pretrained model, 3 seeds → docs/results.md (needs make demo)
+	$(PY) -m reasonaudio.experiments.post_train_compare --docs docs/results.md $(ARGS)
+
 eval: | $(PY)  ## Table-2 + synthetic metrics of CKPT_G (default: the demo's) → runs/eval/version_N/results.{md,csv}
 	$(CLI) validate --config $(CFG)/eval.yaml --ckpt_path $(CKPT_G) \
 		--data.init_args.train=[$(DEMO)/features_corpus] --data.init_args.val=[$(DEMO)/features_heldout] \

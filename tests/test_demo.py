@@ -14,26 +14,38 @@ REPO = Path(__file__).resolve().parents[1]
 def test_demo_runs_and_resumes(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(REPO)
     out = tmp_path / "demo"
-    args = ["--out", str(out), "--num-clips", "2", "--heldout-clips", "2", "--duration", "2", "--vae-steps", "2", "--vocoder-steps", "2",
-            "--pretrain-steps", "2", "--sample-steps", "2"]
+    args = ["--out", str(out), "--num-clips", "4", "--heldout-clips", "2", "--duration", "2", "--vae-steps", "2", "--vocoder-steps", "2",
+            "--pretrain-steps", "2", "--sample-steps", "2", "--reward-steps", "2", "--candidates", "2",
+            "--post-train-steps", "2"]
     assert main(args) == 0
     first = capsys.readouterr().out
-    assert "decode check         4/4 mp4 files ok" in first and "mel VAE              2 steps" in first
+    assert "decode check         6/6 mp4 files ok" in first and "mel VAE              2 steps" in first
     assert "BigVGAN vocoder      2 steps" in first
     state = json.loads((out / "steps.json").read_text())
     assert list(state) == ["_settings", "corpus", "heldout", "check", "vocoder", "vae", "latent_stats", "features_corpus",
-                           "features_heldout", "mllm", "pretrain", "generate"]
+                           "features_heldout", "mllm", "pretrain", "reward", "preference_data", "post_train", "generate",
+                           "evaluate"]
     assert "held-out synthetic metrics" in first and "pretrained" in first
     metrics = json.loads((out / "generate" / "metrics.json").read_text())
-    assert set(metrics) == {"untrained", "pretrained", "ground truth (vocoded)"}
+    assert set(metrics) == {"untrained", "pretrained", "post-trained (DPO)", "ground truth (vocoded)"}
+    assert metrics["ground truth (vocoded)"]["fd_latent"] == 0.0 and metrics["untrained"]["fd_latent"] > 0
+    # the post-trained model is the pretrained one plus a trained LoRA: its samples differ from the pretrained ones
+    assert metrics["post-trained (DPO)"]["fd_latent"] != metrics["pretrained"]["fd_latent"]
+    assert state["preference_data"]["kept"] + state["preference_data"]["dropped"] == 4
+    assert (out / "post_train" / "export" / "model.safetensors").is_file()
+    assert (out / "post_train" / "export" / "adapter" / "adapter_config.json").is_file()
+    assert (out / "reward" / "export" / "reward.safetensors").is_file()
+    evaluation = json.loads((out / "evaluate" / "results.json").read_text())
+    assert evaluation["metrics"]["fd_panns"]["status"].startswith("weights not found")
+    assert "weights not found: Cnn14_16k_mAP=0.438.pth" in first
     from reasonaudio.media import probe
-    info = probe(out / "generate" / "synth_000000.mp4")
+    info = probe(out / "generate" / "post_trained" / "synth_000000.mp4")
     assert info.video.codec == "h264" and info.audio.codec == "aac"
     assert abs(info.audio.duration - info.video.duration) < 0.07  # same length as the video (±1 AAC frame)
     assert not (out / "heldout_heldout").exists() and not (out / "corpus_heldout").exists()
     from data_modules.features import FeatureCache
     assert FeatureCache(out / "features_heldout").done.tolist() == [1, 1]
-    assert len((out / "corpus" / "manifest.jsonl").read_text().splitlines()) == 2
+    assert len((out / "corpus" / "manifest.jsonl").read_text().splitlines()) == 4
     assert all(json.loads(line)["ok"] for line in (out / "check" / "check.jsonl").read_text().splitlines())
     assert list((out / "vae" / "vae").glob("version_0/checkpoints/last.ckpt"))
     assert state["vae"]["val/l1"] > 0
@@ -41,7 +53,8 @@ def test_demo_runs_and_resumes(tmp_path, monkeypatch, capsys):
     # An interrupted step leaves only a .partial folder and no record: the rerun redoes just that step.
     (out / "vae").rename(out / "vae.partial")
     del state["vae"]
-    for later in ("latent_stats", "features_corpus", "features_heldout", "mllm", "pretrain", "generate"):
+    for later in ("latent_stats", "features_corpus", "features_heldout", "mllm", "pretrain", "reward", "preference_data",
+                  "post_train", "generate", "evaluate"):
         del state[later]
     (out / "steps.json").write_text(json.dumps(state))
     assert main(args) == 0

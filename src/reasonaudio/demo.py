@@ -3,9 +3,11 @@
 Stages: synthesise the corpus (train and held-out sets) → decode-check every file → fit
 the tiny BigVGAN vocoder → fit the tiny mel VAE, validated through that vocoder → its latent
 statistics → feature caches of both sets → a tiny local Qwen2.5-VL folder → MM-DiT flow-matching
-pretraining → generation (flac + mp4) for the held-out clips, scored with the synthetic metrics
-against the untrained model and the vocoded ground truth. Reward, preference data, DPO and the full
-evaluation join as their issues land.
+pretraining → the synchrony reward classifier → preference data (K scored candidates per training
+condition from the pretrained model) → Flow-DPO post-training with LoRA → generation (flac + mp4) for
+the held-out clips with the pretrained and the post-trained model, scored against the synthetic
+ground truth (not with the reward) next to the untrained model and the vocoded ground truth → the
+folder evaluator (``reasonaudio-metrics``) on the post-trained outputs.
 
 Each step writes into a temporary folder and renames it into place when it has finished, then
 records itself in ``runs/demo/steps.json``; a rerun with the same arguments skips recorded steps
@@ -131,11 +133,29 @@ def _tiny_mllm(out: Path) -> Callable[[Path], dict]:
     return run
 
 
-def _evaluate(out: Path, steps: int, cfg: float) -> Callable[[Path], dict]:
-    """Generate for the held-out clips with the pretrained EMA model; score against ground truth.
+def _cli(args: Callable[[Path], list[str]], summary: Callable[[Path], dict]) -> Callable[[Path], dict]:
+    """``reasonaudio <args(tmp)>`` in a subprocess; the step's summary is ``summary(tmp)``."""
+    def run(tmp: Path) -> dict:
+        subprocess.run([sys.executable, "-m", "reasonaudio", *args(tmp)], check=True)
+        return summary(tmp)
+    return run
 
-    The untrained baseline needs no sampling: the DiT's final projection is zero-initialised, so an
-    untrained model's velocity is 0 everywhere and its sample is the initial noise itself.
+
+def _latent_fd(generated, real) -> float:
+    """Fréchet distance between Gaussian fits of latent frames ``[B, T, C]`` (a quality proxy of the generator)."""
+    from reasonaudio.experiments.post_train_compare import frechet_distance
+
+    return frechet_distance(generated.reshape(-1, generated.shape[-1]).double().numpy(),
+                            real.reshape(-1, real.shape[-1]).double().numpy())
+
+
+def _evaluate(out: Path, steps: int, cfg: float) -> Callable[[Path], dict]:
+    """Generate for the held-out clips with the pretrained and the post-trained model; score against ground truth.
+
+    Both models sample from the same noise. The untrained baseline needs no sampling: the DiT's final
+    projection is zero-initialised, so an untrained model's velocity is 0 everywhere and its sample is
+    the initial noise itself. Quality proxy: FD between Gaussian fits of generated and real held-out
+    latent frames (``fd_latent``).
     """
     def run(tmp: Path) -> dict:
         import torch
@@ -144,12 +164,12 @@ def _evaluate(out: Path, steps: int, cfg: float) -> Callable[[Path], dict]:
         from reasonaudio.generation import latents_to_audio, score_synthetic
         from reasonaudio.media import mux_audio, write_audio
         from reasonaudio.systems.flow_matching import FlowMatchingPretrain
+        from reasonaudio.systems.preference import load_policy_weights
         from reasonaudio.systems.vae import trained_vae
         from reasonaudio.systems.vocoder import trained_generator
 
         run_dir = out / "pretrain" / "pretrain" / "version_0"
         system = FlowMatchingPretrain.load_from_checkpoint(run_dir / "checkpoints" / "last.ckpt").eval()
-        system.load_ema(str(out / "pretrain" / "export" / "model.safetensors"))
         vae = trained_vae(str(out / "latent_stats" / "vae.ckpt"))
         vocoder = trained_generator(str(out / "vocoder" / "vocoder" / "version_0" / "checkpoints" / "last.ckpt"))
         dm = CachedFeatureDataModule(train=[str(out / "features_corpus")], val=[str(out / "features_heldout")],
@@ -159,17 +179,59 @@ def _evaluate(out: Path, steps: int, cfg: float) -> Callable[[Path], dict]:
         noise = torch.randn(batch["latent"].shape, generator=torch.Generator().manual_seed(0))
         sr = 16000
         gts = [out / "heldout" / "gt" / f"{i}.json" for i in batch["id"]]
-        results = {"untrained": score_synthetic(latents_to_audio(noise, vae, vocoder), sr, gts)}
-        latents = system.generate(batch, steps=steps, cfg=cfg, seed=0)
-        wavs = latents_to_audio(latents, vae, vocoder)
-        results["pretrained"] = score_synthetic(wavs, sr, gts)
-        results["ground truth (vocoded)"] = score_synthetic(
-            latents_to_audio(batch["latent"], vae, vocoder), sr, gts)
-        for clip_id, wav in zip(batch["id"], wavs):
-            write_audio(tmp / f"{clip_id}.flac", wav, sr)
-            mux_audio(out / "heldout" / "videos" / f"{clip_id}.mp4", wav, sr, tmp / f"{clip_id}.mp4")
+        results = {"untrained": {**score_synthetic(latents_to_audio(noise, vae, vocoder), sr, gts),
+                                 "fd_latent": _latent_fd(noise, batch["latent"])}}
+        models = (("pretrained", lambda: system.load_ema(str(out / "pretrain" / "export" / "model.safetensors"))),
+                  ("post-trained (DPO)", lambda: load_policy_weights(system, out / "post_train" / "export")))
+        for name, load in models:
+            load()
+            system.eval()
+            latents = system.generate(batch, steps=steps, cfg=cfg, seed=0)
+            wavs = latents_to_audio(latents, vae, vocoder)
+            results[name] = {**score_synthetic(wavs, sr, gts), "fd_latent": _latent_fd(latents, batch["latent"])}
+            folder = tmp / ("pretrained" if name == "pretrained" else "post_trained")
+            (folder / "audio").mkdir(parents=True)
+            for clip_id, wav in zip(batch["id"], wavs):
+                write_audio(folder / "audio" / f"{clip_id}.flac", wav, sr)
+                mux_audio(out / "heldout" / "videos" / f"{clip_id}.mp4", wav, sr, folder / f"{clip_id}.mp4")
+        results["ground truth (vocoded)"] = {**score_synthetic(latents_to_audio(batch["latent"], vae, vocoder), sr, gts),
+                                             "fd_latent": 0.0}
         (tmp / "metrics.json").write_text(json.dumps(results, indent=2))
         return results
+    return run
+
+
+def _folder_metrics(out: Path, duration: float) -> Callable[[Path], dict]:
+    """``reasonaudio-metrics`` on the post-trained outputs vs the held-out clips (weights from ``runs/weights``
+    when present; otherwise every Table-2 metric is reported as ``weights not found: <file>``)."""
+    def run(tmp: Path) -> dict:
+        weights = Path("runs/weights")
+        if not weights.is_dir():
+            weights = tmp / "no_weights"
+            weights.mkdir()
+        import csv
+
+        with (tmp / "captions.csv").open("w", newline="") as f:  # CLAP scores the held-out captions
+            writer = csv.writer(f)
+            writer.writerow(["id", "caption"])
+            for line in (out / "heldout" / "manifest.jsonl").read_text().splitlines():
+                item = json.loads(line)
+                writer.writerow([item["id"], item["caption"]])
+        cmd = [sys.executable, "-m", "reasonaudio.metrics.evaluate", "--captions", str(tmp / "captions.csv"), "--pred", str(out / "generate" / "post_trained" / "audio"),
+               "--gt", str(out / "heldout" / "videos"), "--videos", str(out / "heldout" / "videos"),
+               "--weights", str(weights), "--duration", str(duration), "--cache-dir", str(tmp / "cache"),
+               "--out", str(tmp / "results.json")]
+        code = subprocess.run(cmd).returncode
+        if code not in (0, 3):  # 3: results written, something (weights) missing — reported, not fatal here
+            raise SystemExit(f"[demo] reasonaudio-metrics failed with exit status {code}")
+        report = json.loads((tmp / "results.json").read_text())
+        def shown(result: dict) -> float | str:
+            if result["status"] == "ok":
+                return result["value"]
+            kind, _, detail = result["status"].partition(": ")
+            return f"{kind}: {Path(detail).name}" if kind == "weights not found" else result["status"]
+
+        return {"exit": code, "metrics": {k: shown(v) for k, v in report["metrics"].items()}}
     return run
 
 
@@ -195,6 +257,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vae-steps", type=int, default=300, help="VAE optimisation steps")
     parser.add_argument("--pretrain-steps", type=int, default=1500, help="MM-DiT optimisation steps")
     parser.add_argument("--sample-steps", type=int, default=25, help="Euler steps when generating")
+    parser.add_argument("--reward-steps", type=int, default=300, help="reward classifier optimisation steps")
+    parser.add_argument("--candidates", type=int, default=8, help="K candidates per training condition")
+    parser.add_argument("--post-train-steps", type=int, default=100, help="Flow-DPO optimisation steps (LoRA)")
     args = parser.parse_args(argv)
     out = Path(args.out)
     pipe = Pipeline(out, {k: v for k, v in vars(args).items() if k != "out"})
@@ -228,7 +293,23 @@ def main(argv: list[str] | None = None) -> int:
         f"--model.init_args.net.init_args.duration={args.duration}",
         f"--data.init_args.train=[{out / 'features_corpus'}]", f"--data.init_args.val=[{out / 'features_heldout'}]",
         "--trainer.callbacks.init_args.export={tmp}/export"], data_roots=False))
+    from reasonaudio.experiments.post_train_compare import post_train_args, preference_data_args, reward_args
+
+    mllm, pretrained = out / "mllm", out / "pretrain" / "export" / "model.safetensors"
+    train_cache, heldout_cache = out / "features_corpus", out / "features_heldout"
+    reward = pipe.step("reward", _cli(lambda tmp: reward_args(tmp, train_cache, heldout_cache, args.reward_steps),
+                                      lambda tmp: {"steps": args.reward_steps, **_last_scalars(tmp / "reward")}))
+    prefs = pipe.step("preference_data", _cli(
+        lambda tmp: preference_data_args(tmp / "groups", train_cache, pretrained, mllm,
+                                         out / "reward" / "export" / "reward.safetensors", tmp / "logs",
+                                         args.candidates, args.sample_steps, duration=args.duration),
+        lambda tmp: json.loads((tmp / "groups" / "summary.json").read_text())))
+    post = pipe.step("post_train", _cli(
+        lambda tmp: post_train_args("dpo", tmp, out / "preference_data" / "groups", train_cache, pretrained, mllm,
+                                    args.post_train_steps, seed=0, duration=args.duration),
+        lambda tmp: {"steps": args.post_train_steps, **_last_scalars(tmp / "post_train_dpo")}))
     scores = pipe.step("generate", _evaluate(out, args.sample_steps, cfg=4.5))
+    table2 = pipe.step("evaluate", _folder_metrics(out, args.duration))
     rows = [
         ("synthetic corpus", f"{synth['clips']} train + {held['clips']} held-out clips, {args.duration:g} s each"),
         ("decode check", f"{check['ok']}/{check['files']} mp4 files ok"),
@@ -238,21 +319,30 @@ def main(argv: list[str] | None = None) -> int:
                     f"vocoded MR-STFT {vae['val/mrstft']:.3f}"),
         ("feature caches", f"{out / 'features_corpus'} and {out / 'features_heldout'} "
                            "(VAE posteriors, sync tokens, MLLM frames)"),
-        ("MM-DiT pretraining", f"{args.pretrain_steps} steps; generated flac + mp4 for the held-out clips in "
-                               f"{out / 'generate'}"),
-        ("not yet in the demo", "reward, preference data, DPO, full evaluation"),
+        ("MM-DiT pretraining", f"{args.pretrain_steps} steps (EMA export {pretrained})"),
+        ("reward classifier", f"{reward['steps']} steps, held-out accuracy: "
+                              + ", ".join(f"{k.split('/')[-1]} {v:.2f}" for k, v in reward.items()
+                                          if k.startswith("val/acc"))),
+        ("preference data", f"{prefs['kept']} groups of {args.candidates} kept ({prefs['dropped']} dropped), "
+                            f"mean reward spread {prefs['spread_mean']:.3f}"),
+        ("Flow-DPO (LoRA 64)", f"{post['steps']} steps; adapter + merged export in {out / 'post_train' / 'export'}"),
+        ("Table-2 metrics", f"reasonaudio-metrics → {out / 'evaluate' / 'results.json'}"),
     ]
     width = max(len(k) for k, _ in rows)
     print("\n" + "\n".join(f"  {k:<{width}}  {v}" for k, v in rows))
-    print("\n  held-out synthetic metrics (onset error in ms, lower is better; the rest higher is better):")
-    print(f"    {'model':<24} {'onset err':>9} {'onset F1':>9} {'off-screen':>10} {'timbre':>7}")
-    for name in ("untrained", "pretrained", "ground truth (vocoded)"):
+    print("\n  held-out synthetic metrics (onset error in ms and FD-latent: lower is better; the rest higher):")
+    print(f"    {'model':<24} {'onset err':>9} {'onset F1':>9} {'off-screen':>10} {'timbre':>7} {'FD-latent':>9}")
+    for name in ("untrained", "pretrained", "post-trained (DPO)", "ground truth (vocoded)"):
         m = scores[name]
         print(f"    {name:<24} {1000 * m['onset_error']:9.1f} {m['onset_f1']:9.3f} "
-              f"{m['offscreen_presence']:10.3f} {m['timbre_agreement']:7.3f}")
+              f"{m['offscreen_presence']:10.3f} {m['timbre_agreement']:7.3f} {m['fd_latent']:9.3f}")
+    print("\n  Table-2 metrics of the post-trained outputs (reasonaudio-metrics; pretrained weights go in runs/weights/):")
+    for name, value in table2["metrics"].items():
+        print(f"    {name:<10} {value:.4g}" if isinstance(value, float) else f"    {name:<10} {value}")
     print(f"\n  artifacts:   {out}/ (corpus/, heldout/, check/, vocoder/, vae/, latent_stats/, features_*/, mllm/, "
-          "pretrain/, generate/)")
-    print(f"  generated:   {out / 'generate'}/<id>.mp4 (held-out videos with generated audio) and <id>.flac")
+          "pretrain/, reward/, preference_data/, post_train/, generate/, evaluate/)")
+    print(f"  generated:   {out / 'generate'}/{{pretrained,post_trained}}/<id>.mp4 (held-out videos with generated "
+          "audio) and audio/<id>.flac")
     print(f"  TensorBoard: .venv/bin/tensorboard --logdir {out}  (audio and mel reconstructions under IMAGES / AUDIO)")
     print(f"  total: {time.perf_counter() - t0:.0f} s")
     return 0

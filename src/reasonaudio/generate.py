@@ -2,7 +2,8 @@
 
     reasonaudio-generate --ckpt PRETRAIN.ckpt --features-config FEATURES_RUN/config.yaml --vocoder VOCODER.ckpt \\
         [--video V.mp4 | --manifest M.jsonl --media-root DIR] [--text "..."] [--negative-text "..."] \\
-        [--duration S] [--cfg 4.5] [--steps 25] [--seed 0] [--ema EXPORT/model.safetensors] --out OUT_DIR
+        [--duration S] [--cfg 4.5] [--steps 25] [--seed 0] [--ema EXPORT/model.safetensors] \\
+        [--adapter POST_TRAIN_EXPORT] --out OUT_DIR
 
 The features config (saved by ``reasonaudio predict --config lightning_configs/features.yaml``) says how
 clips were turned into conditions for training — VAE, Synchformer, frame sizes — so generation sees
@@ -10,6 +11,12 @@ its inputs exactly as training did. Writes ``<id>.flac`` and, for video inputs, 
 source video with the generated audio, cut or padded to the video's duration). ``--duration``
 defaults to the length of ``--video`` (8 s for manifests and text). Without ``--video`` the audio is
 generated from text alone. Generation runs on the CPU for now.
+
+``--adapter`` takes a preference post-training result (``PreferencePostTrain``'s ``export``) in any of
+its forms, recognised by content: the export folder or its merged ``model.safetensors`` (the adapter
+already merged, loaded like an EMA export), or the peft ``adapter/`` folder alone, which is applied
+on top of ``--ema`` (or, without ``--ema``, of the pretrained export its ``adapter_config.json``
+names) and merged.
 """
 from __future__ import annotations
 
@@ -49,6 +56,14 @@ def _load(args: argparse.Namespace, duration: float):
     system = FlowMatchingPretrain.load_from_checkpoint(args.ckpt, map_location="cpu").eval()
     if args.ema:
         system.load_ema(args.ema)
+    if args.adapter:
+        from reasonaudio.systems.preference import load_policy_weights
+
+        try:
+            load_policy_weights(system, args.adapter, base=args.ema)
+        except (FileNotFoundError, ValueError) as err:
+            raise SystemExit(f"reasonaudio-generate: --adapter {args.adapter}: {err}") from err
+        system.eval()
     return features, cli.datamodule, system, trained_generator(str(args.vocoder))
 
 
@@ -137,6 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--features-config", required=True, help="config.yaml of the features run that made the training cache")
     p.add_argument("--vocoder", required=True, help="VocoderTrain checkpoint or BigVGAN folder")
     p.add_argument("--ema", default=None, help="EMA export (model.safetensors) to generate with")
+    p.add_argument("--adapter", default=None,
+                   help="post-training result: its export folder, merged model.safetensors, or peft adapter folder")
     p.add_argument("--sync-weights", default=None,
                    help="sync_encoder.pt of the training cache (default: found through the features config)")
     p.add_argument("--video", default=None, help="input video")

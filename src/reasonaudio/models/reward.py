@@ -1,0 +1,303 @@
+"""Synchrony rewards ``r(audio, video) -> [B]`` for preference post-training (paper §4.4, §5.2).
+
+Legend: B batch, T audio frames (VAE latents), C their channels, Ts Synchformer tokens, S their width
+(768), W classifier width, N waveform samples.
+
+* :class:`AlignmentClassifier` — a Diff-Foley-style audio-visual alignment classifier (the paper's
+  reward, Luo et al. 2024): VAE latents ``[B, T, C]`` and the cache's Synchformer tokens
+  ``[B, Ts, S]`` → a logit of "aligned". Each sync token is placed at its true time (tokens come
+  from overlapping 16-frame windows every 8 frames, so they are not uniform in time): latent frame
+  j averages the tokens whose 2-frame tubelet covers its centre (:func:`sync_to_audio_frames`).
+  The two streams are projected to W, joined per frame as ``[a, v, a·v]`` and read by residual
+  dilated 1-D convolutions (receptive field ±(k−1)/2·Σ dilations frames), then mean- and max-pooled
+  over time into one logit. Trained by ``systems/reward.py::RewardTrain``.
+* Rewards (a common interface, :class:`Reward`):
+
+  - :class:`ClassifierReward`: latents + sync tokens ``[B, Ts, S]`` → P(aligned) (the paper's reward);
+  - :class:`SynchformerOffsetReward`: waveform + sync tokens of the same visual branch →
+    ``(2 − |offset|) / 4``;
+  - :class:`GroundTruthOnsetReward`: waveform + the clips' ground truth (impact times) →
+    ``½ (onset F1 + exp(−onset error / τ))`` (synthetic corpus only).
+
+  ``audio_input`` says what a reward reads (``"latent"``: the DiT's normalised latents; ``"wav"``:
+  decoded audio); :meth:`Reward.video_inputs` picks what it reads of the clip from a feature-cache
+  batch; :meth:`Reward.prepare` loads weights (kept out of ``__init__`` so configs build without them).
+
+Evaluation must not use the reward it trained with: the suite evaluates synchrony with the synthetic
+ground-truth metrics (and DeSync), never with the classifier.
+"""
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from reasonaudio.config import SYNC_DIM, SYNC_FPS, SYNC_STRIDE, SYNC_TOKENS_PER_WINDOW, SYNC_WINDOW
+
+# --------------------------------------------------------------------------- time alignment
+
+
+def sync_token_spans(num_tokens: int) -> torch.Tensor:
+    """Start and end time in seconds of each Synchformer token's tubelet, ``[Ts, 2]``.
+
+    Token ``k`` of window ``w`` covers frames ``8w + 2k`` and ``8w + 2k + 1`` at 25 fps (windows of 16
+    frames every 8 frames, 8 tokens each).
+    """
+    if num_tokens % SYNC_TOKENS_PER_WINDOW:
+        raise ValueError(f"{num_tokens} sync tokens are not whole windows of {SYNC_TOKENS_PER_WINDOW}")
+    i = torch.arange(num_tokens, dtype=torch.float64)
+    per_token = SYNC_WINDOW // SYNC_TOKENS_PER_WINDOW  # frames per tubelet (2)
+    first = (i // SYNC_TOKENS_PER_WINDOW) * SYNC_STRIDE + (i % SYNC_TOKENS_PER_WINDOW) * per_token
+    return torch.stack([first, first + per_token], dim=1) / SYNC_FPS
+
+
+def sync_to_audio_frames(num_tokens: int, num_frames: int, frame_rate: float) -> torch.Tensor:
+    """Averaging matrix ``[T, Ts]`` that puts sync tokens on the audio frame grid by their true times.
+
+    Audio frame j (centre ``(j + 0.5) / frame_rate`` s) averages the tokens whose tubelet contains
+    its centre (one or two: windows overlap by half); a frame past the last window takes the nearest
+    token. Rows sum to 1.
+    """
+    spans = sync_token_spans(num_tokens)  # [Ts, 2]
+    centres = (torch.arange(num_frames, dtype=torch.float64) + 0.5) / frame_rate  # [T]
+    inside = (centres[:, None] >= spans[None, :, 0]) & (centres[:, None] < spans[None, :, 1])  # [T, Ts]
+    mid = spans.mean(dim=1)
+    nearest = F.one_hot((centres[:, None] - mid[None, :]).abs().argmin(dim=1), num_tokens).bool()
+    weights = torch.where(inside.any(dim=1, keepdim=True), inside, nearest).double()
+    return (weights / weights.sum(dim=1, keepdim=True)).float()
+
+
+# --------------------------------------------------------------------------- classifier
+
+
+class _ResidualConv(nn.Module):
+    """``x + conv(gelu(norm(x)))`` with a dilated kernel over time; ``[B, W, T]``."""
+
+    def __init__(self, width: int, kernel: int, dilation: int):
+        super().__init__()
+        self.norm = nn.GroupNorm(1, width)
+        self.conv = nn.Conv1d(width, width, kernel, dilation=dilation, padding=dilation * (kernel - 1) // 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv(F.gelu(self.norm(x)))
+
+
+class AlignmentClassifier(nn.Module):
+    """Audio-visual alignment classifier: latents + sync tokens → logit of "aligned" (module docstring).
+
+    Args:
+        audio_channels: audio feature width ``C`` (VAE latent channels; or mel bins for mel input).
+        frame_rate: audio frames per second (the VAE's latent rate: 31.25 for ``tiny``, 25 for ``paper``).
+        sync_dim: Synchformer token width ``S``.
+        width: model width ``W``.
+        dilations: one residual convolution per entry.
+        kernel: convolution kernel size (odd).
+    """
+
+    def __init__(self, audio_channels: int = 8, frame_rate: float = 31.25, sync_dim: int = SYNC_DIM,
+                 width: int = 64, dilations: Sequence[int] = (1, 2, 4, 8), kernel: int = 3):
+        super().__init__()
+        if kernel % 2 == 0 or frame_rate <= 0:
+            raise ValueError(f"kernel must be odd and frame_rate positive, got kernel={kernel}, "
+                             f"frame_rate={frame_rate}")
+        self.audio_channels, self.frame_rate, self.sync_dim = audio_channels, frame_rate, sync_dim
+        self.audio_in = nn.Sequential(nn.Linear(audio_channels, width), nn.GELU(), nn.Linear(width, width))
+        self.video_in = nn.Sequential(nn.Linear(sync_dim, width), nn.GELU(), nn.Linear(width, width))
+        self.joint = nn.Conv1d(3 * width, width, 1)
+        self.blocks = nn.Sequential(*(_ResidualConv(width, kernel, d) for d in dilations))
+        self.head = nn.Linear(2 * width, 1)
+        self._grids: dict[tuple[int, int, torch.device], torch.Tensor] = {}
+
+    def _grid(self, num_tokens: int, num_frames: int, device: torch.device) -> torch.Tensor:
+        key = (num_tokens, num_frames, device)
+        if key not in self._grids:
+            self._grids[key] = sync_to_audio_frames(num_tokens, num_frames, self.frame_rate).to(device)
+        return self._grids[key]
+
+    def encode_video(self, sync: torch.Tensor, num_frames: int) -> torch.Tensor:
+        """Sync tokens ``[B, Ts, S]`` → video features on the audio frame grid ``[B, T, W]``."""
+        if sync.ndim != 3 or sync.shape[-1] != self.sync_dim:
+            raise ValueError(f"expected sync tokens [B, Ts, {self.sync_dim}], got {tuple(sync.shape)}")
+        return self._grid(sync.shape[1], num_frames, sync.device) @ self.video_in(sync)
+
+    def score(self, audio: torch.Tensor, video: torch.Tensor) -> torch.Tensor:
+        """Logits ``[B]`` of audio ``[B, T, C]`` against frame-grid video features ``[B, T, W]``."""
+        if audio.ndim != 3 or audio.shape[-1] != self.audio_channels or audio.shape[:2] != video.shape[:2]:
+            raise ValueError(f"expected audio [B, T, {self.audio_channels}] matching video features "
+                             f"{tuple(video.shape)}, got {tuple(audio.shape)}")
+        a = self.audio_in(audio)  # [B, T, W]
+        h = self.blocks(self.joint(torch.cat([a, video, a * video], dim=-1).transpose(1, 2)))  # [B, W, T]
+        return self.head(torch.cat([h.mean(dim=2), h.amax(dim=2)], dim=1)).squeeze(1)
+
+    def forward(self, audio: torch.Tensor, sync: torch.Tensor) -> torch.Tensor:
+        """``audio [B, T, C]`` and ``sync [B, Ts, S]`` of the same clip span → logits ``[B]``."""
+        if audio.ndim != 3 or sync.ndim != 3 or audio.shape[0] != sync.shape[0]:
+            raise ValueError(f"expected audio [B, T, C] and sync [B, Ts, S], got {tuple(audio.shape)}, "
+                             f"{tuple(sync.shape)}")
+        return self.score(audio, self.encode_video(sync, audio.shape[1]))
+
+
+# --------------------------------------------------------------------------- rewards
+
+
+class Reward(nn.Module, ABC):
+    """A synchrony reward ``r(audio, video) -> [B]`` (higher is better); see the module docstring."""
+
+    audio_input: ClassVar[Literal["latent", "wav"]]
+    """What :meth:`forward` reads as audio: normalised DiT latents ``[B, T, C]`` or waveforms ``[B, N]``."""
+
+    def prepare(self) -> Reward:
+        """Load weights from files (idempotent); returns the reward in eval mode."""
+        return self.eval()
+
+    @abstractmethod
+    def video_inputs(self, batch: dict[str, Any]) -> Any:
+        """What this reward reads of the clips, from a feature-cache batch (``ids``, ``sync``, ...)."""
+
+    @abstractmethod
+    def forward(self, audio: torch.Tensor, video: Any) -> torch.Tensor:
+        """Rewards ``[B]`` (float32, on the audio's device)."""
+
+
+class ClassifierReward(Reward):
+    """P(aligned) of a trained :class:`AlignmentClassifier` (the paper's reward, ``r = Align(x0, y)``).
+
+    Args:
+        classifier: the classifier architecture.
+        checkpoint: its weights: a ``RewardTrain`` checkpoint (``.ckpt``) or its export (``reward.safetensors``).
+    """
+
+    audio_input = "latent"
+
+    def __init__(self, classifier: nn.Module, checkpoint: str | None = None):
+        super().__init__()
+        self.classifier = classifier
+        self.checkpoint = checkpoint
+        self._loaded = checkpoint is None
+
+    def prepare(self) -> ClassifierReward:
+        if not self._loaded:
+            self.classifier.load_state_dict(load_classifier_state(self.checkpoint), strict=True)
+            self._loaded = True
+        self.requires_grad_(False)
+        return self.eval()
+
+    def video_inputs(self, batch: dict[str, Any]) -> torch.Tensor:
+        if "sync" not in batch:
+            raise ValueError("ClassifierReward needs Synchformer tokens ('sync') in the batch")
+        return batch["sync"]
+
+    def forward(self, audio: torch.Tensor, video: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.classifier(audio, video.to(audio.device)).float())
+
+
+def load_classifier_state(path: str | Path) -> dict[str, torch.Tensor]:
+    """The classifier's state dict from a ``RewardTrain`` checkpoint or its ``reward.safetensors`` export."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"reward classifier weights not found: {p}")
+    if p.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(p))
+    state = torch.load(p, map_location="cpu", weights_only=False).get("state_dict", {})
+    prefix = "classifier."
+    out = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    if not out:
+        raise ValueError(f"{p} holds no 'classifier.*' weights (not a RewardTrain checkpoint)")
+    return out
+
+
+class SynchformerOffsetReward(Reward):
+    """``(2 − |offset|) / 4`` from a full Synchformer's offset head (av-benchmark's DeSync as |offset|).
+
+    ``|offset|`` is the mean |predicted offset| of the first and the last ``config.segments`` windows
+    (``Synchformer.desync``), so the reward lies in [0, 0.5]. The video input is the cache's sync
+    tokens, which must come from this model's visual branch (same weights).
+
+    Args:
+        synchformer: a ``reasonaudio.models.synchformer.Synchformer``.
+        checkpoint: ``synchformer_state_dict.pth`` (loaded strictly by :meth:`prepare`).
+        sample_rate: rate of the waveforms it is given (resampled to 16 kHz).
+    """
+
+    audio_input = "wav"
+
+    def __init__(self, synchformer: nn.Module, checkpoint: str | None = None, sample_rate: int = 16000):
+        super().__init__()
+        self.synchformer = synchformer
+        self.checkpoint = checkpoint
+        self.sample_rate = sample_rate
+        self._loaded = checkpoint is None
+
+    def prepare(self) -> SynchformerOffsetReward:
+        if not self._loaded:
+            self.synchformer.load_checkpoint(self.checkpoint)
+            self._loaded = True
+        self.requires_grad_(False)
+        return self.eval()
+
+    def video_inputs(self, batch: dict[str, Any]) -> torch.Tensor:
+        if "sync" not in batch:
+            raise ValueError("SynchformerOffsetReward needs Synchformer tokens ('sync') in the batch")
+        return batch["sync"]
+
+    def forward(self, audio: torch.Tensor, video: torch.Tensor) -> torch.Tensor:
+        from reasonaudio.models.synchformer import SYNC_SAMPLE_RATE
+
+        wav = audio.float()
+        if self.sample_rate != SYNC_SAMPLE_RATE:
+            import torchaudio.functional as AF
+
+            wav = AF.resample(wav, self.sample_rate, SYNC_SAMPLE_RATE)
+        desync = self.synchformer.desync(video.to(wav.device).float(), self.synchformer.encode_audio(wav))
+        return (2.0 - desync.abs()) / 4.0
+
+
+class GroundTruthOnsetReward(Reward):
+    """Ground-truth synchrony of synthetic clips: ``½ (onset F1 + exp(−onset error / τ))`` in [0, 1].
+
+    Both terms are the synthetic metrics (``metrics/synthetic.py``) against the clip's known impact
+    times: F1 punishes spurious and missing onsets, the error term rewards onsets close to impacts.
+    An oracle for ablations; the comparison in docs/results.md does not train with it.
+
+    Args:
+        ground_truth: synthetic corpus folders holding ``gt/<id>.json``.
+        sample_rate: rate of the waveforms it is given.
+        tau: error scale in seconds.
+    """
+
+    audio_input = "wav"
+
+    def __init__(self, ground_truth: Sequence[str], sample_rate: int = 16000, tau: float = 0.1):
+        super().__init__()
+        if tau <= 0:
+            raise ValueError(f"tau must be positive, got {tau}")
+        self.roots = [Path(p) for p in ground_truth]
+        self.sample_rate, self.tau = sample_rate, tau
+
+    def video_inputs(self, batch: dict[str, Any]) -> list[dict[str, Any]]:
+        gts = []
+        for clip_id in batch["id"]:
+            path = next((r / "gt" / f"{clip_id}.json" for r in self.roots if (r / "gt" / f"{clip_id}.json").is_file()),
+                        None)
+            if path is None:
+                raise FileNotFoundError(f"no ground truth gt/{clip_id}.json in {[str(r) for r in self.roots]}")
+            gts.append(json.loads(path.read_text()))
+        return gts
+
+    def forward(self, audio: torch.Tensor, video: Sequence[dict[str, Any]]) -> torch.Tensor:
+        from reasonaudio.metrics import synthetic
+
+        values = []
+        for wav, gt in zip(audio.detach().cpu().numpy(), video):
+            f1 = synthetic.onset_f1(wav, self.sample_rate, gt)
+            err = synthetic.onset_sync_error(wav, self.sample_rate, gt)
+            values.append(0.5 * (f1 + float(np.exp(-err / self.tau))))
+        return torch.tensor(values, dtype=torch.float32, device=audio.device)

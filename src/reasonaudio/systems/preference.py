@@ -1,0 +1,425 @@
+"""PreferencePostTrain: SFT / RWR / Flow-DPO post-training of the pretrained MM-DiT through LoRA (paper §4.4).
+
+Legend: G groups per batch (one condition each), K candidates per group, P pairs, N samples.
+
+* **Model.** The pretrained weights (an EMA export) are loaded into the DiT and the conditioner when
+  the stage starts; everything is frozen and peft LoRA adapters (rank 64 by default, α = rank, B = 0
+  at initialisation) are put on the DiT's linear layers (all of them by default). The reference
+  velocity v_ref is the same network with the adapter disabled (``disable_adapter``), computed
+  without gradients: there is no second copy of the model, and at step 0 policy = reference exactly.
+* **Batches** are preference groups (``data_modules.preference.PreferenceDataModule``): latents
+  ``[G, K, T, C]`` sampled from the pretrained model, rewards ``[G, K]`` and the conditions.
+  Condition dropout for CFG (``text_drop`` / ``video_drop``) is drawn once per group and shared by
+  all its samples, so a winner and its loser always see the same condition; the conditioner runs
+  once per group, without gradients.
+* **Objectives** (``reasonaudio.preference``, chosen in YAML): pointwise ones (SFT, RWR) regress the
+  candidates with non-zero weight, each with its own noise and t; pairwise ones (DPO, β-DPO) draw one
+  noise and one t per pair and use them for winner and loser, policy and reference.
+* **Logged** every step: ``train/loss``; ``train/reward_margin`` (mean reward gap of the pairs, or of
+  max − min per group for pointwise objectives); ``train/err_*`` (mean-reduced squared velocity errors:
+  ``err_w``/``err_l`` of the policy and ``ref_err_w``/``ref_err_l`` of the reference on winners and
+  losers for DPO; ``err``/``ref_err`` on the weighted samples otherwise); ``train/v_norm_ratio``
+  ‖v_θ‖/‖v_ref‖ over the batch; and for DPO ``train/implicit_acc``, ``train/inside_abs``,
+  ``train/beta``. Validation: the flow loss at the fixed t grid on held-out clips (``val/loss``) and,
+  with ``callbacks.generation_metrics.GenerationMetrics``, the synthetic synchrony metrics of
+  generated audio (``val/onset_error``, ``val/onset_f1``, ...).
+* **Export** (``export``): ``<export>/adapter/`` (peft ``save_pretrained``: ``adapter_config.json``
+  whose ``base_model_name_or_path`` is the pretrained export, ``adapter_model.safetensors``) and
+  ``<export>/model.safetensors`` + ``config.yaml``, the adapter merged into the DiT in the layout of
+  ``callbacks/ema.py``'s export, so ``FlowMatchingPretrain.load_ema`` and ``reasonaudio-generate``
+  read it like a pretrained export. :func:`load_policy_weights` reads either form.
+* **Online mode** (``online_every`` = N > 0): every N steps the current policy samples new groups for
+  every condition of the cache, scored with ``reward``, into ``<groups>/online/step_<step>/``, and
+  training continues on them. An epoch is then exactly N steps: the data module must draw
+  ``groups_per_epoch = N × batch_size`` groups and the trainer reload dataloaders every epoch
+  (``reload_dataloaders_every_n_epochs: 1``); both are checked when fitting starts.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import re
+import shutil
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import yaml
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import nn
+
+from reasonaudio import flow
+from reasonaudio.preference import per_sample_error
+from reasonaudio.systems.flow_matching import FlowMatchingPretrain
+from reasonaudio.systems.hparams import save_system_hparams
+
+ADAPTER_CONFIG = "adapter_config.json"
+MERGED = "model.safetensors"
+LORA_PREFIX = "base_model.model."
+
+# --------------------------------------------------------------------------- LoRA and weights
+
+
+def lora_target_names(net: nn.Module, pattern: str | None = None) -> list[str]:
+    """Names of the ``nn.Linear`` modules of ``net`` (those fully matching the regex ``pattern`` if given)."""
+    names = [n for n, m in net.named_modules() if isinstance(m, nn.Linear)
+             and (pattern is None or re.fullmatch(pattern, n))]
+    if not names:
+        raise ValueError(f"no linear layer of {type(net).__name__} matches lora_targets={pattern!r}")
+    return names
+
+
+def add_lora(net: nn.Module, rank: int = 64, alpha: float | None = None, targets: str | None = None) -> nn.Module:
+    """Freeze ``net`` and wrap it in a peft LoRA model (B = 0: the wrapped network computes what ``net`` did)."""
+    from peft import LoraConfig, get_peft_model
+
+    if rank < 1:
+        raise ValueError(f"lora_rank must be positive, got {rank}")
+    net.requires_grad_(False)
+    config = LoraConfig(r=rank, lora_alpha=alpha if alpha is not None else rank, lora_dropout=0.0,
+                        target_modules=lora_target_names(net, targets), init_lora_weights=True)
+    return get_peft_model(net, config)
+
+
+def base_key(key: str) -> str | None:
+    """The unwrapped network's name for a key of the LoRA-wrapped network's state dict (None for LoRA weights)."""
+    if ".lora_" in key:
+        return None
+    return key.removeprefix(LORA_PREFIX).replace(".base_layer.", ".")
+
+
+def _export_file(path: Path) -> Path:
+    return path / MERGED if path.is_dir() else path
+
+
+def load_export_into(system: FlowMatchingPretrain, path: str | Path) -> None:
+    """Load an EMA / merged export (``model.safetensors`` or its folder) into a system, LoRA-wrapped or not.
+
+    Every weight of the (unwrapped) DiT and every conditioner weight the export format holds must be
+    in the file, and nothing else.
+    """
+    from safetensors.torch import load_file
+
+    file = _export_file(Path(path))
+    if not file.is_file():
+        raise FileNotFoundError(f"pretrained export not found: {file}")
+    state = load_file(str(file))
+    net_state = {k[len("net."):]: v for k, v in state.items() if k.startswith("net.")}
+    cond_state = {k[len("conditioner."):]: v for k, v in state.items() if k.startswith("conditioner.")}
+    other = sorted(set(state) - {f"net.{k}" for k in net_state} - {f"conditioner.{k}" for k in cond_state})
+    wanted = {k: base_key(k) for k in system.net.state_dict()}
+    wanted = {k: b for k, b in wanted.items() if b is not None}
+    missing = sorted(b for b in wanted.values() if b not in net_state)
+    unexpected = sorted(set(net_state) - set(wanted.values())) + other
+    if missing or unexpected:
+        raise ValueError(f"{file} does not fit this model: missing {missing[:10]}, unexpected {unexpected[:10]}")
+    result = system.net.load_state_dict({k: net_state[b] for k, b in wanted.items()}, strict=False)
+    assert all(".lora_" in k for k in result.missing_keys), result.missing_keys
+    system.conditioner.load_state_dict(cond_state, strict=True)
+
+
+def load_policy_weights(system: FlowMatchingPretrain, path: str | Path, base: str | Path | None = None) -> str:
+    """Load sampling weights into an unwrapped system: an export (file or folder) or a LoRA adapter folder.
+
+    An adapter folder (``adapter_config.json``) is applied on top of ``base`` (an export; default: the
+    one its ``base_model_name_or_path`` names) and merged into the DiT. A post-training export folder
+    holding both ``model.safetensors`` and ``adapter/`` loads the merged file.
+
+    Returns:
+        ``"export"`` or ``"adapter"``, what was loaded.
+    """
+    p = Path(path)
+    if p.is_dir() and (p / ADAPTER_CONFIG).is_file() and not (p / MERGED).is_file():
+        from peft import PeftModel
+
+        base = base or json.loads((p / ADAPTER_CONFIG).read_text()).get("base_model_name_or_path")
+        if not base or not _export_file(Path(base)).is_file():
+            raise FileNotFoundError(f"{p / ADAPTER_CONFIG}: base export {base!r} not found (give the pretrained "
+                                    "export explicitly)")
+        system.load_ema(str(_export_file(Path(base))))
+        system.net = PeftModel.from_pretrained(system.net, str(p)).merge_and_unload()
+        return "adapter"
+    file = _export_file(p)
+    if not file.is_file():
+        raise FileNotFoundError(f"no weights at {p}: expected model.safetensors (an export) or adapter_config.json "
+                                "(a LoRA adapter folder)")
+    system.load_ema(str(file))
+    return "export"
+
+
+# --------------------------------------------------------------------------- system
+
+
+class PreferencePostTrain(FlowMatchingPretrain):
+    """Preference post-training with LoRA (module docstring).
+
+    Args:
+        net: the DiT architecture of the pretrained model.
+        conditioner: its conditioner (frozen here).
+        objective: ``reasonaudio.preference.SFT`` / ``RWR`` / ``DPO`` / ``BetaDPO``.
+        pretrained: the pretrained EMA export (``model.safetensors``), loaded when the stage starts.
+        lora_rank: LoRA rank.
+        lora_alpha: LoRA α (default: the rank, scale 1).
+        lora_targets: regex over module names selecting the linear layers to adapt (default: all).
+        text_drop: per-group probability of dropping the caption (CFG).
+        video_drop: per-group probability of dropping the video.
+        t_mean: mean of the logit-normal t.
+        t_std: std of the logit-normal t.
+        val_t_grid: flow times of the validation loss.
+        val_noise_seed: seed of the validation noise.
+        optimizer: optimiser factory (applied to the LoRA weights only).
+        lr_scheduler: schedule stepped every optimisation step.
+        export: folder for the adapter and the merged export at the end of training.
+        reward: reward for the online mode.
+        online_every: regenerate the groups with the current policy every this many steps (0: offline).
+        online_candidates: K of the online groups.
+        online_min_spread: online groups with reward spread ≤ this are dropped.
+        sample_steps: sampler steps of the online mode.
+        sample_cfg: guidance of the online mode.
+        val_ground_truth: synthetic corpus folders (``gt/<id>.json``) of the validation clips: score samples
+            of the policy and of the reference at each validation (needs the decoders below).
+        val_items: validation clips sampled for those metrics (from the first batch).
+        vae: VAE architecture of the feature cache (validation metrics; online mode with a waveform reward).
+        vae_checkpoint: its checkpoint.
+        vocoder: vocoder checkpoint or BigVGAN folder.
+        audio_preset: ``AudioConfig`` preset of the codec (the sample rate of decoded audio).
+    """
+
+    def __init__(self, net: nn.Module, conditioner: nn.Module, objective: nn.Module, pretrained: str | None = None,
+                 lora_rank: int = 64, lora_alpha: float | None = None, lora_targets: str | None = None,
+                 text_drop: float = 0.1, video_drop: float = 0.1, t_mean: float = 0.0, t_std: float = 1.0,
+                 val_t_grid: Sequence[float] = flow.DEFAULT_T_GRID, val_noise_seed: int = 0,
+                 optimizer: OptimizerCallable = torch.optim.AdamW, lr_scheduler: LRSchedulerCallable | None = None,
+                 export: str | None = None, reward: nn.Module | None = None, online_every: int = 0,
+                 online_candidates: int = 8, online_min_spread: float = 0.0, sample_steps: int = 25,
+                 sample_cfg: float = 4.5, val_ground_truth: list[str] | None = None, val_items: int = 4,
+                 vae: nn.Module | None = None, vae_checkpoint: str | None = None, vocoder: str | None = None,
+                 audio_preset: str = "tiny"):
+        with warnings.catch_warnings():  # the parent records its own argument subset; replaced just below
+            warnings.filterwarnings("ignore", message=".*is an instance of `nn.Module`")
+            super().__init__(net, conditioner, text_drop, video_drop, t_mean, t_std, val_t_grid, val_noise_seed,
+                             optimizer, lr_scheduler)
+        self.hparams.clear()  # record this system's arguments, not the parent's subset
+        save_system_hparams(self, ["net", "conditioner", "objective", "optimizer", "lr_scheduler", "reward", "vae"])
+        if online_every < 0 or (online_every and reward is None):
+            raise ValueError(f"online_every must be >= 0 and needs a reward, got {online_every}, reward={reward}")
+        self.objective = objective
+        self.conditioner.requires_grad_(False)
+        self.net = add_lora(net, lora_rank, lora_alpha, lora_targets)
+        self.reward = reward.requires_grad_(False) if reward is not None else None
+        self.vae = vae.requires_grad_(False) if vae is not None else None
+        self._pretrained_loaded = False
+        self._decoder = None
+
+    # ----------------------------------------------------------------- weights
+
+    def load_pretrained(self, path: str | None = None) -> None:
+        """Load the pretrained export into the frozen DiT and conditioner (the reference model)."""
+        load_export_into(self, path or self.hparams.pretrained)
+        self._pretrained_loaded = True
+
+    def setup(self, stage: str) -> None:
+        # Loaded here, not in __init__, so that configs instantiate without weights; a resumed fit then
+        # overwrites everything with the checkpoint.
+        if self.hparams.pretrained and not self._pretrained_loaded:
+            self.load_pretrained()
+
+    def merged_state(self) -> dict[str, torch.Tensor]:
+        """The merged policy in the EMA export's layout (``net.*`` and the conditioner's saved weights)."""
+        merged = copy.deepcopy(self.net).merge_and_unload()
+        state = {f"net.{k}": v for k, v in merged.state_dict().items()}
+        state.update({f"conditioner.{k}": v for k, v in self.conditioner.state_dict().items()})
+        return {k: v.detach().cpu().contiguous() for k, v in state.items()}
+
+    def save_export(self, folder: str | Path) -> Path:
+        """Write ``adapter/`` (peft) and the merged ``model.safetensors`` + ``config.yaml`` into ``folder``."""
+        from safetensors.torch import save_file
+
+        out = Path(folder)
+        out.mkdir(parents=True, exist_ok=True)
+        if self.hparams.pretrained:
+            self.net.peft_config["default"].base_model_name_or_path = str(Path(self.hparams.pretrained).resolve())
+        tmp = out / ".adapter.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        self.net.save_pretrained(str(tmp))
+        shutil.rmtree(out / "adapter", ignore_errors=True)
+        tmp.rename(out / "adapter")
+        save_file(self.merged_state(), str(out / f".{MERGED}.tmp"))
+        (out / f".{MERGED}.tmp").replace(out / MERGED)
+        plain = json.loads(json.dumps(dict(self.hparams), default=repr))  # configs stay, objects become their repr
+        (out / "config.yaml").write_text(yaml.safe_dump(plain, sort_keys=False))
+        return out
+
+    def on_train_end(self) -> None:
+        if self.hparams.export and self.trainer.is_global_zero:
+            self.save_export(self.hparams.export)
+
+    # ----------------------------------------------------------------- training
+
+    def _conditions(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """Per-group conditions ``[G, ...]`` with dropout drawn per group (frozen conditioner, no gradients)."""
+        cond_batch = dict(batch, latent=batch["latents"][:, 0])
+        with torch.no_grad():
+            return self.conditions(cond_batch, *self._dropped_flags(cond_batch))
+
+    def _velocities(self, x1: torch.Tensor, x0: torch.Tensor, t: torch.Tensor, cond: dict[str, torch.Tensor]
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Policy and reference velocities at ``x_t`` and the target ``x1 − x0``."""
+        xt = flow.interpolate(x0, x1, t)
+        v = self.net(xt, t, **cond)
+        with torch.no_grad(), self.net.disable_adapter():
+            v_ref = self.net(xt, t, **cond)
+        return v, v_ref, flow.target_velocity(x0, x1)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
+        cond = self._conditions(batch)
+        if self.objective.pairwise:
+            return self._pairwise_step(batch["latents"], batch["rewards"], cond)
+        return self._pointwise_step(batch["latents"], batch["rewards"], cond)
+
+    def _pointwise_step(self, latents: torch.Tensor, rewards: torch.Tensor, cond: dict[str, torch.Tensor]
+                        ) -> torch.Tensor:
+        weights = self.objective.weights(rewards)  # [G, K]
+        gi, ki = self.objective.select(weights).nonzero(as_tuple=True)
+        x1 = latents[gi, ki]  # [N, T, C]
+        x0 = torch.randn_like(x1)
+        t = flow.sample_t(x1.shape[0], self.hparams.t_mean, self.hparams.t_std, device=x1.device)
+        v, v_ref, target = self._velocities(x1, x0, t, {k: c[gi] for k, c in cond.items()})
+        err = per_sample_error(v, target)
+        loss = self.objective(err, weights[gi, ki])
+        n = x1.shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=n)
+        self.log_dict({"train/err": err.mean().detach(), "train/ref_err": per_sample_error(v_ref, target).mean(),
+                       "train/v_norm_ratio": v.detach().norm() / v_ref.norm().clamp_min(1e-12),
+                       "train/reward_margin": (rewards.max(1).values - rewards.min(1).values).mean(),
+                       "train/weight_max": weights.max()}, batch_size=n)
+        return loss
+
+    def _pairwise_step(self, latents: torch.Tensor, rewards: torch.Tensor, cond: dict[str, torch.Tensor]
+                       ) -> torch.Tensor | None:
+        pairs = self.objective.pairs(rewards)
+        p = len(pairs)
+        if p == 0:  # every group of the batch tied: nothing to prefer (Lightning skips the step)
+            return None
+        x1 = torch.cat([latents[pairs.group, pairs.winner], latents[pairs.group, pairs.loser]])  # [2P, T, C]
+        x0 = torch.randn_like(x1[:p]).repeat(2, 1, 1)  # one noise per pair
+        t = flow.sample_t(p, self.hparams.t_mean, self.hparams.t_std, device=x1.device).repeat(2)  # one t per pair
+        v, v_ref, target = self._velocities(x1, x0, t, {k: c[pairs.group].repeat(2, *[1] * (c.dim() - 1))
+                                                         for k, c in cond.items()})
+        red = self.objective.reduction
+        err_w, err_l = per_sample_error(v, target, red).chunk(2)
+        ref_w, ref_l = per_sample_error(v_ref, target, red).chunk(2)
+        gap = rewards[pairs.group, pairs.winner] - rewards[pairs.group, pairs.loser]
+        out = self.objective(err_w, err_l, ref_w, ref_l, gap)
+        mean_err = per_sample_error(v.detach(), target).chunk(2)
+        mean_ref = per_sample_error(v_ref, target).chunk(2)
+        self.log("train/loss", out.loss, prog_bar=True, batch_size=p)
+        self.log_dict({"train/implicit_acc": out.implicit_acc, "train/inside_abs": out.inside.abs().mean(),
+                       "train/beta": float(out.beta), "train/reward_margin": gap.mean(),
+                       "train/err_w": mean_err[0].mean(), "train/err_l": mean_err[1].mean(),
+                       "train/ref_err_w": mean_ref[0].mean(), "train/ref_err_l": mean_ref[1].mean(),
+                       "train/v_norm_ratio": v.detach().norm() / v_ref.norm().clamp_min(1e-12),
+                       "train/pairs": float(p)}, batch_size=p)
+        return out.loss
+
+    # ----------------------------------------------------------------- validation
+
+    def decoder(self):
+        """Latents → waveforms with the configured VAE and vocoder (loaded on first use)."""
+        if self._decoder is None:
+            from reasonaudio.systems.preference_data import make_decoder
+
+            self._decoder = make_decoder(self.vae, self.hparams.vae_checkpoint, self.hparams.vocoder)
+            if self._decoder is None:
+                raise ValueError("decoding needs vae, vae_checkpoint and vocoder")
+        return self._decoder
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        super().validation_step(batch, batch_idx)
+        if batch_idx == 0 and self.hparams.val_ground_truth and not self.trainer.sanity_checking:
+            self._validation_synchrony(batch)
+
+    @torch.no_grad()
+    def _validation_synchrony(self, batch: dict[str, Any]) -> None:
+        """Synthetic metrics (onset error, F1, ...) of samples of the policy and of the reference, same noise."""
+        from reasonaudio.generation import score_synthetic
+
+        n = min(self.hparams.val_items, batch["latent"].shape[0])
+        sub = {k: v[:n] for k, v in batch.items()}
+        roots = [Path(p) for p in self.hparams.val_ground_truth]
+        gts = [next((r / "gt" / f"{i}.json" for r in roots if (r / "gt" / f"{i}.json").is_file()), None)
+               for i in sub["id"]]
+        if None in gts:
+            raise FileNotFoundError(f"no gt/<id>.json for {[i for i, g in zip(sub['id'], gts) if g is None]} "
+                                    f"in val_ground_truth {self.hparams.val_ground_truth}")
+        from reasonaudio.config import audio_preset
+
+        sr = audio_preset(self.hparams.audio_preset).sample_rate
+        for tag, adapter_on in (("", True), ("_ref", False)):
+            if adapter_on:
+                latents = self.generate(sub, steps=self.hparams.sample_steps, cfg=self.hparams.sample_cfg, seed=0)
+            else:
+                with self.net.disable_adapter():
+                    latents = self.generate(sub, steps=self.hparams.sample_steps, cfg=self.hparams.sample_cfg, seed=0)
+            scores = score_synthetic(self.decoder()(latents), sr, gts)
+            self.log_dict({f"val/{k}{tag}": v for k, v in scores.items()}, batch_size=n)
+
+    # ----------------------------------------------------------------- online mode
+
+    def on_fit_start(self) -> None:
+        if not self.hparams.online_every:
+            return
+        from data_modules.preference import PreferenceDataModule
+
+        dm = self.trainer.datamodule
+        every = self.hparams.online_every
+        if not isinstance(dm, PreferenceDataModule):
+            raise ValueError("online post-training needs data_modules.preference.PreferenceDataModule")
+        if self.trainer.reload_dataloaders_every_n_epochs != 1 or dm.groups_per_epoch != every * dm.batch_size:
+            raise ValueError(f"online_every={every} needs trainer.reload_dataloaders_every_n_epochs=1 and "
+                             f"data groups_per_epoch={every * dm.batch_size} (online_every × batch_size); got "
+                             f"{self.trainer.reload_dataloaders_every_n_epochs} and {dm.groups_per_epoch}")
+        self.reward.prepare()
+        self._online_root = Path(dm.store.root) / "online"
+        rounds = sorted(self._online_root.glob("step_*"))
+        done = [r for r in rounds if int(r.name[5:]) <= self.global_step and (r / "summary.json").is_file()]
+        if done:  # a resumed run continues on the groups of its last finished round
+            dm.use_store(done[-1])
+
+    def on_train_epoch_end(self) -> None:
+        if self.hparams.online_every and self.global_step < self.trainer.max_steps:
+            self.regenerate()
+
+    @torch.no_grad()
+    def regenerate(self) -> Path:
+        """Sample and score new groups for every condition with the current policy; train on them next."""
+        from data_modules.preference import PreferenceStore, _RowDataset, collate_groups
+        from reasonaudio.systems.preference_data import (candidate_seeds, sample_candidates, score_candidates,
+                                                         write_groups)
+
+        dm = self.trainer.datamodule
+        h = self.hparams
+        store = PreferenceStore(self._online_root / f"step_{self.global_step:07d}")
+        seed = 10_000_000 * (self.global_step + 1)  # apart from the offline seeds while rows × K < 10⁷
+        store.check_settings({"policy_step": self.global_step, "num_candidates": h.online_candidates,
+                              "steps": h.sample_steps, "cfg": h.sample_cfg, "seed": seed,
+                              "min_spread": h.online_min_spread, "reward": type(self.reward).__name__})
+        rows = sorted(set(_RowDataset(dm.cache).valid.tolist()) - store.finished_rows())
+        loader = torch.utils.data.DataLoader(_RowDataset(dm.cache, rows), batch_size=dm.batch_size,
+                                             collate_fn=collate_groups)
+        was_training = self.training
+        self.eval()
+        for batch in loader:
+            batch = self.transfer_batch_to_device(batch, self.device, 0)
+            seeds = candidate_seeds(batch["row"], h.online_candidates, seed)
+            latents = sample_candidates(self, batch, seeds, h.sample_steps, h.sample_cfg)
+            rewards = score_candidates(self.reward, latents, batch, self.decoder() if self.reward.audio_input == "wav"
+                                       else None)
+            write_groups(store, batch, seeds, rewards, latents, h.online_min_spread)
+        self.train(was_training)
+        summary = store.summary()
+        self.log_dict({"online/kept": float(summary["kept"]), "online/reward_mean": summary["reward_mean"]})
+        if summary["kept"]:  # a round without any preference keeps training on the previous groups
+            dm.use_store(store.root)
+        return store.root

@@ -1,0 +1,202 @@
+"""PreferenceDataBuilder: the ``preference_data`` stage — K scored candidates per condition, stored as groups.
+
+    reasonaudio predict --config lightning_configs/preference_data.yaml
+
+For every condition (a row of a feature cache, served by ``PreferenceDataModule``) the pretrained model
+(its EMA export, or a post-trained export / adapter) samples K candidates with CFG from distinct
+seeds, a reward (``models/reward.py``) scores them, and the group — condition id, row, seeds,
+rewards and latents — is written to the store (``data_modules/preference.py``). Groups whose reward
+spread max − min is ≤ ``min_spread`` carry no preference: they are written to ``dropped/`` (without
+latents) and counted, never trained on. A rerun resumes: rows with a group are not sampled again.
+
+Pairing is the trainer's job (``reasonaudio.preference.preference_pairs``): winner = arg-max reward,
+loser = arg-min (the pair of extremes, as flow_grpo), or every ordered pair; all K candidates are kept
+so that SFT and RWR can use them too.
+
+The same functions (:func:`sample_candidates`, :func:`score_candidates`, :func:`write_groups`) run the
+online mode of ``PreferencePostTrain``, with the current policy instead of the pretrained model.
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from reasonaudio import flow
+from reasonaudio.systems.flow_matching import FlowMatchingPretrain
+from reasonaudio.systems.hparams import save_system_hparams
+
+Decoder = Callable[[torch.Tensor], torch.Tensor]
+"""Normalised latents ``[N, T, C]`` → waveforms ``[N, S]``."""
+
+
+def candidate_seeds(rows: torch.Tensor, num_candidates: int, seed: int) -> torch.Tensor:
+    """Noise seed of candidate k of cache row i: ``seed + i·K + k``, ``[B, K]`` (distinct for distinct (i, k))."""
+    return seed + rows.long().cpu()[:, None] * num_candidates + torch.arange(num_candidates)
+
+
+@torch.no_grad()
+def sample_candidates(system: FlowMatchingPretrain, batch: dict[str, Any], seeds: torch.Tensor, steps: int = 25,
+                      cfg: float = 4.5, method: str = "euler") -> torch.Tensor:
+    """K candidates per condition with CFG, one noise seed each.
+
+    The conditions (MLLM queries) are computed once per item and repeated K times; candidate (i, k)
+    starts from ``randn([T, C])`` drawn on the CPU from ``seeds[i, k]``, so it does not depend on the
+    batch it is sampled in.
+
+    Args:
+        system: the model (``FlowMatchingPretrain`` or a subclass) with its weights loaded.
+        batch: a feature-cache batch (``latent [B, T, C]`` gives the shapes).
+        seeds: ``[B, K]`` noise seeds.
+        steps: sampler steps.
+        cfg: guidance scale.
+        method: ODE method (``flow.sample``).
+
+    Returns:
+        ``[B, K, T, C]`` normalised latents.
+    """
+    b, t_len, channels = batch["latent"].shape
+    k = seeds.shape[1]
+    cond = system.conditions(batch, batch["has_text"], batch["has_video"])
+    off = torch.zeros(b, dtype=torch.bool, device=system.device)
+    uncond = system.conditions(batch, off, off)
+    cond, uncond = ({n: v.repeat_interleave(k, dim=0) for n, v in c.items()} for c in (cond, uncond))
+    x0 = torch.stack([torch.randn(t_len, channels, generator=torch.Generator().manual_seed(int(s)))
+                      for s in seeds.flatten()]).to(system.device)
+    x1 = flow.sample(lambda x, t: flow.cfg_velocity(system.net, x, t, cond, uncond, cfg), x0, steps, method)
+    return x1.view(b, k, t_len, channels)
+
+
+@torch.no_grad()
+def score_candidates(reward: nn.Module, latents: torch.Tensor, batch: dict[str, Any],
+                     decode: Decoder | None = None) -> torch.Tensor:
+    """Rewards ``[B, K]`` of candidates ``[B, K, T, C]`` against their conditions' clips.
+
+    Raises:
+        ValueError: the reward reads waveforms and no decoder is given.
+    """
+    b, k = latents.shape[:2]
+    audio = latents.flatten(0, 1)
+    if reward.audio_input == "wav":
+        if decode is None:
+            raise ValueError(f"{type(reward).__name__} scores waveforms: configure vae, vae_checkpoint and vocoder")
+        audio = decode(audio)
+    video = reward.video_inputs(batch)
+    if isinstance(video, torch.Tensor):
+        video = video.to(audio.device).repeat_interleave(k, dim=0)
+    else:
+        video = [v for v in video for _ in range(k)]
+    return reward(audio, video).float().view(b, k).cpu()
+
+
+def write_groups(store, batch: dict[str, Any], seeds: torch.Tensor, rewards: torch.Tensor, latents: torch.Tensor,
+                 min_spread: float) -> tuple[int, int]:
+    """Write a batch of groups: kept if their reward spread exceeds ``min_spread``, else dropped.
+
+    Returns:
+        (kept, dropped) counts of this batch.
+    """
+    kept = 0
+    for i, (row, clip_id) in enumerate(zip(batch["row"].tolist(), batch["id"])):
+        keep = float(rewards[i].max() - rewards[i].min()) > min_spread
+        store.write(row, clip_id, seeds[i], rewards[i], latents[i] if keep else None)
+        kept += keep
+    return kept, len(batch["id"]) - kept
+
+
+def make_decoder(vae: nn.Module | None, vae_checkpoint: str | None, vocoder: str | None) -> Decoder | None:
+    """Latents → waveforms through the cache's VAE and a vocoder, or None when they are not configured."""
+    if vae is None and vae_checkpoint is None and vocoder is None:
+        return None
+    if vae is None or not vae_checkpoint or not vocoder:
+        raise ValueError("decoding needs all of vae, vae_checkpoint and vocoder")
+    from reasonaudio.generation import latents_to_audio
+    from reasonaudio.systems.vae import load_vae_weights
+    from reasonaudio.systems.vocoder import trained_generator
+
+    vae = load_vae_weights(vae, vae_checkpoint)
+    generator = trained_generator(vocoder)
+    return lambda latents: latents_to_audio(latents, vae.to(latents.device), generator.to(latents.device))
+
+
+class PreferenceDataBuilder(FlowMatchingPretrain):
+    """Predict-only system writing scored candidate groups (module docstring).
+
+    Args:
+        net: the DiT architecture of the pretrained model.
+        conditioner: its conditioner.
+        reward: a ``reasonaudio.models.reward.Reward``.
+        pretrained: weights to sample with: an EMA / merged export (``model.safetensors`` or its folder)
+            or a LoRA adapter folder (``adapter_config.json``), loaded when the stage starts.
+        num_candidates: K, candidates per condition.
+        steps: sampler steps.
+        cfg: guidance scale.
+        method: ODE method.
+        seed: base of the candidate seeds (:func:`candidate_seeds`).
+        min_spread: groups with reward max − min ≤ this are dropped.
+        vae: the VAE architecture (only for rewards that read waveforms).
+        vae_checkpoint: its ``VAETrain`` checkpoint.
+        vocoder: a ``VocoderTrain`` checkpoint or BigVGAN folder.
+    """
+
+    def __init__(self, net: nn.Module, conditioner: nn.Module, reward: nn.Module, pretrained: str,
+                 num_candidates: int = 8, steps: int = 25, cfg: float = 4.5, method: str = "euler", seed: int = 0,
+                 min_spread: float = 0.0, vae: nn.Module | None = None, vae_checkpoint: str | None = None,
+                 vocoder: str | None = None):
+        with warnings.catch_warnings():  # the parent records its own argument subset; replaced just below
+            warnings.filterwarnings("ignore", message=".*is an instance of `nn.Module`")
+            super().__init__(net, conditioner)
+        self.hparams.clear()  # record this system's arguments, not the parent's subset
+        save_system_hparams(self, ["net", "conditioner", "reward", "vae"])
+        if num_candidates < 2:
+            raise ValueError(f"num_candidates must be at least 2 to form a preference, got {num_candidates}")
+        if min_spread < 0:
+            raise ValueError(f"min_spread must be >= 0, got {min_spread}")
+        self.reward = reward.requires_grad_(False)  # frozen, and outside the sampling model's weights
+        self.vae = vae.requires_grad_(False) if vae is not None else None
+        self.decode: Decoder | None = None
+        self.counts = [0, 0]
+
+    def setup(self, stage: str) -> None:
+        from reasonaudio.systems.preference import load_policy_weights
+
+        load_policy_weights(self, self.hparams.pretrained)
+        self.reward.prepare()
+        self.decode = make_decoder(self.vae, self.hparams.vae_checkpoint, self.hparams.vocoder)
+        if self.reward.audio_input == "wav" and self.decode is None:
+            raise ValueError(f"{type(self.reward).__name__} scores waveforms: set vae, vae_checkpoint and vocoder")
+        store = getattr(self.trainer.datamodule, "store", None) if self._trainer is not None else None
+        if store is None:
+            raise ValueError("PreferenceDataBuilder needs a data module with a preference store "
+                             "(data_modules.preference.PreferenceDataModule)")
+        store.check_settings(self.settings())  # before any batch: a finished store is checked too
+        self.store = store
+
+    def settings(self) -> dict[str, Any]:
+        """What determines the groups; stored in the store's ``meta.json`` and checked on resume."""
+        h = self.hparams
+        reward = {"class": type(self.reward).__name__, "checkpoint": getattr(self.reward, "checkpoint", None)}
+        return {"pretrained": str(Path(h.pretrained)), "reward": reward, "num_candidates": h.num_candidates,
+                "steps": h.steps, "cfg": h.cfg, "method": h.method, "seed": h.seed, "min_spread": h.min_spread}
+
+    def on_predict_start(self) -> None:
+        self.counts = [0, 0]
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, int]:
+        h = self.hparams
+        seeds = candidate_seeds(batch["row"], h.num_candidates, h.seed)
+        latents = sample_candidates(self, batch, seeds, h.steps, h.cfg, h.method)
+        rewards = score_candidates(self.reward, latents, batch, self.decode)
+        kept, dropped = write_groups(self.store, batch, seeds, rewards, latents, h.min_spread)
+        self.counts = [self.counts[0] + kept, self.counts[1] + dropped]
+        return {"kept": kept, "dropped": dropped}
+
+    def on_predict_end(self) -> None:
+        summary = self.store.summary()
+        print(f"[preference_data] this run: {self.counts[0]} groups kept, {self.counts[1]} dropped (spread <= "
+              f"{self.hparams.min_spread}); store {self.store.root}: {summary['kept']} kept, "
+              f"{summary['dropped']} dropped, mean reward {summary['reward_mean']:.3f}, "
+              f"mean spread {summary['spread_mean']:.3f}", flush=True)

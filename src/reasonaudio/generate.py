@@ -10,7 +10,8 @@ clips were turned into conditions for training — VAE, Synchformer, frame sizes
 its inputs exactly as training did. Writes ``<id>.flac`` and, for video inputs, ``<id>.mp4`` (the
 source video with the generated audio, cut or padded to the video's duration). ``--duration``
 defaults to the length of ``--video`` (8 s for manifests and text). Without ``--video`` the audio is
-generated from text alone. Generation runs on the CPU for now.
+generated from text alone. ``--device`` picks where it runs (default: CUDA when present, with bf16
+autocast for the networks; ``--precision fp32`` turns that off); a progress bar counts clips.
 
 ``--adapter`` takes a preference post-training result (``PreferencePostTrain``'s ``export``) in any of
 its forms, recognised by content: the export folder or its merged ``model.safetensors`` (the adapter
@@ -98,11 +99,19 @@ def generate(args: argparse.Namespace) -> list[Path]:
 
     duration = args.duration or (probe(args.video).duration or measure_duration(args.video) if args.video else 8.0)
     features, dm, system, vocoder = _load(args, duration)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"
+                              and args.precision == "bf16")
+    for module in (features, system, vocoder):
+        module.to(device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     records = _records(args)
     kwargs = dict(dm.dataset_kwargs, strict=True)
+    from tqdm import tqdm
+
+    progress = tqdm(total=len(records), unit="clip", desc="generate", file=sys.stderr)
     for start in range(0, len(records), args.batch_size):
         chunk = records[start:start + args.batch_size]
         items = []
@@ -111,15 +120,17 @@ def generate(args: argparse.Namespace) -> list[Path]:
                 items.append(ClipDataset([rec], **kwargs)[0])
             else:  # text only: silent placeholder audio just sets the lengths; no video is used
                 items.append(_text_only_item(rec, features, kwargs))
-        batch = collate_clips(items)  # strict datasets raise instead of skipping, so items match chunk
-        feats = features.predict_step(batch, 0)
+        batch = _to(collate_clips(items), device)  # strict datasets raise instead of skipping, so items match chunk
+        with torch.no_grad(), autocast:
+            feats = features.predict_step(batch, 0)
         cond_batch = {"latent": feats["latent_mean"], "caption": batch["caption"], "has_text": batch["has_text"],
                       "has_video": batch["has_video"], "mllm_video": batch.get("mllm_video", [None] * len(chunk))}
         if "sync" in feats:
             cond_batch["sync"] = feats["sync"]
-        latents = system.generate(cond_batch, steps=args.steps, cfg=args.cfg, seed=args.seed,
-                                  negative_caption=args.negative_text)
-        wavs = latents_to_audio(latents, features.vae, vocoder)
+        with autocast:
+            latents = system.generate(cond_batch, steps=args.steps, cfg=args.cfg, seed=args.seed,
+                                      negative_caption=args.negative_text)
+            wavs = latents_to_audio(latents.float(), features.vae, vocoder).float().cpu()
         sr = features.seq.audio.sample_rate
         for rec, wav in zip(chunk, wavs):
             wav = wav[: round(duration * sr)]
@@ -129,8 +140,21 @@ def generate(args: argparse.Namespace) -> list[Path]:
             if rec.has_video:
                 mux_audio(rec.path, wav, sr, out / f"{rec.id}.mp4")
                 written.append(out / f"{rec.id}.mp4")
-            print(f"generated {rec.id} ({len(written)} files)", flush=True)
+            progress.update(1)
+    progress.close()
+    print(f"generated {len(records)} clip(s) into {out} ({len(written)} files)", flush=True)
     return written
+
+
+def _to(batch: dict, device: torch.device) -> dict:
+    """The batch's tensors (also inside lists, e.g. per-item MLLM frames) on ``device``."""
+    def move(value):
+        if isinstance(value, torch.Tensor):
+            return value.to(device)
+        if isinstance(value, list):
+            return [move(v) for v in value]
+        return value
+    return {k: move(v) for k, v in batch.items()}
 
 
 def _text_only_item(rec, features, kwargs) -> dict:
@@ -166,6 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=25)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    p.add_argument("--precision", choices=("bf16", "fp32"), default="bf16", help="network precision on CUDA")
     p.add_argument("--out", required=True, help="output folder")
     return p
 

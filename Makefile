@@ -104,8 +104,8 @@ post_train_rwr: | $(PY)  ## reward-weighted regression (LoRA 64)
 post_train_dpo: | $(PY)  ## Flow-DPO, β = 5 (LoRA 64)
 	$(CLI) fit --config $(CFG)/post_train_dpo.yaml $(ARGS)
 
-post-train-compare: | $(PY)  ## SFT vs RWR vs DPO from the demo's pretrained model, 3 seeds → docs/results.md (needs make demo)
-	$(PY) -m reasonaudio.experiments.post_train_compare --docs docs/results.md $(ARGS)
+post-train-compare: | $(PY)  ## SFT vs RWR vs DPO (+ β 1/2/50) from the demo's pretrained model, 3 seeds, ~35 min → docs/results.md (needs make demo)
+	$(PY) -m reasonaudio.experiments.post_train_compare --betas 1 2 50 --docs docs/results.md $(ARGS)
 
 eval: | $(PY)  ## Table-2 + synthetic metrics of CKPT_G (default: the demo's) → runs/eval/version_N/results.{md,csv}
 	$(CLI) validate --config $(CFG)/eval.yaml --ckpt_path $(CKPT_G) \

@@ -20,6 +20,15 @@ T, TS, K = 63, 40, 3  # 2 s tiny latents, Synchformer tokens; candidates per gro
 CAPTIONS = ["a red ball bounces", "a bell rings twice", "", "a blue block knocks"]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models run as fast on one thread, and much faster on a shared machine (OpenMP threads busy-wait)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def write_cache(root: Path, seed: int = 0) -> Path:
     """A 4-clip feature cache in data_modules/features.py's format (clip 2 has no caption, clip 3 no video)."""
     rng = np.random.default_rng(seed)

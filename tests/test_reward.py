@@ -20,6 +20,15 @@ RATE = 31.25  # tiny preset latents per second
 T, TS = 125, 88  # 4 s: latents, Synchformer tokens (11 windows)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models run as fast on one thread, and much faster on a shared machine (OpenMP threads busy-wait)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def test_sync_tokens_sit_at_their_true_times():
     spans = sync_token_spans(TS)
     assert spans[0].tolist() == [0.0, 0.08] and spans[7].tolist() == pytest.approx([0.56, 0.64])

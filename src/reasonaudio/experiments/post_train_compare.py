@@ -224,11 +224,17 @@ def evaluate(system, heldout: HeldOut, decode, noise_set: int, samples: int = 2,
 # --------------------------------------------------------------------------- the comparison
 
 
+TIMINGS: dict[str, float] = {}
+"""Seconds of every step run so far (``<out>/timings.json`` keeps them across invocations)."""
+
+
 def _timed(label: str, fn, *args, **kwargs):
     t0 = time.perf_counter()
     print(f"[post_train_compare] {label} ...", flush=True)
     result = fn(*args, **kwargs)
-    print(f"[post_train_compare] {label}: {time.perf_counter() - t0:.0f} s", flush=True)
+    seconds = round(time.perf_counter() - t0, 1)
+    TIMINGS[label] = max(TIMINGS.get(label, 0.0), seconds)  # a step found finished keeps the time it took to run
+    print(f"[post_train_compare] {label}: {seconds:.0f} s", flush=True)
     return result
 
 
@@ -314,6 +320,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--eval-samples", type=int, default=2, help="generations per held-out clip")
     parser.add_argument("--sample-steps", type=int, default=25, help="Euler steps of every sampler")
     parser.add_argument("--docs", type=Path, default=None, help="markdown file whose marked block gets the table")
+    parser.add_argument("--no-cfg1-diagnostic", dest="cfg1_diagnostic", action="store_false",
+                        help="skip sampling the first seed of every objective without guidance")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch intra-op threads (1: on a shared machine more threads busy-wait each other)")
     args = parser.parse_args(argv)
@@ -335,8 +343,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if settings_file.is_file() and json.loads(settings_file.read_text()) != settings:
         raise SystemExit(f"post_train_compare: {out} was made with {settings_file.read_text()}; use another --out")
     settings_file.write_text(json.dumps(settings, indent=2))
-    t_start = time.perf_counter()
-    timings: dict[str, float] = {}
+    timings_file = out / "timings.json"
+    TIMINGS.update(json.loads(timings_file.read_text()) if timings_file.is_file() else {})
 
     # 1. held-out clips
     heldout_sets = [(demo / "features_heldout", demo / "heldout")]
@@ -344,25 +352,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         extra_cache, extra_corpus = out / "features_heldout_extra", out / "heldout_extra"
         meta = extra_cache / "meta.json"
         if not meta.is_file() or "latent_stats" not in json.loads(meta.read_text()):
-            t0 = time.perf_counter()
             _timed("extra held-out clips", run_cli, features_args(extra_corpus, extra_cache, vae_ckpt,
                                                                   train_cache / "sync_encoder.pt", out / "logs",
                                                                   args.extra_heldout, seed=20_000))
-            timings["extra held-out features"] = time.perf_counter() - t0
         heldout_sets.append((extra_cache, extra_corpus))
 
     # 2. reward
-    t0 = time.perf_counter()
     reward = _timed("reward", train_reward, out / "reward", train_cache, demo / "features_heldout", args.reward_steps)
-    timings["reward"] = time.perf_counter() - t0
     accuracy = reward_accuracy(reward, [c for c, _ in heldout_sets])
 
     # 3. preference data
     groups = out / "preference_data" / "groups"
-    t0 = time.perf_counter()
     summary = _timed("preference data", build_preference_data, groups, train_cache, pretrained, mllm, reward,
                      args.candidates, args.sample_steps, args.min_spread)
-    timings["preference data"] = time.perf_counter() - t0
 
     from reasonaudio.systems.preference_data import make_decoder
     from reasonaudio.models.vae import mel_vae_tiny
@@ -370,7 +372,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     decode = make_decoder(mel_vae_tiny(), str(vae_ckpt), str(vocoder))
     agreement_file = out / "preference_data" / "reward_vs_ground_truth.json"
     if not agreement_file.is_file():
-        agreement_file.write_text(json.dumps(reward_vs_ground_truth(groups, demo / "corpus", decode), indent=2))
+        agreement = _timed("reward vs ground truth", reward_vs_ground_truth, groups, demo / "corpus", decode)
+        agreement_file.write_text(json.dumps(agreement, indent=2))
     agreement = json.loads(agreement_file.read_text())
 
     # 4. post-training
@@ -384,11 +387,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     exports: dict[str, dict[int, Path]] = {}
     for name, (objective, extra) in runs.items():
         for seed in args.seeds:
-            t0 = time.perf_counter()
             exports.setdefault(name, {})[seed] = _timed(f"post-train {name} seed {seed}", post_train, objective,
                                                         out / "runs" / f"{name}_seed{seed}", groups, train_cache,
                                                         pretrained, mllm, args.steps, seed, args.lr, extra)
-            timings[f"post-train {name} seed {seed}"] = time.perf_counter() - t0
 
     # 5. evaluation
     heldout = HeldOut(heldout_sets)
@@ -399,7 +400,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     models: dict[str, dict[str, dict[str, float]]] = {"pretrained": {}}
     todo = [("pretrained", seed, pretrained) for seed in args.seeds]
     todo += [(name, seed, path) for name, per_seed in exports.items() for seed, path in per_seed.items()]
-    t0 = time.perf_counter()
     for name, seed, weights in todo:
         file = evals_dir / f"{name}_seed{seed}.json"
         if not file.is_file():
@@ -408,14 +408,25 @@ def main(argv: Sequence[str] | None = None) -> int:
                             samples=args.eval_samples, steps=args.sample_steps, reference_wavs=reference_wavs)
             file.write_text(json.dumps(scores, indent=2))
         models.setdefault(name, {})[str(seed)] = json.loads(file.read_text())
-    timings["evaluation"] = time.perf_counter() - t0
+
+    # diagnostic: the first seed of every objective sampled without guidance (cfg = 1)
+    unguided: dict[str, dict[str, float]] = {}
+    if args.cfg1_diagnostic:
+        seed = args.seeds[0]
+        for name, weights in [("pretrained", pretrained)] + [(o, exports[o][seed]) for o in args.objectives]:
+            file = evals_dir / f"{name}_seed{seed}_cfg1.json"
+            if not file.is_file():
+                scores = _timed(f"evaluate {name} seed {seed} at cfg 1", evaluate, load_model(model_args, weights),
+                                heldout, decode, noise_set=seed, samples=1, steps=args.sample_steps, cfg=1.0)
+                file.write_text(json.dumps(scores, indent=2))
+            unguided[name] = json.loads(file.read_text())
 
     # 6. table
     results = {"settings": {**settings, "seeds": args.seeds, "objectives": args.objectives, "betas": args.betas},
-               "reward_accuracy": accuracy, "preference_data": summary,
+               "unguided": unguided, "reward_accuracy": accuracy, "preference_data": summary,
                "reward_vs_ground_truth": agreement, "heldout_clips": len(heldout), "models": models, "labels": labels,
-               "timings_s": {k: round(v, 1) for k, v in timings.items()},
-               "total_s": round(time.perf_counter() - t_start, 1)}
+               "timings_s": dict(TIMINGS), "total_s": round(sum(TIMINGS.values()), 1)}
+    timings_file.write_text(json.dumps(TIMINGS, indent=2))
     (out / "results.json").write_text(json.dumps(results, indent=2))
     table = results_table(results)
     notes = (f"\n\nHeld-out clips: {len(heldout)} ({args.eval_samples} generations each); seeds {args.seeds}; "
@@ -425,7 +436,13 @@ def main(argv: Sequence[str] | None = None) -> int:
              f"held-out clips: aligned {accuracy['aligned']:.2f}, shifted {accuracy['shifted']:.2f}, swapped "
              f"{accuracy['swapped']:.2f}. Reward winners vs losers on the training conditions (ground truth): onset "
              f"error {1000 * agreement['winner_error']:.0f} vs {1000 * agreement['loser_error']:.0f} ms, F1 "
-             f"{agreement['winner_f1']:.3f} vs {agreement['loser_f1']:.3f}. Total {results['total_s'] / 60:.1f} min.")
+             f"{agreement['winner_f1']:.3f} vs {agreement['loser_f1']:.3f}. Time of all steps: "
+             f"{results['total_s'] / 60:.1f} min (2 shared CPU cores, one thread).")
+    if unguided:
+        notes += ("\n\nWithout guidance (cfg = 1; seed " + str(args.seeds[0]) + ", one generation per clip):\n\n"
+                  "| model | onset error (ms) | onset F1 | FD-latent |\n|---|---|---|---|\n"
+                  + "\n".join(f"| {labels.get(n, n)} | {1000 * m['onset_error']:.1f} | {m['onset_f1']:.3f} | "
+                               f"{m['fd_latent']:.3f} |" for n, m in unguided.items()))
     (out / "results.md").write_text(table + notes + "\n")
     print("\n" + table + notes, flush=True)
     if args.docs:

@@ -210,3 +210,15 @@ def set_mp4_rotation(path: Path, matrix: Sequence[int] = ROTATE_90_MATRIX) -> Pa
         raise ValueError(f"no tkhd box in {path}")
     Path(path).write_bytes(bytes(data))
     return Path(path)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module's tests (``pytestmark = pytest.mark.usefixtures("one_thread")``): tiny
+    models run as fast on one thread, and much faster on a shared machine (OpenMP threads busy-wait)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -104,17 +104,7 @@ def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a - b).abs().max().item()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Run this module on one intra-op thread, then restore the setting.
-
-    On a shared 2-core runner the OpenMP barriers of a 2-thread pool stall whenever another process
-    holds a core; the 122M-parameter forward passes here then take 10× longer than on one thread.
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # 2-thread pools stall on a shared 2-core runner
 
 
 @dataclass

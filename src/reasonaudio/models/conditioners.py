@@ -61,6 +61,8 @@ from transformers import (AutoModel, AutoModelForCausalLM, AutoModelForImageText
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
+from reasonaudio.models.prefix_kv import StoredPrefix, weights_digest
+
 VIDEO = 2
 """Token type of a video token (Qwen's ``mm_token_type_ids`` convention: 0 text, 1 image, 2 video)."""
 TEXT = 0
@@ -348,6 +350,16 @@ def _allow_missing_frozen_keys(module: Conditioner, incompatible_keys: Any) -> N
 
 
 @dataclass
+class PromptLayout:
+    """One item's prompt: token ids, which of them are video tokens, and the position ids of the
+    prompt followed by the queries (``[A, L + Nq]``, A = 3 for mRoPE, 1 for 1-D RoPE)."""
+
+    ids: list[int]
+    is_video: list[bool]
+    positions: torch.Tensor
+
+
+@dataclass
 class _Prefix:
     """A left-padded prefix batch and where its queries go."""
 
@@ -355,13 +367,28 @@ class _Prefix:
     mask: torch.Tensor  # [B, L] long, 0 on padding
     positions: torch.Tensor  # [B, L] (1-D RoPE) or [3, B, L] (mRoPE)
     query_positions: torch.Tensor  # [B, Nq] or [3, B, Nq]
+    layouts: list[PromptLayout]
+    grids: list[tuple[int, int, int] | None]  # per item, the video's patch grid (None: no video used)
+
+
+def _shared_length(layout: PromptLayout, stored: StoredPrefix) -> int:
+    """How many leading tokens a prompt shares with a stored one: same ids at the same positions."""
+    n = min(len(layout.ids), stored.ids.numel())
+    if n == 0 or layout.positions.shape[0] != stored.positions.shape[0]:
+        return 0
+    same = (torch.tensor(layout.ids[:n]) == stored.ids[:n].cpu()) & \
+        (layout.positions[:, :n] == stored.positions[:, :n].cpu()).all(0)
+    return n if bool(same.all()) else int((~same).nonzero()[0])
 
 
 class QueryConditioner(Conditioner):
     """A frozen causal decoder read out by ``Nq`` learnable queries appended after a prefix.
 
-    Subclasses build the prefix (:meth:`prefix`); this class runs the decoder, with prefix caching
-    (:attr:`prefix_cache`, default) or in one full pass, and applies the connector.
+    Subclasses lay out one item's prompt (:meth:`layout`) and encode videos (:meth:`encode_videos`);
+    this class embeds and pads the prefix batch, runs the decoder, with prefix caching
+    (:attr:`prefix_cache`, default) or in one full pass, and applies the connector. Given stored
+    prefixes (:mod:`reasonaudio.models.prefix_kv`, from :meth:`store_prefix`), it skips the prefix's
+    forward pass altogether (:meth:`query_states_stored`).
 
     Args:
         hidden: decoder width ``H``.
@@ -388,6 +415,7 @@ class QueryConditioner(Conditioner):
         self.prefix_cache = prefix_cache
         self.queries = nn.Parameter(torch.randn(num_queries, hidden) * query_std)  # [Nq, H]
         self.connector = QueryConnector(hidden, out_dim, connector_layers, connector_heads)
+        self._digest: str | None = None
 
     @property
     @abstractmethod
@@ -395,14 +423,59 @@ class QueryConditioner(Conditioner):
         """The frozen decoder (transformers base model: ``inputs_embeds`` in, ``last_hidden_state`` out)."""
 
     @abstractmethod
+    def layout(self, caption: str, grid: tuple[int, int, int] | None) -> PromptLayout:
+        """One item's prompt for a caption ("" when dropped) and a video's patch grid (None: no video)."""
+
+    def encode_videos(self, videos: Sequence[torch.Tensor]) -> tuple[list[torch.Tensor], list[Any]]:
+        """Visual tokens ``[n_i, H]`` and patch grids of the videos in use (default: videos are ignored)."""
+        return [], [None] * len(videos)
+
     def prefix(self, videos: Sequence[torch.Tensor | None] | None, captions: Sequence[str],
                use_video: list[bool], use_text: list[bool]) -> _Prefix:
         """The embedded, left-padded prefix batch with its position ids and the queries' position ids."""
+        chosen = [v for v, u in zip(videos or [], use_video) if u]
+        features, grids = self.encode_videos(chosen)
+        found = iter(grids)
+        item_grids = [next(found) if v else None for v in use_video]
+        layouts = [self.layout(c if t else "", g) for c, t, g in zip(captions, use_text, item_grids)]
+        return self._embed(layouts, item_grids, features)
+
+    def _embed(self, layouts: list[PromptLayout], grids: list[Any], features: Sequence[torch.Tensor] = (),
+               starts: Sequence[int] | None = None) -> _Prefix:
+        """Embed and left-pad the prompts ``layouts[i].ids[starts[i]:]`` (video tokens from ``features``)."""
+        device = self.queries.device
+        starts = list(starts) if starts is not None else [0] * len(layouts)
+        ids = [torch.tensor(lay.ids[s:], dtype=torch.long) for lay, s in zip(layouts, starts)]
+        length = max((len(t) for t in ids), default=0)
+        token_ids = _left_pad(ids, length).to(device)  # [B, L]
+        is_video = _left_pad([torch.tensor(lay.is_video[s:], dtype=torch.long) for lay, s in zip(layouts, starts)],
+                             length).to(device) == 1  # [B, L]
+        mask = _left_pad([torch.ones_like(t) for t in ids], length).to(device)  # [B, L]
+        pos = _left_pad([lay.positions[:, s:len(lay.ids)] for lay, s in zip(layouts, starts)], length)  # [B, A, L]
+        query_pos = torch.stack([lay.positions[:, len(lay.ids):] for lay in layouts], dim=1)  # [A, B, Nq]
+        pos, query_pos = pos.transpose(0, 1).to(device), query_pos.to(device)
+        if pos.shape[0] == 1:  # 1-D RoPE: [B, L]
+            pos, query_pos = pos[0], query_pos[0]
+        with torch.no_grad():
+            embeds = self.decoder.get_input_embeddings()(token_ids)  # [B, L, H]
+            if features:
+                embeds[is_video] = torch.cat(list(features)).to(embeds.dtype)
+        return _Prefix(embeds, mask, pos, query_pos, layouts, grids)
 
     def forward(self, videos: Sequence[torch.Tensor | None] | None, captions: Sequence[str],
-                has_video: torch.Tensor | None = None, has_text: torch.Tensor | None = None) -> torch.Tensor:
-        use_video, use_text = _presence(videos, captions, has_video, has_text)
-        hidden = self.query_states(self.prefix(videos, captions, use_video, use_text))  # [B, Nq, H]
+                has_video: torch.Tensor | None = None, has_text: torch.Tensor | None = None,
+                prefix_kv: Sequence[StoredPrefix] | None = None) -> torch.Tensor:
+        """As :meth:`Conditioner.forward`; with ``prefix_kv`` (each item's :class:`StoredPrefix`, from the
+        ``prefix_kv`` stage) the prompt's forward pass is skipped and ``videos`` is not needed."""
+        if prefix_kv is None:
+            use_video, use_text = _presence(videos, captions, has_video, has_text)
+            hidden = self.query_states(self.prefix(videos, captions, use_video, use_text))  # [B, Nq, H]
+        else:
+            if len(prefix_kv) != len(captions):
+                raise ValueError(f"{len(prefix_kv)} stored prefixes for {len(captions)} captions")
+            stand_in = [s if s.grid is not None else None for s in prefix_kv]  # "has a video" per stored prefix
+            use_video, use_text = _presence(stand_in, captions, has_video, has_text)
+            hidden = self.query_states_stored(prefix_kv, captions, use_video, use_text)
         return self.connector(hidden.to(self.queries.dtype))  # [B, Nq, D]
 
     def query_states(self, prefix: _Prefix) -> torch.Tensor:
@@ -421,6 +494,94 @@ class QueryConditioner(Conditioner):
                          cache=cache, use_cache=True)
         out = self.decoder(inputs_embeds=queries, attention_mask=mask, position_ids=prefix.query_positions,
                            cache=cache, use_cache=True)
+        return out.last_hidden_state
+
+    # ----------------------------------------------------------------------- stored prefixes
+
+    def kv_shape(self) -> tuple[int, int, int]:
+        """``(layers, kv_heads, head_dim)`` of the decoder's KV cache."""
+        cfg = self.decoder.config
+        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        return cfg.num_hidden_layers, cfg.num_key_value_heads or cfg.num_attention_heads, head_dim
+
+    def prefix_fingerprint(self) -> dict[str, Any]:
+        """What a stored prefix depends on: the conditioner type, the KV shape and the backbone's weights."""
+        if self._digest is None:
+            self._digest = weights_digest(getattr(self, "backbone"))
+        return {"conditioner": type(self).__name__, "kv_shape": list(self.kv_shape()), "backbone": self._digest}
+
+    def check_store(self, meta: dict[str, Any], where: str | Path) -> None:
+        """Raise unless the prefix KV store described by ``meta`` was made by this conditioner's backbone."""
+        mine, theirs = self.prefix_fingerprint(), meta.get("fingerprint", {})
+        wrong = [k for k in mine if mine[k] != theirs.get(k)]
+        if wrong:
+            raise ValueError(f"{where}: prefix KV store made by another backbone ({', '.join(wrong)} differ: "
+                             f"{ {k: theirs.get(k) for k in wrong} } vs this conditioner's { {k: mine[k] for k in wrong} }); "
+                             "rebuild it with `make prefix-kv` for this model")
+
+    @torch.no_grad()
+    def store_prefix(self, videos: Sequence[torch.Tensor | None] | None, captions: Sequence[str],
+                     has_video: torch.Tensor | None = None, has_text: torch.Tensor | None = None) -> list[StoredPrefix]:
+        """Run each item's prompt once through the frozen decoder; its ids, positions and keys/values (CPU)."""
+        use_video, use_text = _presence(videos, captions, has_video, has_text)
+        prefix = self.prefix(videos, captions, use_video, use_text)
+        batch, length = prefix.mask.shape
+        layers, heads, head_dim = self.kv_shape()
+        kv = prefix.embeds.new_zeros(layers, 2, batch, heads, length, head_dim)
+        if length:
+            cache = DynamicCache(config=self.decoder.config)
+            self.decoder(inputs_embeds=prefix.embeds, attention_mask=prefix.mask, position_ids=prefix.positions,
+                         cache=cache, use_cache=True)
+            kv = torch.stack([torch.stack([layer.keys, layer.values]) for layer in cache.layers])  # [layers, 2, B, …]
+        out = []
+        for i, (lay, grid) in enumerate(zip(prefix.layouts, prefix.grids)):
+            n = len(lay.ids)
+            out.append(StoredPrefix(torch.tensor(lay.ids, dtype=torch.long), lay.positions[:, :n].clone(),
+                                    kv[:, :, i, :, length - n:].cpu().clone(), tuple(map(int, grid)) if grid else None))
+        return out
+
+    def query_states_stored(self, stored: Sequence[StoredPrefix], captions: Sequence[str], use_video: list[bool],
+                            use_text: list[bool]) -> torch.Tensor:
+        """:meth:`query_states` from stored prefixes: equal to it, without the prompt's forward pass.
+
+        Each item's prompt (its caption and video as the flags say) shares a head with its stored full
+        prompt: all of it when nothing is dropped; up to the end of the video when the caption is
+        dropped; the template's opening when the video is. The stored keys/values serve that head,
+        the rest of the prompt (text only: a few template tokens, or the caption) runs without
+        autograd, then the queries run with it. Exact, because a causal decoder's keys/values at a
+        token depend only on the tokens up to it and their positions.
+        """
+        device, batch = self.queries.device, len(stored)
+        dtype = self.decoder.get_input_embeddings().weight.dtype
+        layouts, shared = [], []
+        for i, (s, caption, video, text) in enumerate(zip(stored, captions, use_video, use_text)):
+            lay = self.layout(caption if text else "", s.grid if video else None)
+            n = _shared_length(lay, s)
+            if any(lay.is_video[n:]):
+                raise ValueError(f"item {i}: its video tokens differ from its stored prefix's (another frame rate, "
+                                 "frame size, template or model made the store); rebuild the store")
+            layouts.append(lay)
+            shared.append(n)
+        rest = self._embed(layouts, [None] * batch, starts=shared)  # the prompts after the shared heads
+        head = max(shared)
+        mask = torch.cat([_left_pad([torch.ones(n, dtype=torch.long) for n in shared], head).to(device), rest.mask], 1)
+        cache = DynamicCache(config=self.decoder.config)
+        if head:
+            kv = torch.stack([F.pad(s.kv[..., :n, :].to(device, dtype), (0, 0, head - n, 0))
+                              for s, n in zip(stored, shared)], dim=2)  # [layers, 2, B, kv_heads, head, head_dim]
+            for layer in range(kv.shape[0]):
+                cache.update(kv[layer, 0], kv[layer, 1], layer)
+        if rest.mask.shape[1]:
+            with torch.no_grad():
+                self.decoder(inputs_embeds=rest.embeds, attention_mask=mask, position_ids=rest.positions, cache=cache,
+                             use_cache=True)
+        queries = self.queries.to(dtype).expand(batch, -1, -1)  # [B, Nq, H]
+        mask = torch.cat([mask, mask.new_ones(batch, self.num_tokens)], dim=1)
+        if mask.shape[1] == self.num_tokens:  # nothing before the queries
+            return self.decoder(inputs_embeds=queries, attention_mask=mask, position_ids=rest.query_positions,
+                                use_cache=False).last_hidden_state
+        out = self.decoder(inputs_embeds=queries, attention_mask=mask, position_ids=rest.query_positions, cache=cache,
+                           use_cache=True)
         return out.last_hidden_state
 
     def _chat_source(self) -> Any | None:
@@ -562,37 +723,19 @@ class MLLMQueryConditioner(QueryConditioner):
         sizes = [math.prod(g) // vision.spatial_merge_size ** 2 for g in grids]
         return list(merged.pooler_output.split(sizes)), grids  # [n_i, H] each
 
-    def prefix(self, videos: Sequence[torch.Tensor | None] | None, captions: Sequence[str],
-               use_video: list[bool], use_text: list[bool]) -> _Prefix:
-        cfg = self.backbone.config
-        device = self.queries.device
-        chosen = [v for v, u in zip(videos or [], use_video) if u]
-        features, grids = self.video_features(chosen)
-        second_per_grid_t = cfg.vision_config.temporal_patch_size / self.fps
+    def encode_videos(self, videos: Sequence[torch.Tensor]) -> tuple[list[torch.Tensor], list[tuple[int, int, int]]]:
+        return self.video_features(videos)
+
+    def layout(self, caption: str, grid: tuple[int, int, int] | None) -> PromptLayout:
+        vision = self.backbone.config.vision_config
+        n = math.prod(grid) // vision.spatial_merge_size ** 2 if grid else 0
+        ids = self.prompt_ids(caption, n)
         video_id = self.vision_token_ids()[0]
-        ids, types, positions, grid_iter = [], [], [], iter(grids)
-        for caption, video, text in zip(captions, use_video, use_text):
-            grid = next(grid_iter) if video else None
-            n = math.prod(grid) // cfg.vision_config.spatial_merge_size ** 2 if grid else 0
-            item = self.prompt_ids(caption if text else "", n)
-            kinds = [VIDEO if t == video_id else TEXT for t in item]
-            pos = mrope_position_ids(kinds + [TEXT] * self.num_tokens, [grid] if grid else [],
-                                     [second_per_grid_t] if grid else [], self.tokens_per_second,
-                                     cfg.vision_config.spatial_merge_size)  # [3, L_i + Nq]
-            ids.append(torch.tensor(item, dtype=torch.long))
-            types.append(torch.tensor(kinds, dtype=torch.long))
-            positions.append(pos)
-        length = max(len(t) for t in ids)
-        token_ids = _left_pad(ids, length).to(device)  # [B, L]
-        is_video = _left_pad(types, length).to(device) == VIDEO  # [B, L]
-        mask = _left_pad([torch.ones_like(t) for t in ids], length).to(device)  # [B, L]
-        pos = _left_pad([p[:, :len(t)] for p, t in zip(positions, ids)], length).transpose(0, 1).to(device)  # [3, B, L]
-        query_pos = torch.stack([p[:, len(t):] for p, t in zip(positions, ids)], dim=1).to(device)  # [3, B, Nq]
-        with torch.no_grad():
-            embeds = self.backbone.get_input_embeddings()(token_ids)  # [B, L, H]
-            if features:
-                embeds[is_video] = torch.cat(features).to(embeds.dtype)
-        return _Prefix(embeds, mask, pos, query_pos)
+        kinds = [VIDEO if t == video_id else TEXT for t in ids]
+        positions = mrope_position_ids(kinds + [TEXT] * self.num_tokens, [grid] if grid else [],
+                                       [vision.temporal_patch_size / self.fps] if grid else [], self.tokens_per_second,
+                                       vision.spatial_merge_size)  # [3, L + Nq]
+        return PromptLayout(ids, [k == VIDEO for k in kinds], positions)
 
 
 # --------------------------------------------------------------------------- Qwen2.5-Omni thinker
@@ -744,18 +887,9 @@ class TextLLMQueryConditioner(QueryConditioner):
         content = [{"role": "user", "content": caption}]
         return self._tokens(source.apply_chat_template(content, tokenize=False, add_generation_prompt=True))
 
-    def prefix(self, videos: Sequence[torch.Tensor | None] | None, captions: Sequence[str],
-               use_video: list[bool], use_text: list[bool]) -> _Prefix:
-        device = self.queries.device
-        ids = [torch.tensor(self.prompt_ids(c if t else ""), dtype=torch.long) for c, t in zip(captions, use_text)]
-        length = max(len(t) for t in ids)
-        token_ids = _left_pad(ids, length).to(device)  # [B, L]
-        mask = _left_pad([torch.ones_like(t) for t in ids], length).to(device)  # [B, L]
-        positions = _left_pad([torch.arange(len(t)) for t in ids], length).to(device)  # [B, L]
-        query_pos = torch.stack([torch.arange(len(t), len(t) + self.num_tokens) for t in ids]).to(device)  # [B, Nq]
-        with torch.no_grad():
-            embeds = self.backbone.get_input_embeddings()(token_ids)  # [B, L, H]
-        return _Prefix(embeds, mask, positions, query_pos)
+    def layout(self, caption: str, grid: tuple[int, int, int] | None) -> PromptLayout:
+        ids = self.prompt_ids(caption)  # videos are ignored
+        return PromptLayout(ids, [False] * len(ids), torch.arange(len(ids) + self.num_tokens)[None])  # [1, L + Nq]
 
 
 # --------------------------------------------------------------------------- CLIP

@@ -10,8 +10,8 @@ latent_mean         ``[T, C]``           VAE posterior mean (DiT layout, un-norm
 latent_std          ``[T, C]``           VAE posterior std
 sync                ``[Ts, 768]``        Synchformer tokens (zeros for audio-only clips)
 mllm_video          ``[Tm, 3, h, w]``    uint8 frames for the MLLM (kept as inputs: the
-                                         MLLM's query read-out is trained, so it cannot be
-                                         cached)
+                                         query read-out trains, so only the prompt's KV
+                                         can be cached — stage ``prefix_kv``)
 ==================  ===================  ===============================================
 """
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """FlowMatchingPretrain: the MM-DiT trained with conditional flow matching from the feature cache (paper §4.3).
 
 Per batch (``CachedFeatureDataModule``): latents ``x1 [B, T, C]`` (normalised), Synchformer tokens
-``[B, Ts, 768]``, MLLM frames and captions. Text and video are dropped independently with
+``[B, Ts, 768]``, MLLM frames and captions (or, with ``data.prefix_kv``, each clip's stored prompt KV). Text and video are dropped independently with
 probability 0.1 (for CFG); the live conditioner reads the remaining video and text out through its
 learnable queries (prefix-cached), and the DiT regresses ``x1 − x0`` at ``x_t = (1 − t) x0 + t x1`` with
 logit-normal ``t``. The DiT's query tokens count as present when text *or* video survived (they
@@ -54,6 +54,16 @@ class FlowMatchingPretrain(LightningModule):
         self.conditioner = conditioner
         self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
 
+    def setup(self, stage: str) -> None:
+        # Stored prefix KV (data ``prefix_kv``) must come from this conditioner's backbone; checked before any
+        # sharding (configure_model), while the backbone's weights are whole.
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        for store, meta in getattr(datamodule, "prefix_kv_stores", list)():
+            if not hasattr(self.conditioner, "check_store"):
+                raise TypeError(f"{type(self.conditioner).__name__} cannot read stored prefixes ({store}); "
+                                "only query conditioners (MLLM, omni, text LLM) can — unset data.prefix_kv")
+            self.conditioner.check_store(meta, store)
+
     def configure_model(self) -> None:
         """Apply the trainer's parallelism (FSDP2 sharding, activation checkpointing; ``reasonaudio.parallel``)."""
         parallelize(self)
@@ -61,7 +71,9 @@ class FlowMatchingPretrain(LightningModule):
     def conditions(self, batch: dict[str, Any], has_text: torch.Tensor, has_video: torch.Tensor) -> dict[str, Any]:
         """Network keyword arguments for the given presence flags ``[B]``."""
         b = batch["latent"].shape[0]
-        queries = self.conditioner(batch["mllm_video"], batch["caption"], has_video=has_video, has_text=has_text)
+        stored = {"prefix_kv": batch["mllm_kv"]} if "mllm_kv" in batch else {}  # data.prefix_kv: no prompt pass
+        queries = self.conditioner(batch["mllm_video"], batch["caption"], has_video=has_video, has_text=has_text,
+                                   **stored)
         sync = batch.get("sync")
         if sync is None:  # a cache without sync tokens: the learned null stands in for every item
             sync = torch.zeros(b, getattr(self.net, "sync_len", 1), getattr(self.net, "sync_dim", 768),

@@ -1,0 +1,57 @@
+"""PrefixKVWriter: stores ``PrefixKVExtraction`` outputs as a prefix KV store inside a feature cache.
+
+Writes into the data module's ``store_dir`` (``<cache>/prefix_kv/<name>``, see
+``data_modules.features.CachePromptDataModule``): ``meta.json`` with the backbone's fingerprint,
+then one ``<row>.safetensors`` per clip, each written atomically, so an interrupted run resumes
+with the rows still missing. A store made by another backbone is never mixed into.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Sequence
+
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.callbacks import BasePredictionWriter
+
+from reasonaudio.models.prefix_kv import META, save_prefix
+
+
+class PrefixKVWriter(BasePredictionWriter):
+    """Writes one stored prefix per clip, batch by batch; prints the store's size at the end."""
+
+    def __init__(self) -> None:
+        super().__init__(write_interval="batch")
+        self.bytes = 0
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if stage != "predict":
+            raise ValueError(f"PrefixKVWriter belongs to `reasonaudio predict`, not {stage!r}")
+        dm = trainer.datamodule
+        if not hasattr(dm, "store_dir"):
+            raise TypeError(f"PrefixKVWriter needs a CachePromptDataModule, got {type(dm).__name__}")
+        self.store = dm.store_dir
+        cond = pl_module.conditioner
+        meta = {"fingerprint": cond.prefix_fingerprint(), "cache": str(dm.cache),
+                "dtype": str(cond.decoder.get_input_embeddings().weight.dtype).removeprefix("torch.")}
+        path = self.store / META
+        if trainer.is_global_zero:
+            if path.exists():
+                old = json.loads(path.read_text())
+                if old.get("fingerprint") != meta["fingerprint"]:
+                    raise ValueError(f"{self.store} holds prefixes of another backbone ({old.get('fingerprint')}); "
+                                     "choose another store name")
+            else:
+                self.store.mkdir(parents=True, exist_ok=True)
+                path.write_text(json.dumps(meta, indent=2))
+        trainer.strategy.barrier()
+
+    def write_on_batch_end(self, trainer: Trainer, pl_module: LightningModule, prediction: Any,
+                           batch_indices: Sequence[int] | None, batch: Any, batch_idx: int,
+                           dataloader_idx: int = 0) -> None:
+        for row, stored in zip(prediction["row"], prediction["prefix"]):
+            save_prefix(self.store / f"{row}.safetensors", stored)
+            self.bytes += stored.nbytes
+
+    def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        done = len(list(self.store.glob("*.safetensors")))
+        print(f"prefix KV store {self.store}: {done} clips; this run wrote {self.bytes / 2 ** 20:.1f} MiB")

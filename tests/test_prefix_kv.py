@@ -91,6 +91,8 @@ def test_minimal_template_and_text_llm_and_omni():
     assert_same_step(llm, (None, CAPTIONS), (None, CAPTIONS, None, None, stored))
     flags = torch.tensor([False, True, True])
     assert_same_step(llm, (None, CAPTIONS, None, flags), (None, CAPTIONS, None, flags, stored))
+    with_video = torch.tensor([True, False, True])  # training passes the clips' video flags: the text LLM ignores them
+    assert_same_step(llm, (videos(), CAPTIONS, with_video, flags), (None, CAPTIONS, with_video, flags, stored))
 
     omni = tiny_omni()
     stored = omni.store_prefix(VIDEOS, ITEM_CAPTIONS)

@@ -417,6 +417,9 @@ class QueryConditioner(Conditioner):
         self.connector = QueryConnector(hidden, out_dim, connector_layers, connector_heads)
         self._digest: str | None = None
 
+    reads_video = False
+    """Whether the backbone reads the videos (the MLLMs) or ignores them (the text LLM)."""
+
     @property
     @abstractmethod
     def decoder(self) -> nn.Module:
@@ -473,7 +476,8 @@ class QueryConditioner(Conditioner):
         else:
             if len(prefix_kv) != len(captions):
                 raise ValueError(f"{len(prefix_kv)} stored prefixes for {len(captions)} captions")
-            stand_in = [s if s.grid is not None else None for s in prefix_kv]  # "has a video" per stored prefix
+            # "has a video" per stored prefix; a text-only backbone never reads videos, so any flag goes
+            stand_in = [s if s.grid is not None or not self.reads_video else None for s in prefix_kv]
             use_video, use_text = _presence(stand_in, captions, has_video, has_text)
             hidden = self.query_states_stored(prefix_kv, captions, use_video, use_text)
         return self.connector(hidden.to(self.queries.dtype))  # [B, Nq, D]
@@ -636,6 +640,7 @@ class MLLMQueryConditioner(QueryConditioner):
     """
 
     SUPPORTED = ("qwen2_5_vl",)
+    reads_video = True
 
     def __init__(self, model: str | Path | PretrainedConfig, out_dim: int, num_queries: int = 77,
                  tokenizer: Any | None = None, processor: Any | None = None, fps: float = 2.0,

@@ -255,8 +255,8 @@ def markdown(result: Result, args: argparse.Namespace, argv: list[str]) -> str:
         "|---|---:|",
         f"| prompt forward alone, without autograd (the floor of a live-cache step) | {result.prefix_forward_s:.3f} |",
         f"| input work of a live step with video (patchify, 1-block vision tower, embedding) | {result.shared_s:.3f} |",
-        f"| reading one stored prefix ({result.store_mb:.1f} MiB, fp32, page cache warm; DataLoader workers) | "
-        f"{result.load_s:.4f} |",
+        f"| reading one stored prefix ({result.store_mb:.1f} MiB, fp32, page cache warm, timed in the main process; "
+        f"training reads in DataLoader workers) | {result.load_s:.4f} |",
         "",
         f"Activations saved for backward (video + caption): full {result.saved_mb['full']:.1f} MB, live cache "
         f"{result.saved_mb['cached']:.1f} MB, stored {result.saved_mb['stored']:.1f} MB. Outputs of all three "
@@ -264,12 +264,16 @@ def markdown(result: Result, args: argparse.Namespace, argv: list[str]) -> str:
         "",
         f"Stored prefix: **{result.speedup:.1f}×** faster than the full pass per training item under the drop mix "
         f"(decoder + connector step; {result.end_to_end_speedup:.1f}× counting the full pass's per-step input work "
-        f"and the stored file's read). The live prefix cache gives {result.live_speedup:.2f}×: its prompt forward "
+        f"and the stored file's read). The live prefix cache gives {e(result.full_s) / e(result.cached_s):.2f}× "
+        f"({result.live_speedup:.2f}× on full prompts): its prompt forward "
         f"still runs every step, which bounds it at full / prompt forward = "
         f"{result.full_s[0] / result.prefix_forward_s:.2f}× here. The stored prefix pays that forward once per "
         f"clip, in the `prefix_kv` stage, and costs disk: layers · 2 · KV heads · head dim values per prompt token "
         f"— for Qwen2.5-VL-7B in bf16 {qwen7b_store_mb(tokens):.0f} MB for this {tokens}-token prompt, i.e. about "
-        f"{qwen7b_store_mb(tokens) * 180e3 / 1e6:.0f} TB for VGGSound's ~180k training clips (docs/decisions.md).",
+        f"{qwen7b_store_mb(tokens) * 180e3 / 1e6:.0f} TB for VGGSound's ~180k training clips (docs/decisions.md). "
+        f"Measured at batch {args.batch}, one prompt kind at a time, with a scaled-down model on a CPU: in a mixed "
+        f"batch the unshared rest of the prompts is padded to the longest one (the full pass pads too), which "
+        f"this table does not measure; nothing here ran on a GPU.",
         "",
     ])
 

@@ -35,6 +35,7 @@ class FeatureCacheWriter(BasePredictionWriter):
         # is already done, and the source check must still run.
         if stage != "predict":
             raise ValueError(f"FeatureCacheWriter belongs to `reasonaudio predict`, not {stage!r}")
+        trainer.predict_loop.return_predictions = False  # outputs go to disk; Lightning must not also keep them all
         dm = trainer.datamodule
         records = dm.records(dm.predict_split)
         if not records:

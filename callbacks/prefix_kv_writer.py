@@ -13,11 +13,13 @@ from typing import Any, Sequence
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from reasonaudio.models.prefix_kv import META, save_prefix
+from data_modules.features import stored_rows
+from reasonaudio.models.prefix_kv import META, read_meta, save_prefix
 
 
 class PrefixKVWriter(BasePredictionWriter):
-    """Writes one stored prefix per clip, batch by batch; prints the store's size at the end."""
+    """Writes one stored prefix per clip, batch by batch; prints the store's size at the end (rank 0; the
+    count written is this rank's)."""
 
     def __init__(self) -> None:
         super().__init__(write_interval="batch")
@@ -26,23 +28,22 @@ class PrefixKVWriter(BasePredictionWriter):
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage != "predict":
             raise ValueError(f"PrefixKVWriter belongs to `reasonaudio predict`, not {stage!r}")
+        trainer.predict_loop.return_predictions = False  # outputs go to disk; Lightning must not also keep them all
         dm = trainer.datamodule
         if not hasattr(dm, "store_dir"):
             raise TypeError(f"PrefixKVWriter needs a CachePromptDataModule, got {type(dm).__name__}")
         self.store = dm.store_dir
         cond = pl_module.conditioner
-        meta = {"fingerprint": cond.prefix_fingerprint(), "cache": str(dm.cache),
-                "dtype": str(cond.decoder.get_input_embeddings().weight.dtype).removeprefix("torch.")}
+        meta = {"fingerprint": cond.prefix_fingerprint(), "cache": str(dm.cache)}
         path = self.store / META
-        if trainer.is_global_zero:
-            if path.exists():
-                old = json.loads(path.read_text())
-                if old.get("fingerprint") != meta["fingerprint"]:
-                    raise ValueError(f"{self.store} holds prefixes of another backbone ({old.get('fingerprint')}); "
-                                     "choose another store name")
-            else:
-                self.store.mkdir(parents=True, exist_ok=True)
-                path.write_text(json.dumps(meta, indent=2))
+        if path.exists():  # every rank checks before anyone writes, so a refusal stops all ranks alike
+            old = read_meta(self.store)
+            if old.get("fingerprint") != meta["fingerprint"]:
+                raise ValueError(f"{self.store} holds prefixes of another backbone or setting "
+                                 f"({old.get('fingerprint')}); choose another store name")
+        elif trainer.is_global_zero:
+            self.store.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(meta, indent=2))
         trainer.strategy.barrier()
 
     def write_on_batch_end(self, trainer: Trainer, pl_module: LightningModule, prediction: Any,
@@ -53,5 +54,8 @@ class PrefixKVWriter(BasePredictionWriter):
             self.bytes += stored.nbytes
 
     def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        done = len(list(self.store.glob("*.safetensors")))
-        print(f"prefix KV store {self.store}: {done} clips; this run wrote {self.bytes / 2 ** 20:.1f} MiB")
+        trainer.strategy.barrier()
+        if not trainer.is_global_zero:
+            return
+        done = len(stored_rows(self.store))
+        print(f"prefix KV store {self.store}: {done} clips; this process wrote {self.bytes / 2 ** 20:.1f} MiB")

@@ -17,7 +17,9 @@ rows whose ``done`` flag is still 0 (data modules skip the others with ``skip_do
 """
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +29,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from data_modules.sampling import check_weights, corpus_sampler
-from reasonaudio.models.prefix_kv import load_prefix, read_meta
+from reasonaudio.models.prefix_kv import clip_stamp, load_prefix, read_meta
 
 META = "meta.json"
 INDEX = "index.jsonl"
@@ -67,6 +69,11 @@ class FeatureCache:
         """Row numbers of the clips whose features are written."""
         return np.flatnonzero(np.asarray(self.done))
 
+    def frames_shape(self, row: int) -> tuple[int, ...] | None:
+        """A row's MLLM frames' shape, read from the file's header only."""
+        path = self.root / "mllm" / f"{row}.npy"
+        return np.load(path, mmap_mode="r").shape if self.rows[row]["has_video"] and path.exists() else None
+
     def frames(self, row: int) -> torch.Tensor | None:
         """A row's MLLM frames ``[Tm, 3, h, w]`` uint8, None for audio-only clips (or caches made without them)."""
         path = self.root / "mllm" / f"{row}.npy"
@@ -75,6 +82,14 @@ class FeatureCache:
     def prefix_store(self, name: str) -> Path:
         """The folder of the prefix KV store ``name``."""
         return self.root / PREFIX_KV / name
+
+
+def stored_rows(store: Path) -> set[int]:
+    """Rows a prefix KV store holds (one directory listing, not a stat per row)."""
+    if not store.is_dir():
+        return set()
+    with os.scandir(store) as entries:
+        return {int(e.name[:-12]) for e in entries if e.name.endswith(".safetensors") and e.name[:-12].isdigit()}
 
 
 class CachedFeatureDataset(Dataset):
@@ -102,7 +117,8 @@ class CachedFeatureDataset(Dataset):
         self.valid = self.cache.written_rows()
         if self.prefix_kv is not None:
             self.prefix_kv_meta = read_meta(self.prefix_kv)
-            missing = [int(r) for r in self.valid if not (self.prefix_kv / f"{r}.safetensors").is_file()]
+            held = stored_rows(self.prefix_kv)
+            missing = [int(r) for r in self.valid if int(r) not in held]
             if missing:
                 raise FileNotFoundError(f"{self.prefix_kv}: {len(missing)} of {len(self.valid)} clips have no stored "
                                         f"prefix (first: {self.prefix_kv / f'{missing[0]}.safetensors'}); "
@@ -125,7 +141,11 @@ class CachedFeatureDataset(Dataset):
         if "sync" in self.cache.arrays:
             item["sync"] = torch.from_numpy(np.array(self.cache.arrays["sync"][row]))
         if self.prefix_kv is not None:
-            item["mllm_kv"] = load_prefix(self.prefix_kv / f"{row}.safetensors")
+            item["mllm_kv"] = stored = load_prefix(self.prefix_kv / f"{row}.safetensors")
+            expected = clip_stamp(meta["id"], meta["caption"], self.cache.frames_shape(row))
+            if stored.clip != expected:
+                raise ValueError(f"{stored.source}: stale stored prefix, made from {stored.clip} but the cache's row {row} "
+                                 f"is now {expected}; rebuild the store with `make prefix-kv`")
         elif (frames := self.cache.frames(row)) is not None:
             item["mllm_video"] = frames
         return item
@@ -187,6 +207,15 @@ class CachedFeatureDataModule(LightningDataModule):
             return []
         return [(ds.prefix_kv, ds.prefix_kv_meta) for ds in [*self.train_sets, *self.val_sets]]
 
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        # Stored prefixes: only their keys/values go to the device (non-blocking); ids and positions stay on the
+        # CPU, where the conditioner compares them with the prompts (no device-to-host syncs per item).
+        stored = batch.pop("mllm_kv", None) if isinstance(batch, dict) else None
+        batch = super().transfer_batch_to_device(batch, device, dataloader_idx)
+        if stored is not None:
+            batch["mllm_kv"] = [dataclasses.replace(s, kv=s.kv.to(device, non_blocking=True)) for s in stored]
+        return batch
+
     def train_dataloader(self) -> DataLoader:
         sampler = corpus_sampler([len(ds) for ds in self.train_sets], self.weights, self.samples_per_epoch, self.seed)
         return DataLoader(ConcatDataset(self.train_sets), batch_size=self.batch_size, sampler=sampler,
@@ -212,7 +241,8 @@ class CachePromptDataset(Dataset):
         self.cache = FeatureCache(cache)
         rows = self.cache.written_rows()
         if skip_done_in is not None:
-            rows = [r for r in rows if not (Path(skip_done_in) / f"{r}.safetensors").is_file()]
+            held = stored_rows(Path(skip_done_in))
+            rows = [r for r in rows if int(r) not in held]
         self.rows = [int(r) for r in rows]
 
     def __len__(self) -> int:

@@ -64,7 +64,7 @@ def test_only_the_queries_and_the_unshared_tail_reach_the_decoder():
     seen.clear()
     cond(None, ITEM_CAPTIONS[:2], torch.tensor([True, True]), torch.tensor([False, False]), prefix_kv=stored)
     tail = cond.tokenizer("<|im_end|>\n<|im_start|>assistant\n", add_special_tokens=False)["input_ids"]
-    assert seen == [len(tail), cond.num_tokens]  # the template's closing tokens, then the queries
+    assert seen == [len(tail) + cond.num_tokens]  # one call: the template's closing tokens and the queries
     seen.clear()
     cond(VIDEOS[:2], ITEM_CAPTIONS[:2])  # the live pass: the whole prompt, then the queries
     assert seen[0] == max(len(s.ids) for s in stored) and seen[1] == cond.num_tokens
@@ -119,17 +119,22 @@ def test_store_files_round_trip_and_refuse_what_they_cannot_serve(tmp_path):
     with pytest.raises(ValueError, match="inconsistent stored prefix"):
         StoredPrefix(stored.ids[:-1], stored.positions, stored.kv, stored.grid)
 
-    # A store made at another frame rate has other temporal positions: its video cannot be reused.
-    other_fps = tiny_mllm(fps=4.0).store_prefix(VIDEOS[:1], ITEM_CAPTIONS[:1])
-    with pytest.raises(ValueError, match="item 0: its video tokens differ from its stored prefix"):
-        cond(None, ITEM_CAPTIONS[:1], prefix_kv=other_fps)
+    # A store made at another frame rate has other temporal positions: its video cannot be reused, and the
+    # error names the file.
+    save_prefix(tmp_path / "4fps.safetensors", tiny_mllm(fps=4.0).store_prefix(VIDEOS[:1], ITEM_CAPTIONS[:1])[0])
+    with pytest.raises(ValueError, match="4fps.safetensors: the prompt's video tokens differ from the stored ones"):
+        cond(None, ITEM_CAPTIONS[:1], prefix_kv=[load_prefix(tmp_path / "4fps.safetensors")])
 
-    # Fingerprints: the same weights agree; other weights are named as the difference.
+    # Fingerprints: the same weights and settings agree; a one-value weight edit, another dtype or frame rate
+    # are named as the difference.
     meta = {"fingerprint": cond.prefix_fingerprint()}
     tiny_mllm().check_store(meta, "store")
     other = tiny_mllm()
     with torch.no_grad():
-        other.decoder.layers[1].mlp.down_proj.weight[0, 0] += 1.0
-    other._digest = None
-    with pytest.raises(ValueError, match=r"store: prefix KV store made by another backbone \(backbone differ"):
+        other.decoder.layers[1].mlp.down_proj.weight[3, 17] += 1e-3
+    with pytest.raises(ValueError, match=r"store: prefix KV store made by another backbone or setting \(backbone differ"):
         other.check_store(meta, "store")
+    with pytest.raises(ValueError, match=r"\(dtype, backbone differ: store \{'dtype': 'float32'"):
+        tiny_mllm(dtype=torch.bfloat16).check_store(meta, "store")
+    with pytest.raises(ValueError, match=r"\(prompt differ"):
+        tiny_mllm(fps=4.0).check_store(meta, "store")

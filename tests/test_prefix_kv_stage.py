@@ -16,7 +16,7 @@ from reasonaudio.models.tiny_mllm import write_tiny_qwen_vl
 
 
 def _extract(d, cache, mllm=None):
-    build_cli(["predict", "--config", str(CONFIG_DIR / "prefix_kv.yaml"),
+    return build_cli(["predict", "--config", str(CONFIG_DIR / "prefix_kv.yaml"),
                f"--model.init_args.conditioner.init_args.model={mllm or d['mllm']}",
                f"--data.init_args.cache={cache}", "--data.init_args.batch_size=2",
                f"--trainer.logger.init_args.save_dir={d['root'] / 'runs'}", "--trainer.accelerator=cpu"])
@@ -34,7 +34,8 @@ def _fit(d, name, prefix_kv="null"):
 
 def test_stage_stores_the_conditioners_prefixes_and_resumes(setup_dirs, capsys):
     d = setup_dirs
-    _extract(d, d["train"])
+    cli = _extract(d, d["train"])
+    assert cli.trainer.predict_loop.predictions == []  # written to disk, not also kept in memory
     store = d["train"] / "prefix_kv" / "tiny_mllm"
     assert sorted(p.name for p in store.glob("*.safetensors")) == ["0.safetensors", "1.safetensors", "2.safetensors"]
     assert "prefix KV store" in capsys.readouterr().out
@@ -67,6 +68,16 @@ def test_stage_stores_the_conditioners_prefixes_and_resumes(setup_dirs, capsys):
     wrong = MLLMQueryConditioner(other, out_dim=64, num_queries=16)
     with pytest.raises(ValueError, match="tiny_mllm: prefix KV store made by another backbone"):
         wrong.check_store(*reversed(dm.prefix_kv_stores()[0]))
+
+    # A stored prompt no longer matching its clip (here: the caption was edited) is refused by file name.
+    index = d["train"] / "index.jsonl"
+    rows = [json.loads(line) for line in index.read_text().splitlines()]
+    rows[0]["caption"] = "an edited caption"
+    index.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    dataset = dm.train_sets[0].__class__(d["train"], prefix_kv="tiny_mllm")
+    assert dataset[1]["mllm_kv"].clip["id"] == rows[1]["id"]
+    with pytest.raises(ValueError, match=r"0\.safetensors: stale stored prefix"):
+        dataset[0]
 
     # A cache whose store is incomplete is refused by name.
     (store / "2.safetensors").unlink()

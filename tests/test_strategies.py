@@ -296,3 +296,37 @@ def test_fsdp_resume_is_exact(assets):
     check_ema(ckpt)
     assert_same_weights(ema_shadow(ckpt), ema_shadow(ref_ckpt))
     assert_same_weights(export(ckpt), export(ref_ckpt))
+
+
+@pytest.mark.slow
+def test_prefix_kv_stage_and_training_under_ddp(assets, single):
+    """Two processes write the prefix KV store (rank 0 its meta, each rank its own rows); DDP training from the
+    store then matches the one-process run that reads frames and captions live."""
+    from reasonaudio.models.conditioners import MLLMQueryConditioner
+    from reasonaudio.models.prefix_kv import load_prefix
+
+    cache, root = assets["cache4"], assets["root"] / "prefix_kv"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "reasonaudio",
+           "predict", "--config", str(CONFIG_DIR / "prefix_kv.yaml"),
+           f"--model.init_args.conditioner.init_args.model={assets['mllm']}", f"--data.init_args.cache={cache}",
+           "--data.init_args.batch_size=1", "--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp",
+           f"--trainer.logger.init_args.save_dir={root}"]
+    proc = subprocess.run(cmd, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, f"{' '.join(cmd)}\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
+    store = cache / "prefix_kv" / "tiny_mllm"
+    assert sorted(p.name for p in store.iterdir()) == ["0.safetensors", "1.safetensors", "2.safetensors",
+                                                       "3.safetensors", "meta.json"]
+    torch.manual_seed(0)
+    cond = MLLMQueryConditioner(assets["mllm"], out_dim=64, num_queries=16)
+    frames = [torch.from_numpy(np.load(cache / "mllm" / f"{i}.npy")) for i in range(4)]
+    for i, expected in enumerate(cond.store_prefix(frames, [CAPTIONS[i] for i in range(4)])):
+        got = load_prefix(store / f"{i}.safetensors")
+        assert torch.equal(got.ids, expected.ids) and got.grid == expected.grid
+        torch.testing.assert_close(got.kv, expected.kv, rtol=1e-5, atol=1e-6)
+
+    ref_losses, ref_ckpt = single
+    losses, ckpt = fit(assets, "ddp_prefix_kv", processes=2, strategy="ddp",
+                       extra=("--trainer.precision=32-true", "--data.init_args.prefix_kv=tiny_mllm"))
+    np.testing.assert_allclose(losses, ref_losses, rtol=RTOL)
+    assert_same_weights(weights(ckpt), weights(ref_ckpt))

@@ -46,6 +46,7 @@ target audio can never reach it).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from abc import ABC, abstractmethod
@@ -271,6 +272,12 @@ def _presence(videos: Sequence[torch.Tensor | None] | None, captions: Sequence[s
     if missing:
         raise ValueError(f"items {missing} have has_video=True but no video")
     return use_video, use_text
+
+
+def _sharded_collectives() -> bool:
+    """Whether several processes run this conditioner in lockstep (every rank must make the same module calls)."""
+    return torch.distributed.is_available() and torch.distributed.is_initialized() and \
+        torch.distributed.get_world_size() > 1
 
 
 def _left_pad(rows: Sequence[torch.Tensor], length: int, value: int = 0) -> torch.Tensor:
@@ -508,20 +515,30 @@ class QueryConditioner(Conditioner):
         head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
         return cfg.num_hidden_layers, cfg.num_key_value_heads or cfg.num_attention_heads, head_dim
 
+    def prompt_settings(self) -> dict[str, Any]:
+        """What shapes a prompt besides the captions and videos (the chat template in use)."""
+        source = self._chat_source()
+        template = getattr(source, "chat_template", None) if source is not None else None
+        return {"chat_template": hashlib.sha256(str(template).encode()).hexdigest()[:16] if template else None}
+
     def prefix_fingerprint(self) -> dict[str, Any]:
-        """What a stored prefix depends on: the conditioner type, the KV shape and the backbone's weights."""
+        """What a stored prefix depends on: conditioner type, KV shape, dtype, prompt settings and the backbone's
+        weights (a full hash, computed once)."""
         if self._digest is None:
             self._digest = weights_digest(getattr(self, "backbone"))
-        return {"conditioner": type(self).__name__, "kv_shape": list(self.kv_shape()), "backbone": self._digest}
+        return {"conditioner": type(self).__name__, "kv_shape": list(self.kv_shape()),
+                "dtype": str(self.decoder.get_input_embeddings().weight.dtype).removeprefix("torch."),
+                "prompt": self.prompt_settings(), "backbone": self._digest}
 
     def check_store(self, meta: dict[str, Any], where: str | Path) -> None:
-        """Raise unless the prefix KV store described by ``meta`` was made by this conditioner's backbone."""
+        """Raise unless the prefix KV store described by ``meta`` was made by this conditioner's backbone, in
+        its dtype, with its prompt settings."""
         mine, theirs = self.prefix_fingerprint(), meta.get("fingerprint", {})
         wrong = [k for k in mine if mine[k] != theirs.get(k)]
         if wrong:
-            raise ValueError(f"{where}: prefix KV store made by another backbone ({', '.join(wrong)} differ: "
-                             f"{ {k: theirs.get(k) for k in wrong} } vs this conditioner's { {k: mine[k] for k in wrong} }); "
-                             "rebuild it with `make prefix-kv` for this model")
+            raise ValueError(f"{where}: prefix KV store made by another backbone or setting ({', '.join(wrong)} "
+                             f"differ: store { {k: theirs.get(k) for k in wrong} }, this conditioner "
+                             f"{ {k: mine[k] for k in wrong} }); rebuild it with `make prefix-kv` for this model")
 
     @torch.no_grad()
     def store_prefix(self, videos: Sequence[torch.Tensor | None] | None, captions: Sequence[str],
@@ -562,31 +579,27 @@ class QueryConditioner(Conditioner):
             lay = self.layout(caption if text else "", s.grid if video else None)
             n = _shared_length(lay, s)
             if any(lay.is_video[n:]):
-                raise ValueError(f"item {i}: its video tokens differ from its stored prefix's (another frame rate, "
-                                 "frame size, template or model made the store); rebuild the store")
+                raise ValueError(f"{s.describe(i)}: the prompt's video tokens differ from the stored ones (another "
+                                 "frame rate, template or model made the store); rebuild it with `make prefix-kv`")
             layouts.append(lay)
             shared.append(n)
         rest = self._embed(layouts, [None] * batch, starts=shared)  # the prompts after the shared heads
         head = max(shared)
-        mask = torch.cat([_left_pad([torch.ones(n, dtype=torch.long) for n in shared], head).to(device), rest.mask], 1)
         cache = DynamicCache(config=self.decoder.config)
         if head:
-            kv = torch.stack([F.pad(s.kv[..., :n, :].to(device, dtype), (0, 0, head - n, 0))
+            kv = torch.stack([F.pad(s.kv[..., :n, :].to(device, dtype, non_blocking=True), (0, 0, head - n, 0))
                               for s, n in zip(stored, shared)], dim=2)  # [layers, 2, B, kv_heads, head, head_dim]
             for layer in range(kv.shape[0]):
                 cache.update(kv[layer, 0], kv[layer, 1], layer)
-        if rest.mask.shape[1]:
-            with torch.no_grad():
-                self.decoder(inputs_embeds=rest.embeds, attention_mask=mask, position_ids=rest.positions, cache=cache,
-                             use_cache=True)
+        # One decoder call per step whatever was dropped (FSDP2 ranks must all-gather the same units): the
+        # unshared rest of the prompts and the queries together; the rest never sees the queries (causal).
         queries = self.queries.to(dtype).expand(batch, -1, -1)  # [B, Nq, H]
-        mask = torch.cat([mask, mask.new_ones(batch, self.num_tokens)], dim=1)
-        if mask.shape[1] == self.num_tokens:  # nothing before the queries
-            return self.decoder(inputs_embeds=queries, attention_mask=mask, position_ids=rest.query_positions,
-                                use_cache=False).last_hidden_state
-        out = self.decoder(inputs_embeds=queries, attention_mask=mask, position_ids=rest.query_positions, cache=cache,
+        mask = torch.cat([_left_pad([torch.ones(n, dtype=torch.long) for n in shared], head).to(device), rest.mask,
+                          rest.mask.new_ones(batch, self.num_tokens)], dim=1)  # [B, head + R + Nq]
+        out = self.decoder(inputs_embeds=torch.cat([rest.embeds, queries], dim=1), attention_mask=mask,
+                           position_ids=torch.cat([rest.positions, rest.query_positions], dim=-1), cache=cache,
                            use_cache=True)
-        return out.last_hidden_state
+        return out.last_hidden_state[:, -self.num_tokens:]
 
     def _chat_source(self) -> Any | None:
         """Who renders the chat template: None for the minimal template."""
@@ -675,6 +688,9 @@ class MLLMQueryConditioner(QueryConditioner):
         """Temporal mRoPE id step per second of video."""
         return self.backbone.config.vision_config.tokens_per_second
 
+    def prompt_settings(self) -> dict[str, Any]:
+        return {**super().prompt_settings(), "fps": self.fps, "tokens_per_second": self.tokens_per_second}
+
     def vision_token_ids(self) -> tuple[int, int, int]:
         """Ids of the video placeholder and of the vision start / end markers."""
         cfg = self.backbone.config
@@ -719,9 +735,16 @@ class MLLMQueryConditioner(QueryConditioner):
                                  f"{tokens} visual tokens, more than max_video_tokens={self.max_video_tokens}")
             patches.append(x)
             grids.append(grid)
-        if not grids:
-            return [], []
         visual = self.backbone.visual
+        if not grids:
+            if _sharded_collectives():  # FSDP2 ranks must all run the (sharded) vision tower: a one-token dummy
+                m = vision.spatial_merge_size
+                dummy = video_patches(torch.zeros(vision.temporal_patch_size, 3, vision.patch_size * m,
+                                                  vision.patch_size * m, dtype=torch.uint8, device=self.queries.device),
+                                      vision.patch_size, vision.temporal_patch_size, m)[0]
+                with torch.no_grad():
+                    visual(dummy.to(visual.dtype), grid_thw=torch.tensor([(1, m, m)], device=self.queries.device))
+            return [], []
         with torch.no_grad():
             merged = visual(torch.cat(patches).to(visual.dtype),
                             grid_thw=torch.tensor(grids, device=self.queries.device))

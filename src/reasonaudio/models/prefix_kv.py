@@ -19,9 +19,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -39,42 +39,60 @@ class StoredPrefix:
         positions: their position ids ``[A, L]`` (A = 3 for mRoPE, 1 for 1-D RoPE).
         kv: keys and values after RoPE, ``[layers, 2, kv_heads, L, head_dim]``.
         grid: the video's patch grid ``(t, h, w)``, None without a video.
+        clip: what the prompt was made from (``id``, ``caption``, ``frames`` shape), checked against the cache.
+        source: the file it was read from ("" when computed in memory), for error messages.
     """
 
     ids: torch.Tensor
     positions: torch.Tensor
     kv: torch.Tensor
     grid: tuple[int, int, int] | None
+    clip: dict[str, str] = field(default_factory=dict)
+    source: str = ""
 
     def __post_init__(self):
         length = self.ids.shape[0]
         if self.ids.ndim != 1 or self.positions.shape[-1] != length or self.kv.ndim != 5 or self.kv.shape[3] != length:
-            raise ValueError(f"inconsistent stored prefix: ids {tuple(self.ids.shape)}, positions "
-                             f"{tuple(self.positions.shape)}, kv {tuple(self.kv.shape)}")
+            raise ValueError(f"inconsistent stored prefix{' ' + self.source if self.source else ''}: ids "
+                             f"{tuple(self.ids.shape)}, positions {tuple(self.positions.shape)}, kv {tuple(self.kv.shape)}")
+
+    def describe(self, i: int) -> str:
+        """How to name this prefix in an error: its file, else its batch position."""
+        return self.source or f"stored prefix {i}"
 
     @property
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in (self.ids, self.positions, self.kv))
 
 
+def clip_stamp(clip_id: str, caption: str, frames_shape: Sequence[int] | torch.Tensor | None) -> dict[str, str]:
+    """What a stored prompt was made from: the clip's id, caption and MLLM frames' shape (or a frames tensor)."""
+    shape = tuple(frames_shape.shape) if isinstance(frames_shape, torch.Tensor) else frames_shape
+    return {"id": clip_id, "caption": caption, "frames": "x".join(map(str, shape)) if shape is not None else ""}
+
+
 def save_prefix(path: str | Path, prefix: StoredPrefix) -> None:
-    """Write ``prefix`` to ``path`` atomically (a crash leaves either the old file or none)."""
+    """Write ``prefix`` to ``path`` atomically and durably (a crash leaves either the old file or none)."""
     from safetensors.torch import save_file
 
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     grid = torch.tensor(prefix.grid if prefix.grid is not None else [], dtype=torch.long)
     save_file({"ids": prefix.ids.long().contiguous(), "positions": prefix.positions.long().contiguous(),
-               "kv": prefix.kv.contiguous(), "grid": grid}, str(tmp))
+               "kv": prefix.kv.contiguous(), "grid": grid}, str(tmp), metadata={k: str(v) for k, v in prefix.clip.items()})
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
     os.replace(tmp, path)
 
 
 def load_prefix(path: str | Path) -> StoredPrefix:
     """Read a :func:`save_prefix` file."""
-    from safetensors.torch import load_file
+    from safetensors import safe_open
 
     try:
-        t = load_file(str(path))
+        with safe_open(str(path), framework="pt") as f:
+            t = {k: f.get_tensor(k) for k in f.keys()}
+            clip = dict(f.metadata() or {})
     except FileNotFoundError:
         raise FileNotFoundError(f"stored prefix not found: {path}") from None
     except Exception as err:  # truncated or foreign files
@@ -83,24 +101,24 @@ def load_prefix(path: str | Path) -> StoredPrefix:
     if missing:
         raise ValueError(f"{path}: not a stored prefix file (missing {sorted(missing)})")
     grid = tuple(int(g) for g in t["grid"]) if t["grid"].numel() else None
-    return StoredPrefix(t["ids"], t["positions"], t["kv"], grid)
+    return StoredPrefix(t["ids"], t["positions"], t["kv"], grid, clip, str(path))
 
 
-def weights_digest(module: nn.Module, samples: int = 1024) -> str:
-    """A cheap fingerprint of a module's weights: names, shapes, dtypes and ``samples`` evenly strided
-    values of every parameter and buffer (about 1 ms per 100 tensors), as a hex SHA-256."""
+def weights_digest(module: nn.Module) -> str:
+    """SHA-256 over every parameter's and buffer's name, shape, dtype and bytes (a 7B model: ~10 s, once)."""
     h = hashlib.sha256()
     for name, t in sorted([*module.named_parameters(), *module.named_buffers()], key=lambda kv: kv[0]):
-        flat = t.detach().reshape(-1)
-        picked = flat[:: max(1, flat.numel() // samples)][:samples].float().cpu()
         h.update(f"{name}|{tuple(t.shape)}|{t.dtype}|".encode())
-        h.update(picked.numpy().tobytes())
+        h.update(memoryview(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()))
     return h.hexdigest()
 
 
 def read_meta(store: str | Path) -> dict[str, Any]:
-    """A store's ``meta.json``, with a clear error when it is missing."""
+    """A store's ``meta.json``, with a clear error when it is missing or unreadable."""
     path = Path(store) / META
     if not path.is_file():
         raise FileNotFoundError(f"not a prefix KV store (no {META}): {Path(store)}; build it with `make prefix-kv`")
-    return json.loads(path.read_text())
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}: unreadable prefix KV store description ({err})") from None

@@ -15,6 +15,7 @@ import torch
 from lightning.pytorch import LightningModule
 
 from reasonaudio.models.conditioners import QueryConditioner
+from reasonaudio.models.prefix_kv import clip_stamp
 from reasonaudio.systems.hparams import save_system_hparams
 
 
@@ -39,4 +40,6 @@ class PrefixKVExtraction(LightningModule):
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         stored = self.conditioner.store_prefix(batch["mllm_video"], batch["caption"], batch["has_video"],
                                                batch["has_text"])
+        for s, clip_id, caption, frames in zip(stored, batch["id"], batch["caption"], batch["mllm_video"]):
+            s.clip = clip_stamp(clip_id, caption, frames)  # what training checks the file against
         return {"id": batch["id"], "row": batch["row"], "prefix": stored}

@@ -390,3 +390,18 @@ def test_clip_llm_concatenates_and_keeps_both_backbones_out_of_checkpoints():
     with pytest.raises(ValueError, match="same out_dim"):
         CLIPLLMConditioner(tiny_clip(), TextLLMQueryConditioner(tiny_text_llm().backbone.config, out_dim=8,
                                                                 tokenizer=tiny_tokenizer()))
+
+
+def test_ranks_without_video_still_run_the_vision_tower_when_sharded(monkeypatch):
+    """Under FSDP2 every rank must call the (sharded) vision tower; a rank whose batch keeps no video runs a
+    one-token dummy through it, which changes nothing in the output."""
+    import reasonaudio.models.conditioners as conditioners
+
+    cond = tiny_mllm()
+    calls: list[int] = []
+    cond.backbone.visual.register_forward_pre_hook(lambda m, args: calls.append(args[0].shape[0]))
+    alone = cond(None, ["rain falls"])
+    assert calls == []
+    monkeypatch.setattr(conditioners, "_sharded_collectives", lambda: True)
+    torch.testing.assert_close(cond(None, ["rain falls"]), alone, rtol=0, atol=0)
+    assert calls == [4]  # 2 × 2 patches of one temporal step: one merged token

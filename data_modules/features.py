@@ -17,7 +17,6 @@ rows whose ``done`` flag is still 0 (data modules skip the others with ``skip_do
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 from pathlib import Path
@@ -213,7 +212,7 @@ class CachedFeatureDataModule(LightningDataModule):
         stored = batch.pop("mllm_kv", None) if isinstance(batch, dict) else None
         batch = super().transfer_batch_to_device(batch, device, dataloader_idx)
         if stored is not None:
-            batch["mllm_kv"] = [dataclasses.replace(s, kv=s.kv.to(device, non_blocking=True)) for s in stored]
+            batch["mllm_kv"] = [s.to(device, non_blocking=True) for s in stored]
         return batch
 
     def train_dataloader(self) -> DataLoader:

@@ -66,6 +66,10 @@ def test_only_the_queries_and_the_unshared_tail_reach_the_decoder():
     tail = cond.tokenizer("<|im_end|>\n<|im_start|>assistant\n", add_special_tokens=False)["input_ids"]
     assert seen == [len(tail) + cond.num_tokens]  # one call: the template's closing tokens and the queries
     seen.clear()
+    cond(None, ITEM_CAPTIONS[:2], torch.tensor([False, False]), torch.tensor([True, True]), prefix_kv=stored)
+    assert seen == [cond.num_tokens]  # a dropped video: the stored caption-only prompt serves it whole
+    assert [s.alt.ids.tolist() for s in stored] == [cond.prompt_ids(c, 0) for c in ITEM_CAPTIONS[:2]]
+    seen.clear()
     cond(VIDEOS[:2], ITEM_CAPTIONS[:2])  # the live pass: the whole prompt, then the queries
     assert seen[0] == max(len(s.ids) for s in stored) and seen[1] == cond.num_tokens
     hook.remove()
@@ -109,6 +113,8 @@ def test_store_files_round_trip_and_refuse_what_they_cannot_serve(tmp_path):
     back = load_prefix(tmp_path / "0.safetensors")
     assert back.grid == stored.grid and all(torch.equal(getattr(back, k), getattr(stored, k))
                                             for k in ("ids", "positions", "kv"))
+    assert back.alt is not None and all(torch.equal(getattr(back.alt, k), getattr(stored.alt, k))
+                                        for k in ("ids", "positions", "kv"))
     assert not list(tmp_path.glob("*.tmp"))
 
     (tmp_path / "bad.safetensors").write_bytes(b"\x00" * 50)

@@ -559,6 +559,12 @@ class QueryConditioner(Conditioner):
             n = len(lay.ids)
             out.append(StoredPrefix(torch.tensor(lay.ids, dtype=torch.long), lay.positions[:, :n].clone(),
                                     kv[:, :, i, :, length - n:].cpu().clone(), tuple(map(int, grid)) if grid else None))
+        with_video = [i for i, s in enumerate(out) if s.grid is not None]
+        if with_video:  # the caption-only prompts a dropped video leaves: stored too (short), reused whole
+            alts = self.store_prefix(None, [captions[i] for i in with_video],
+                                     has_text=torch.tensor([use_text[i] for i in with_video]))
+            for i, alt in zip(with_video, alts):
+                out[i].alt = alt
         return out
 
     def query_states_stored(self, stored: Sequence[StoredPrefix], captions: Sequence[str], use_video: list[bool],
@@ -566,8 +572,9 @@ class QueryConditioner(Conditioner):
         """:meth:`query_states` from stored prefixes: equal to it, without the prompt's forward pass.
 
         Each item's prompt (its caption and video as the flags say) shares a head with its stored full
-        prompt: all of it when nothing is dropped; up to the end of the video when the caption is
-        dropped; the template's opening when the video is. The stored keys/values serve that head,
+        prompt or, for a dropped video, with its stored caption-only prompt (:attr:`StoredPrefix.alt`):
+        all of it when nothing or only the video is dropped; up to the end of the video when the
+        caption is dropped; the template's opening when both are. The stored keys/values serve that head,
         the rest of the prompt (text only: a few template tokens, or the caption) runs without
         autograd, then the queries run with it. Exact, because a causal decoder's keys/values at a
         token depend only on the tokens up to it and their positions.
@@ -575,20 +582,22 @@ class QueryConditioner(Conditioner):
         device, batch = self.queries.device, len(stored)
         dtype = self.decoder.get_input_embeddings().weight.dtype
         layouts, shared = [], []
+        sources = []
         for i, (s, caption, video, text) in enumerate(zip(stored, captions, use_video, use_text)):
             lay = self.layout(caption if text else "", s.grid if video else None)
-            n = _shared_length(lay, s)
+            n, s = max(((_shared_length(lay, c), c) for c in (s, s.alt) if c is not None), key=lambda nc: nc[0])
             if any(lay.is_video[n:]):
                 raise ValueError(f"{s.describe(i)}: the prompt's video tokens differ from the stored ones (another "
                                  "frame rate, template or model made the store); rebuild it with `make prefix-kv`")
             layouts.append(lay)
             shared.append(n)
+            sources.append(s)  # the stored prompt (full, or caption-only) that serves this item's head
         rest = self._embed(layouts, [None] * batch, starts=shared)  # the prompts after the shared heads
         head = max(shared)
         cache = DynamicCache(config=self.decoder.config)
         if head:
             kv = torch.stack([F.pad(s.kv[..., :n, :].to(device, dtype, non_blocking=True), (0, 0, head - n, 0))
-                              for s, n in zip(stored, shared)], dim=2)  # [layers, 2, B, kv_heads, head, head_dim]
+                              for s, n in zip(sources, shared)], dim=2)  # [layers, 2, B, kv_heads, head, head_dim]
             for layer in range(kv.shape[0]):
                 cache.update(kv[layer, 0], kv[layer, 1], layer)
         # One decoder call per step whatever was dropped (FSDP2 ranks must all-gather the same units): the

@@ -155,6 +155,20 @@ def saved_megabytes(fn, module: torch.nn.Module) -> float:
     return sum(storages.values()) / 2 ** 20
 
 
+def conditioner_step(cond: MLLMQueryConditioner, mode: str, prefix: Any, stored: list, captions: list[str],
+                     flags: tuple[list[bool], list[bool]], weights: torch.Tensor) -> torch.Tensor:
+    """One training step of the conditioner: ``full`` pass, live prefix ``cached`` or ``stored`` prefix."""
+    cond.zero_grad()
+    if mode == "stored":
+        hidden = cond.query_states_stored(stored, captions, *flags)
+    else:
+        cond.prefix_cache = mode == "cached"
+        hidden = cond.query_states(prefix)
+    out = cond.connector(hidden)  # [B, Nq, D]
+    (out * weights).sum().backward()
+    return out.detach()
+
+
 def measure(args: argparse.Namespace, tmp: Path) -> Result:
     cond = build(args.layers, args.hidden, args.heads, args.queries)
     cond.train()
@@ -179,15 +193,7 @@ def measure(args: argparse.Namespace, tmp: Path) -> Result:
     prefixes = [cond.prefix(videos, captions, *f) for f in flags]
 
     def step(mode: str, c: int) -> torch.Tensor:
-        cond.zero_grad()
-        if mode == "stored":
-            hidden = cond.query_states_stored(stored, captions, *flags[c])
-        else:
-            cond.prefix_cache = mode == "cached"
-            hidden = cond.query_states(prefixes[c])
-        out = cond.connector(hidden)  # [B, Nq, D]
-        (out * weights).sum().backward()
-        return out.detach()
+        return conditioner_step(cond, mode, prefixes[c], stored, captions, flags[c], weights)
 
     def prefix_forward() -> None:
         with torch.no_grad():
@@ -232,14 +238,8 @@ def measure_mixed(cond: MLLMQueryConditioner, frames: torch.Tensor, stored: Any,
     weights = torch.randn(b, args.queries, cond.out_dim, generator=torch.Generator().manual_seed(1))
     prefixes = [cond.prefix(videos, captions, v, t) for v, t in draws]
 
-    def step(mode: str, d: int) -> None:
-        cond.zero_grad()
-        if mode == "stored":
-            hidden = cond.query_states_stored(stored_batch, captions, *draws[d])
-        else:
-            cond.prefix_cache = mode == "cached"
-            hidden = cond.query_states(prefixes[d])
-        (cond.connector(hidden) * weights).sum().backward()
+    def step(mode: str, d: int) -> torch.Tensor:
+        return conditioner_step(cond, mode, prefixes[d], stored_batch, captions, draws[d], weights)
 
     runs = {f"{mode}{d}": (lambda mode=mode, d=d: step(mode, d)) for mode in ("full", "cached", "stored")
             for d in range(len(draws))}

@@ -270,6 +270,13 @@ def test_minimal_template_without_chat_template():
     assert cond.prompt_ids("", 0) == []
     out = cond([videos()[0], None], ["a dog barks", ""])  # the second prefix is empty: queries only
     assert out.shape == (2, 5, 48) and torch.isfinite(out).all()
+    # A batch of empty prompts runs through one masked slot (the same calls as any batch): still queries only.
+    positions = torch.arange(5).expand(3, 1, -1)
+    alone = cond.connector(cond.decoder(inputs_embeds=cond.queries[None], position_ids=positions).last_hidden_state)
+    for cache in (True, False):
+        cond.prefix_cache = cache
+        assert rel_err(cond(None, [""]), alone) <= 1e-6
+        assert rel_err(out[1:], alone) <= 1e-5
     with pytest.raises(ValueError, match="video tokens"):
         cond.prompt_ids("<|video_pad|>", 0)
 

@@ -46,6 +46,7 @@ target audio can never reach it).
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -492,9 +493,14 @@ class QueryConditioner(Conditioner):
     def query_states(self, prefix: _Prefix) -> torch.Tensor:
         """Final decoder hidden states at the query positions, ``[B, Nq, H]``."""
         batch, length = prefix.mask.shape
+        if length == 0:  # nothing given and no template: one masked slot keeps every batch's calls alike (FSDP2)
+            prefix = dataclasses.replace(prefix, embeds=prefix.embeds.new_zeros(batch, 1, prefix.embeds.shape[-1]),
+                                         mask=prefix.mask.new_zeros(batch, 1),
+                                         positions=prefix.positions.new_zeros(*prefix.positions.shape[:-1], 1))
+            length = 1
         queries = self.queries.to(prefix.embeds.dtype).expand(batch, -1, -1)  # [B, Nq, H]
         mask = torch.cat([prefix.mask, prefix.mask.new_ones(batch, self.num_tokens)], dim=1)  # [B, L + Nq]
-        if not self.prefix_cache or length == 0:  # an empty prefix (nothing given, no template) has nothing to cache
+        if not self.prefix_cache:
             out = self.decoder(inputs_embeds=torch.cat([prefix.embeds, queries], dim=1), attention_mask=mask,
                                position_ids=torch.cat([prefix.positions, prefix.query_positions], dim=-1),
                                use_cache=False)

@@ -25,7 +25,8 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 import torchaudio.functional as AF
-from torchmetrics import Metric
+
+from reasonaudio.metrics.similarity import MeanCosine
 
 TEXT_MAX_TOKENS = 77
 """Caption length of laion_clap's tokenizer."""
@@ -64,7 +65,7 @@ def _embedding(output: Any) -> torch.Tensor:
     return F.normalize(x.float(), dim=-1)
 
 
-class CLAPScore(Metric):
+class CLAPScore(MeanCosine):
     """Mean cosine similarity between generated audio and its caption in LAION-CLAP space.
 
     Args:
@@ -72,9 +73,6 @@ class CLAPScore(Metric):
             ``preprocessor_config.json`` and the tokenizer files).
         batch_size: clips per CLAP forward pass.
     """
-
-    full_state_update = False
-    higher_is_better = True
 
     def __init__(self, model: str, batch_size: int = 16, **kwargs: Any):
         super().__init__(**kwargs)
@@ -86,8 +84,6 @@ class CLAPScore(Metric):
         self.clap.requires_grad_(False)
         self.sample_rate = int(self.extractor.sampling_rate)
         self.max_samples = int(self.extractor.nb_max_samples)
-        self.add_state("total", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("count", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
     def prepare_audio(self, audio: torch.Tensor, sample_rate: int) -> torch.Tensor:
         """One waveform ``[S]`` → the model's input waveform: 48 kHz, DC removed, at most 10 s. # [S']"""
@@ -117,24 +113,6 @@ class CLAPScore(Metric):
                                                        attention_mask=tokens["attention_mask"].to(device)))
             out.append((a * t).sum(-1).double().cpu())
         return torch.cat(out)
-
-    def update(self, audio: torch.Tensor | Sequence[torch.Tensor], sample_rate: int, texts: Sequence[str]) -> None:
-        """Add a batch.
-
-        Args:
-            audio: waveforms ``[B, S]`` (or a list of ``[S]``) in [-1, 1].
-            sample_rate: their sample rate in Hz.
-            texts: one caption per waveform.
-        """
-        sims = self.similarities(audio, sample_rate, texts)
-        self.total += sims.sum().to(self.total.device)
-        self.count += sims.numel()
-
-    def compute(self) -> torch.Tensor:
-        """Mean cosine over clips (NaN before any clip)."""
-        if self.count == 0:
-            return torch.tensor(float("nan"), dtype=torch.float64)
-        return self.total / self.count
 
 
 def write_tiny_clap(folder: str | Path, texts: Sequence[str], seed: int = 0) -> Path:

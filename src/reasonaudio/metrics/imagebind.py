@@ -58,7 +58,8 @@ import torch.nn.functional as F
 import torchaudio.compliance.kaldi as kaldi
 import torchaudio.functional as AF
 from torch import nn
-from torchmetrics import Metric
+
+from reasonaudio.metrics.similarity import MeanCosine
 
 CHECKPOINT_NAME = "imagebind_huge.pth"
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -387,7 +388,7 @@ def load_video_frames(path: str | Path, video_length: float) -> torch.Tensor:
 # --------------------------------------------------------------------------- metric
 
 
-class IBScore(Metric):
+class IBScore(MeanCosine):
     """Mean cosine between ImageBind embeddings of ground-truth videos and generated audio.
 
     Args:
@@ -397,9 +398,6 @@ class IBScore(Metric):
         video_length: seconds of video sampled at 0.5 fps.
         batch_size: pairs per forward pass.
     """
-
-    full_state_update = False
-    higher_is_better = True
 
     def __init__(self, checkpoint: str, size: Literal["huge", "tiny"] = "huge", audio_length: float = 8.0,
                  video_length: float = 8.0, batch_size: int = 8, **kwargs: Any):
@@ -412,8 +410,6 @@ class IBScore(Metric):
         self.audio_length, self.video_length, self.batch_size = audio_length, video_length, batch_size
         self.imagebind = load_imagebind(checkpoint, CONFIGS[size])
         self.imagebind.requires_grad_(False)
-        self.add_state("total", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("count", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
     def audio_input(self, wav: torch.Tensor, sample_rate: int) -> torch.Tensor:
         """One generated waveform → its fbank clips ``[3, 1, 128, 204]``."""
@@ -447,22 +443,3 @@ class IBScore(Metric):
             ea = self.imagebind.embed_audio(a.to(device))
             out.append(F.cosine_similarity(ev, ea, dim=-1).double().cpu())
         return torch.cat(out)
-
-    def update(self, audio: torch.Tensor | Sequence[torch.Tensor], sample_rate: int,
-               videos: Sequence[str | Path | torch.Tensor]) -> None:
-        """Add a batch.
-
-        Args:
-            audio: generated waveforms ``[B, S]`` (or a list of ``[S]``).
-            sample_rate: their sample rate in Hz.
-            videos: the ground-truth video of each (path, or frames at 0.5 fps as uint8 ``[T, H, W, 3]``).
-        """
-        sims = self.similarities(audio, sample_rate, videos)
-        self.total += sims.sum().to(self.total.device)
-        self.count += sims.numel()
-
-    def compute(self) -> torch.Tensor:
-        """Mean cosine over pairs (NaN before any pair)."""
-        if self.count == 0:
-            return torch.tensor(float("nan"), dtype=torch.float64)
-        return self.total / self.count

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 import torchaudio.functional as AF
 
-from reasonaudio.metrics.similarity import MeanCosine
+from reasonaudio.metrics.means import MeanCosine
 
 TEXT_MAX_TOKENS = 77
 """Caption length of laion_clap's tokenizer."""

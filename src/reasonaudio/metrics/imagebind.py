@@ -59,7 +59,7 @@ import torchaudio.compliance.kaldi as kaldi
 import torchaudio.functional as AF
 from torch import nn
 
-from reasonaudio.metrics.similarity import MeanCosine
+from reasonaudio.metrics.means import MeanCosine
 
 CHECKPOINT_NAME = "imagebind_huge.pth"
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)

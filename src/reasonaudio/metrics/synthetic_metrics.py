@@ -28,9 +28,9 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from torchmetrics import Metric
 
 from reasonaudio.metrics import synthetic
+from reasonaudio.metrics.means import ItemMean
 
 GroundTruth = dict[str, Any] | str | Path
 
@@ -45,15 +45,8 @@ def _ground_truth(item: GroundTruth) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-class SyntheticScore(Metric):
+class SyntheticScore(ItemMean):
     """Mean of a per-clip synthetic-benchmark score over every clip seen (sum and count states)."""
-
-    full_state_update = False
-
-    def __init__(self, **kwargs: Any):
-        super().__init__(**kwargs)
-        self.add_state("total", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("count", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
     @abstractmethod
     def clip_score(self, wav: np.ndarray, sample_rate: int, gt: dict[str, Any]) -> float | None:
@@ -70,17 +63,9 @@ class SyntheticScore(Metric):
         """
         if len(audio) != len(ground_truth):
             raise ValueError(f"{len(audio)} waveforms but {len(ground_truth)} ground truths")
-        for wav, gt in zip(audio, ground_truth):
-            score = self.clip_score(wav.detach().cpu().double().numpy(), sample_rate, _ground_truth(gt))
-            if score is not None:
-                self.total += score
-                self.count += 1
-
-    def compute(self) -> torch.Tensor:
-        """Mean per-clip score (NaN before any scored clip)."""
-        if self.count == 0:
-            return torch.tensor(float("nan"), dtype=torch.float64)
-        return self.total / self.count
+        scores = [self.clip_score(wav.detach().cpu().double().numpy(), sample_rate, _ground_truth(gt))
+                  for wav, gt in zip(audio, ground_truth)]
+        self.add(torch.tensor([s for s in scores if s is not None], dtype=torch.float64))
 
 
 class OnsetError(SyntheticScore):

@@ -1,7 +1,6 @@
-"""MeanCosine: the shared shape of the CLAP and ImageBind scores — a mean of per-pair cosine similarities.
-
-States are a float64 sum and a count (``dist_reduce_fx="sum"``), so merging batches or DDP ranks gives
-exactly the single-pass mean. Subclasses say how a batch of pairs becomes similarities.
+"""Means over items, the shape of several metrics: :class:`ItemMean` (a float64 sum and a count,
+``dist_reduce_fx="sum"``, so merging batches or DDP ranks gives exactly the single-pass mean) and
+:class:`MeanCosine`, the CLAP and ImageBind scores' mean of per-pair cosine similarities.
 """
 from __future__ import annotations
 
@@ -12,16 +11,32 @@ import torch
 from torchmetrics import Metric
 
 
-class MeanCosine(Metric):
-    """Mean cosine similarity between generated audio and a paired reference (caption, video, …)."""
+class ItemMean(Metric):
+    """Mean of per-item values over every item seen; subclasses' ``update`` calls :meth:`add`."""
 
     full_state_update = False
-    higher_is_better = True
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
         self.add_state("total", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("count", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+
+    def add(self, values: torch.Tensor) -> None:
+        """Add per-item values ``[N]``."""
+        self.total += values.double().sum().to(self.total.device)
+        self.count += values.numel()
+
+    def compute(self) -> torch.Tensor:
+        """Mean per item (NaN before any item)."""
+        if self.count == 0:
+            return torch.tensor(float("nan"), dtype=torch.float64)
+        return self.total / self.count
+
+
+class MeanCosine(ItemMean):
+    """Mean cosine similarity between generated audio and a paired reference (caption, video, …)."""
+
+    higher_is_better = True
 
     @abstractmethod
     def similarities(self, audio: torch.Tensor | Sequence[torch.Tensor], sample_rate: int,
@@ -36,12 +51,4 @@ class MeanCosine(Metric):
             sample_rate: their sample rate in Hz.
             references: one per waveform — its caption (CLAP) or its ground-truth video (ImageBind).
         """
-        sims = self.similarities(audio, sample_rate, references)
-        self.total += sims.sum().to(self.total.device)
-        self.count += sims.numel()
-
-    def compute(self) -> torch.Tensor:
-        """Mean cosine over pairs (NaN before any pair)."""
-        if self.count == 0:
-            return torch.tensor(float("nan"), dtype=torch.float64)
-        return self.total / self.count
+        self.add(self.similarities(audio, sample_rate, references))

@@ -24,7 +24,7 @@ def test_demo_runs_and_resumes(tmp_path, monkeypatch, capsys):
     assert re.search(r"BigVGAN vocoder +2 steps", first) and re.search(r"Flow-DPO \(LoRA 64\) +2 steps", first)
     state = json.loads((out / "steps.json").read_text())
     assert list(state) == ["_settings", "corpus", "heldout", "check", "vocoder", "vae", "latent_stats", "features_corpus",
-                           "features_heldout", "mllm", "pretrain", "reward", "preference_data", "post_train", "generate",
+                           "features_heldout", "mllm", "prefix_kv_corpus", "prefix_kv_heldout", "pretrain", "reward", "preference_data", "post_train", "generate",
                            "evaluate"]
     assert "held-out synthetic metrics" in first and "pretrained" in first
     metrics = json.loads((out / "generate" / "metrics.json").read_text())
@@ -46,6 +46,9 @@ def test_demo_runs_and_resumes(tmp_path, monkeypatch, capsys):
     assert not (out / "heldout_heldout").exists() and not (out / "corpus_heldout").exists()
     from data_modules.features import FeatureCache
     assert FeatureCache(out / "features_heldout").done.tolist() == [1, 1]
+    stores = [out / f"features_{c}" / "prefix_kv" / "demo" for c in ("corpus", "heldout")]
+    assert [len(list(s.glob("*.safetensors"))) for s in stores] == [4, 2]  # pretraining read these
+    assert "prefix_kv: demo" in (out / "pretrain" / "pretrain" / "version_0" / "config.yaml").read_text()
     assert len((out / "corpus" / "manifest.jsonl").read_text().splitlines()) == 4
     assert all(json.loads(line)["ok"] for line in (out / "check" / "check.jsonl").read_text().splitlines())
     assert list((out / "vae" / "vae").glob("version_0/checkpoints/last.ckpt"))

@@ -2,8 +2,8 @@
 
 Stages: synthesise the corpus (train and held-out sets) → decode-check every file → fit
 the tiny BigVGAN vocoder → fit the tiny mel VAE, validated through that vocoder → its latent
-statistics → feature caches of both sets → a tiny local Qwen2.5-VL folder → MM-DiT flow-matching
-pretraining → the synchrony reward classifier → preference data (K scored candidates per training
+statistics → feature caches of both sets → a tiny local Qwen2.5-VL folder → each clip's MLLM prompt
+run once into the caches (stored prefix KV) → MM-DiT flow-matching pretraining from them → the synchrony reward classifier → preference data (K scored candidates per training
 condition from the pretrained model) → Flow-DPO post-training with LoRA → generation (flac + mp4) for
 the held-out clips with the pretrained and the post-trained model, scored against the synthetic
 ground truth (not with the reward) next to the untrained model and the vocoded ground truth → the
@@ -260,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reward-steps", type=int, default=300, help="reward classifier optimisation steps")
     parser.add_argument("--candidates", type=int, default=8, help="K candidates per training condition")
     parser.add_argument("--post-train-steps", type=int, default=100, help="Flow-DPO optimisation steps (LoRA)")
+    parser.add_argument("--no-prefix-kv", action="store_true",
+                        help="pretrain with the MLLM prompt run live every step instead of the stored prefix KV")
     args = parser.parse_args(argv)
     out = Path(args.out)
     pipe = Pipeline(out, {k: v for k, v in vars(args).items() if k != "out"})
@@ -288,11 +290,17 @@ def main(argv: list[str] | None = None) -> int:
             f"--data.init_args.root={out / corpus}", "--data.init_args.skip_done_in={tmp}",
             "--trainer.callbacks.init_args.output={tmp}"], out / f"features_{corpus}"))
     pipe.step("mllm", _tiny_mllm(out))
+    stored = [] if args.no_prefix_kv else ["--data.init_args.prefix_kv=demo"]
+    for corpus in ([] if args.no_prefix_kv else ["corpus", "heldout"]):  # stores inside the caches; logs in the step
+        pipe.step(f"prefix_kv_{corpus}", _predict([
+            "--config", "lightning_configs/prefix_kv.yaml", f"--model.init_args.conditioner.init_args.model={out / 'mllm'}",
+            f"--data.init_args.cache={out / f'features_{corpus}'}", "--data.init_args.name=demo"],
+            out / f"features_{corpus}" / "prefix_kv" / "demo"))
     pipe.step("pretrain", _fit("pretrain", out, args.pretrain_steps, [
         f"--model.init_args.conditioner.init_args.model={out / 'mllm'}",
         f"--model.init_args.net.init_args.duration={args.duration}",
         f"--data.init_args.train=[{out / 'features_corpus'}]", f"--data.init_args.val=[{out / 'features_heldout'}]",
-        "--trainer.callbacks.init_args.export={tmp}/export"], data_roots=False))
+        *stored, "--trainer.callbacks.init_args.export={tmp}/export"], data_roots=False))
     from reasonaudio.experiments.post_train_compare import post_train_args, preference_data_args, reward_args
 
     mllm, pretrained = out / "mllm", out / "pretrain" / "export" / "model.safetensors"
@@ -319,6 +327,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"vocoded MR-STFT {vae['val/mrstft']:.3f}"),
         ("feature caches", f"{out / 'features_corpus'} and {out / 'features_heldout'} "
                            "(VAE posteriors, sync tokens, MLLM frames)"),
+        ("stored prefix KV", "not used (--no-prefix-kv)" if args.no_prefix_kv else
+                             f"{out / 'features_*' / 'prefix_kv' / 'demo'} (each clip's MLLM prompt, run once)"),
         ("MM-DiT pretraining", f"{args.pretrain_steps} steps (EMA export {pretrained})"),
         ("reward classifier", f"{reward['steps']} steps, held-out accuracy: "
                               + ", ".join(f"{k.split('/')[-1]} {v:.2f}" for k, v in reward.items()
@@ -340,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, value in table2["metrics"].items():
         print(f"    {name:<10} {value:.4g}" if isinstance(value, float) else f"    {name:<10} {value}")
     print(f"\n  artifacts:   {out}/ (corpus/, heldout/, check/, vocoder/, vae/, latent_stats/, features_*/, mllm/, "
-          "pretrain/, reward/, preference_data/, post_train/, generate/, evaluate/)")
+          "prefix_kv_*/, pretrain/, reward/, preference_data/, post_train/, generate/, evaluate/)")
     print(f"  generated:   {out / 'generate'}/{{pretrained,post_trained}}/<id>.mp4 (held-out videos with generated "
           "audio) and audio/<id>.flac")
     print(f"  TensorBoard: .venv/bin/tensorboard --logdir {out}  (audio and mel reconstructions under IMAGES / AUDIO)")

@@ -43,7 +43,9 @@ class PrefixKVWriter(BasePredictionWriter):
                                  f"({old.get('fingerprint')}); choose another store name")
         elif trainer.is_global_zero:
             self.store.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(meta, indent=2))
+            tmp = path.with_suffix(".tmp")  # atomic: another rank may be reading it at this moment
+            tmp.write_text(json.dumps(meta, indent=2))
+            tmp.replace(path)
         trainer.strategy.barrier()
 
     def write_on_batch_end(self, trainer: Trainer, pl_module: LightningModule, prediction: Any,

@@ -28,7 +28,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Iterator, Literal
 
 from reasonaudio.captions.format import CaptionFormatError, parse_caption
 
@@ -252,14 +252,9 @@ def read_audiocaps_csv(path: str | Path, corpus: str = "audiocaps") -> list[Mani
     return rows
 
 
-def read_think_jsonl(path: str | Path, corpus: str = "vggsound_think") -> list[ManifestRow]:
-    """Reads a VGGSound-Think JSONL file; each caption must parse as a VGGSound-Think caption.
-
-    The caption is kept as written; parse it with :func:`reasonaudio.captions.format.parse_caption`
-    for its structure.
-    """
-    path = Path(path)
-    rows = []
+def iter_jsonl(path: Path) -> Iterator[tuple[int, str, dict]]:
+    """The objects of a JSONL file with their line numbers and an error location (``"<path>, line N"``);
+    blank lines are skipped, a line that is not a JSON object raises ``ValueError`` naming file and line."""
     with path.open(encoding="utf-8") as handle:
         for line, text in enumerate(handle, start=1):
             if not text.strip():
@@ -271,25 +266,37 @@ def read_think_jsonl(path: str | Path, corpus: str = "vggsound_think") -> list[M
                 raise ValueError(f"{where}: invalid JSON ({error.msg})") from None
             if not isinstance(item, dict):
                 raise ValueError(f"{where}: expected a JSON object, got {type(item).__name__}")
-            row_id = _text(item.get("id"), where, "id")
-            caption = _text(item.get("caption"), where, "caption")
-            try:
-                parse_caption(caption)
-            except CaptionFormatError as error:
-                raise _fail(where, "caption", str(error)) from error
-            rows.append(
-                ManifestRow(
-                    id=row_id,
-                    corpus=corpus,
-                    manifest=str(path),
-                    line=line,
-                    caption=caption,
-                    label=_optional_text(item.get("label"), where, "label"),
-                    duration=_optional_number(item.get("duration"), where, "duration"),
-                    video=_optional_text(item.get("video"), where, "video"),
-                    audio=_optional_text(item.get("audio"), where, "audio"),
-                )
+            yield line, where, item
+
+
+def read_think_jsonl(path: str | Path, corpus: str = "vggsound_think") -> list[ManifestRow]:
+    """Reads a VGGSound-Think JSONL file; each caption must parse as a VGGSound-Think caption.
+
+    The caption is kept as written; parse it with :func:`reasonaudio.captions.format.parse_caption`
+    for its structure.
+    """
+    path = Path(path)
+    rows = []
+    for line, where, item in iter_jsonl(path):
+        row_id = _text(item.get("id"), where, "id")
+        caption = _text(item.get("caption"), where, "caption")
+        try:
+            parse_caption(caption)
+        except CaptionFormatError as error:
+            raise _fail(where, "caption", str(error)) from error
+        rows.append(
+            ManifestRow(
+                id=row_id,
+                corpus=corpus,
+                manifest=str(path),
+                line=line,
+                caption=caption,
+                label=_optional_text(item.get("label"), where, "label"),
+                duration=_optional_number(item.get("duration"), where, "duration"),
+                video=_optional_text(item.get("video"), where, "video"),
+                audio=_optional_text(item.get("audio"), where, "audio"),
             )
+        )
     if not rows:
         raise ValueError(f"{path}: manifest is empty")
     return rows

@@ -14,7 +14,6 @@ Every clip records absolute paths, so the output JSONL loads from any working di
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,38 +60,30 @@ def _explicit(value: str | None, root: Path, where: str, column: str) -> Path | 
 
 def _jsonl_clips(path: Path, root: Path) -> list[ClipInput]:
     """Reads a JSONL videos manifest."""
-    from data_modules.manifests import MEDIA_EXTENSIONS, ManifestRow, resolve_media
+    from data_modules.manifests import MEDIA_EXTENSIONS, ManifestRow, iter_jsonl, resolve_media
 
     clips = []
-    with path.open(encoding="utf-8") as handle:
-        for line, text in enumerate(handle, start=1):
-            if not text.strip():
-                continue
-            where = f"{path}, line {line}"
-            try:
-                item = json.loads(text)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{where}: invalid JSON ({error.msg})") from None
-            if not isinstance(item, dict) or not isinstance(item.get("id"), str) or not item["id"].strip():
-                raise ValueError(f"{where}: expected a JSON object with a non-empty string 'id'")
-            for key in ("video", "audio", "label"):
-                if item.get(key) is not None and not isinstance(item[key], str):
-                    raise ValueError(f"{where}, column {key!r}: expected text, got {item[key]!r}")
-            duration = item.get("duration")
-            if duration is not None and (isinstance(duration, bool) or not isinstance(duration, (int, float))
-                                         or not math.isfinite(duration) or duration <= 0):
-                raise ValueError(f"{where}, column 'duration': expected a positive number, got {duration!r}")
-            clip_id = item["id"].strip()
-            video = _explicit(item.get("video"), root, where, "video")
-            audio = _explicit(item.get("audio"), root, where, "audio")
-            if video is None and audio is None:
-                row = ManifestRow(id=clip_id, corpus="captions", manifest=str(path), line=line)
-                video = resolve_media(row, root, MEDIA_EXTENSIONS)
-            if video is not None and video.suffix.lower() not in VIDEO_SUFFIXES:
-                video, audio = None, audio or video
-            clips.append(ClipInput(id=clip_id, video=str(video.resolve()) if video else None,
-                                   audio=str(audio.resolve()) if audio else None, label=item.get("label"),
-                                   duration=float(duration) if duration is not None else None, where=where))
+    for line, where, item in iter_jsonl(path):
+        if not isinstance(item.get("id"), str) or not item["id"].strip():
+            raise ValueError(f"{where}: expected a JSON object with a non-empty string 'id'")
+        for key in ("video", "audio", "label"):
+            if item.get(key) is not None and not isinstance(item[key], str):
+                raise ValueError(f"{where}, column {key!r}: expected text, got {item[key]!r}")
+        duration = item.get("duration")
+        if duration is not None and (isinstance(duration, bool) or not isinstance(duration, (int, float))
+                                     or not math.isfinite(duration) or duration <= 0):
+            raise ValueError(f"{where}, column 'duration': expected a positive number, got {duration!r}")
+        clip_id = item["id"].strip()
+        video = _explicit(item.get("video"), root, where, "video")
+        audio = _explicit(item.get("audio"), root, where, "audio")
+        if video is None and audio is None:
+            row = ManifestRow(id=clip_id, corpus="captions", manifest=str(path), line=line)
+            video = resolve_media(row, root, MEDIA_EXTENSIONS)
+        if video is not None and video.suffix.lower() not in VIDEO_SUFFIXES:
+            video, audio = None, audio or video
+        clips.append(ClipInput(id=clip_id, video=str(video.resolve()) if video else None,
+                               audio=str(audio.resolve()) if audio else None, label=item.get("label"),
+                               duration=float(duration) if duration is not None else None, where=where))
     return clips
 
 

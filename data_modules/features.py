@@ -164,7 +164,28 @@ def collate_features(items: list[dict[str, Any]]) -> dict[str, Any]:
     return batch
 
 
-class CachedFeatureDataModule(LightningDataModule):
+class StoredPrefixTransfer(LightningDataModule):
+    """Base of data modules whose batches may carry stored prefixes (``mllm_kv``): only their keys/values go
+    to the device (non-blocking); ids and positions stay on the CPU, where the conditioner compares them
+    with the prompts (no device-to-host syncs per item)."""
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        stored = batch.pop("mllm_kv", None) if isinstance(batch, dict) else None
+        batch = super().transfer_batch_to_device(batch, device, dataloader_idx)
+        if stored is not None:
+            batch["mllm_kv"] = [s.to(device, non_blocking=True) for s in stored]
+        return batch
+
+
+def prefix_stores(caches: list[str | Path], name: str | None) -> list[tuple[Path, dict[str, Any]]]:
+    """``(folder, meta)`` of the prefix KV store ``name`` of each cache ([] without a name)."""
+    if not name:
+        return []
+    stores = [FeatureCache(c).prefix_store(name) for c in caches]
+    return [(s, read_meta(s)) for s in stores]
+
+
+class CachedFeatureDataModule(StoredPrefixTransfer):
     """Trains from one or more caches, mixing them with per-cache weights (e.g. VT2A + T2A).
 
     Args:
@@ -201,19 +222,8 @@ class CachedFeatureDataModule(LightningDataModule):
             raise ValueError(f"feature caches with no written clips: {empty}")
 
     def prefix_kv_stores(self) -> list[tuple[Path, dict[str, Any]]]:
-        """``(folder, meta)`` of every prefix KV store in use (after :meth:`setup`), for the model to check."""
-        if not self.prefix_kv:
-            return []
-        return [(ds.prefix_kv, ds.prefix_kv_meta) for ds in [*self.train_sets, *self.val_sets]]
-
-    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
-        # Stored prefixes: only their keys/values go to the device (non-blocking); ids and positions stay on the
-        # CPU, where the conditioner compares them with the prompts (no device-to-host syncs per item).
-        stored = batch.pop("mllm_kv", None) if isinstance(batch, dict) else None
-        batch = super().transfer_batch_to_device(batch, device, dataloader_idx)
-        if stored is not None:
-            batch["mllm_kv"] = [s.to(device, non_blocking=True) for s in stored]
-        return batch
+        """``(folder, meta)`` of every prefix KV store in use, for the model to check."""
+        return prefix_stores([*self.train_roots, *self.val_roots], self.prefix_kv)
 
     def train_dataloader(self) -> DataLoader:
         sampler = corpus_sampler([len(ds) for ds in self.train_sets], self.weights, self.samples_per_epoch, self.seed)

@@ -30,11 +30,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, RandomSampler
 
-from data_modules.features import CachedFeatureDataset, collate_features
+from data_modules.features import CachedFeatureDataset, StoredPrefixTransfer, collate_features, prefix_stores
 
 META = "meta.json"
 SUMMARY = "summary.json"
@@ -128,8 +127,8 @@ class PreferenceStore:
 class _RowDataset(CachedFeatureDataset):
     """Cache items of chosen rows, with their row index (``row``), latents from the posterior mean."""
 
-    def __init__(self, root: str | Path, rows: list[int] | None = None):
-        super().__init__(root, sample_latent=False)
+    def __init__(self, root: str | Path, rows: list[int] | None = None, prefix_kv: str | None = None):
+        super().__init__(root, sample_latent=False, prefix_kv=prefix_kv)
         if rows is not None:
             done = set(self.valid.tolist())
             missing = sorted(set(rows) - done)
@@ -150,12 +149,12 @@ class PreferenceGroupDataset(Dataset):
     its data ``latent`` used only for shapes) plus ``latents [K, T, C]``, ``rewards [K]``, ``seeds [K]``.
     """
 
-    def __init__(self, cache: str | Path, store: PreferenceStore):
+    def __init__(self, cache: str | Path, store: PreferenceStore, prefix_kv: str | None = None):
         self.files = store.kept()
         if not self.files:
             raise ValueError(f"{store.root}: no kept preference groups (run the preference_data stage first)")
         self.groups = [PreferenceStore.load(p) for p in self.files]
-        self.conditions = _RowDataset(cache, [g["row"] for g in self.groups])
+        self.conditions = _RowDataset(cache, [g["row"] for g in self.groups], prefix_kv)
         for g, path in zip(self.groups, self.files):
             cached = self.conditions.cache.rows[g["row"]]["id"]
             if cached != g["id"]:
@@ -181,7 +180,7 @@ def collate_groups(items: list[dict[str, Any]]) -> dict[str, Any]:
     return batch
 
 
-class PreferenceDataModule(LightningDataModule):
+class PreferenceDataModule(StoredPrefixTransfer):
     """Conditions to sample (``predict``) and preference groups to train on (``fit``).
 
     Args:
@@ -193,11 +192,15 @@ class PreferenceDataModule(LightningDataModule):
             once, shuffled. Online post-training sets it to ``regenerate every N steps × batch_size``.
         num_workers: DataLoader worker processes.
         seed: sampling seed.
+        prefix_kv: name of the stored prefix KV store of ``cache`` and the ``val`` caches (stage ``prefix_kv``):
+            the frozen conditioner then skips the prompt's forward pass (as in pretraining).
     """
 
     def __init__(self, cache: str, groups: str, val: list[str] | None = None, batch_size: int = 8,
-                 groups_per_epoch: int | None = None, num_workers: int = 0, seed: int = 0):
+                 groups_per_epoch: int | None = None, num_workers: int = 0, seed: int = 0,
+                 prefix_kv: str | None = None):
         super().__init__()
+        self.prefix_kv = prefix_kv
         self.cache, self.val_roots = cache, list(val or [])
         self.store = PreferenceStore(groups)
         self.batch_size, self.groups_per_epoch = batch_size, groups_per_epoch
@@ -208,21 +211,25 @@ class PreferenceDataModule(LightningDataModule):
         """Train on another store from the next training dataloader on (online post-training)."""
         self.store = PreferenceStore(root)
 
+    def prefix_kv_stores(self) -> list[tuple[Path, dict[str, Any]]]:
+        """``(folder, meta)`` of every prefix KV store in use, for the model to check."""
+        return prefix_stores([self.cache, *self.val_roots], self.prefix_kv)
+
     def predict_dataset(self) -> Dataset:
         """Cache rows without a group in the store yet."""
-        ds = _RowDataset(self.cache)
+        ds = _RowDataset(self.cache, prefix_kv=self.prefix_kv)
         finished = self.store.finished_rows()
         pending = [r for r in ds.valid.tolist() if r not in finished]
         rank_zero_info(f"[preference_data] {self.cache}: {len(ds)} conditions, {len(ds) - len(pending)} already in "
                        f"{self.store.root}, {len(pending)} to sample")
-        return _RowDataset(self.cache, pending)
+        return _RowDataset(self.cache, pending, self.prefix_kv)
 
     def predict_dataloader(self) -> DataLoader:
         return DataLoader(self.predict_dataset(), batch_size=self.batch_size, shuffle=False,
                           num_workers=self.num_workers, collate_fn=collate_groups)
 
     def train_dataloader(self) -> DataLoader:
-        ds = PreferenceGroupDataset(self.cache, self.store)
+        ds = PreferenceGroupDataset(self.cache, self.store, self.prefix_kv)
         gen = torch.Generator().manual_seed(self.seed + self._epoch)  # a reloaded loader draws anew
         self._epoch += 1
         sampler = RandomSampler(ds, replacement=self.groups_per_epoch is not None,
@@ -233,6 +240,6 @@ class PreferenceDataModule(LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         if not self.val_roots:
             raise ValueError("PreferenceDataModule: no validation caches configured")
-        sets = [CachedFeatureDataset(r, sample_latent=False) for r in self.val_roots]
+        sets = [CachedFeatureDataset(r, sample_latent=False, prefix_kv=self.prefix_kv) for r in self.val_roots]
         return DataLoader(ConcatDataset(sets), batch_size=self.batch_size, shuffle=False,
                           num_workers=self.num_workers, collate_fn=collate_features)

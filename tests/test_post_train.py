@@ -181,3 +181,29 @@ def test_online_mode_regenerates_groups_from_the_policy(setup):
     group = PreferenceStore.load(next((round_dir / "groups").glob("*.pt")))
     assert group["latents"].shape[0] == 2 and group["seeds"].min() >= 10_000_000 * 2  # apart from the offline seeds
     assert "online/kept" in _scalars(out / "post_train_dpo" / "version_0")
+
+
+def test_post_training_from_stored_prefixes_equals_the_live_conditioner(setup):
+    """With the caches' prompts stored (stage prefix_kv), Flow-DPO trains the same adapter as with the frozen
+    conditioner run live, and the stored-prefix batches reach the system."""
+    from safetensors.torch import load_file
+
+    from data_modules.preference import PreferenceDataModule
+
+    d = setup
+    for cache in ("cache_train", "cache_heldout"):
+        _cli(["predict", "--config", str(CONFIG_DIR / "prefix_kv.yaml"), d["model"][0],
+              f"--data.init_args.cache={d['root'] / cache}", f"--trainer.logger.init_args.save_dir={d['root'] / 'runs'}",
+              "--trainer.accelerator=cpu"])
+    live = load_file(str(_post_train(d, "dpo", "dpo_live") / "export" / "model.safetensors"))
+    stored = load_file(str(_post_train(d, "dpo", "dpo_stored", "--data.init_args.prefix_kv=tiny_mllm")
+                           / "export" / "model.safetensors"))
+    pretrained = load_file(str(d["pretrained"]))
+    assert live.keys() == stored.keys() and any(not torch.equal(live[k], pretrained[k]) for k in live)  # it trained
+    for k in live:
+        torch.testing.assert_close(stored[k], live[k], rtol=1e-4, atol=1e-6)
+    dm = PreferenceDataModule(str(d["root"] / "cache_train"), str(d["root"] / "groups"), batch_size=2,
+                              prefix_kv="tiny_mllm")
+    batch = next(iter(dm.train_dataloader()))
+    assert len(batch["mllm_kv"]) == 2 and all(v is None for v in batch["mllm_video"])
+    assert [p for p, _ in dm.prefix_kv_stores()] == [d["root"] / "cache_train" / "prefix_kv" / "tiny_mllm"]

@@ -222,6 +222,7 @@ class PreferencePostTrain(FlowMatchingPretrain):
     def setup(self, stage: str) -> None:
         # Loaded here, not in __init__, so that configs instantiate without weights; a resumed fit then
         # overwrites everything with the checkpoint.
+        super().setup(stage)  # stored prefix KV stores, if the data uses them, must be this backbone's
         if self.hparams.pretrained and not self._pretrained_loaded:
             self.load_pretrained()
 

@@ -163,6 +163,7 @@ class PreferenceDataBuilder(FlowMatchingPretrain):
     def setup(self, stage: str) -> None:
         from reasonaudio.systems.preference import load_policy_weights
 
+        super().setup(stage)  # stored prefix KV stores, if the data uses them, must be this backbone's
         load_policy_weights(self, self.hparams.pretrained)
         self.reward.prepare()
         self.decode = make_decoder(self.vae, self.hparams.vae_checkpoint, self.hparams.vocoder)

@@ -115,7 +115,7 @@ class CachedFeatureDataset(Dataset):
         self.latent_mean, self.latent_std = torch.tensor(stats["mean"]), torch.tensor(stats["std"])
         self.valid = self.cache.written_rows()
         if self.prefix_kv is not None:
-            self.prefix_kv_meta = read_meta(self.prefix_kv)
+            read_meta(self.prefix_kv)  # a clear error when the store is missing or unreadable
             held = stored_rows(self.prefix_kv)
             missing = [int(r) for r in self.valid if int(r) not in held]
             if missing:

@@ -268,7 +268,7 @@ def markdown(result: Result, args: argparse.Namespace, argv: list[str]) -> str:
             for (name, _, _), share, n, f, c, s in zip(CONDITIONS, result.shares, result.prefix_tokens, result.full_s,
                                                        result.cached_s, result.stored_s)]
     e = result.expected
-    tokens = result.prefix_tokens[0]
+    tokens, alt = result.prefix_tokens[0], result.prefix_tokens[2]
     return "\n".join([
         SECTION, "",
         f"`.venv/bin/python benchmarks/conditioner.py{' ' + ' '.join(argv) if argv else ''}` on "
@@ -281,8 +281,8 @@ def markdown(result: Result, args: argparse.Namespace, argv: list[str]) -> str:
         f"medians of {args.repeats} after {args.warmup} warm-up rounds. Three ways to run it: the **full** "
         f"pass (prompt and queries with autograd); the **live prefix cache** (prompt without autograd into a KV "
         f"cache every step, then the queries); the **stored prefix** (the `prefix_kv` stage ran the full prompt "
-        f"once; a step runs only what a dropped condition changes — the template's closing tokens, or the "
-        f"caption without the video — and the queries).",
+        f"once, and each clip's caption-only prompt; a step runs only the queries and, for a dropped caption, the "
+        f"template's closing tokens).",
         "",
         f"| prompt (share of items at text/video drop {args.text_drop:g}/{args.video_drop:g}) | tokens | full s | "
         f"live prefix cache s | stored prefix s | live speedup | stored speedup |",
@@ -314,11 +314,13 @@ def markdown(result: Result, args: argparse.Namespace, argv: list[str]) -> str:
         f"still runs every step, which bounds it at full / prompt forward = "
         f"{result.full_s[0] / result.prefix_forward_s:.2f}× here. The stored prefix pays that forward once per "
         f"clip, in the `prefix_kv` stage, and costs disk: layers · 2 · KV heads · head dim values per prompt token "
-        f"— for Qwen2.5-VL-7B in bf16 {qwen7b_store_mb(tokens):.0f} MB for this {tokens}-token prompt, i.e. about "
-        f"{qwen7b_store_mb(tokens) * 180e3 / 1e6:.0f} TB for VGGSound's ~180k training clips (docs/decisions.md). "
+        f"— for Qwen2.5-VL-7B in bf16 {qwen7b_store_mb(tokens + alt):.0f} MB for this {tokens}-token prompt and its "
+        f"{alt}-token caption-only prompt, i.e. about "
+        f"{qwen7b_store_mb(tokens + alt) * 180e3 / 1e6:.0f} TB for VGGSound's ~180k training clips (docs/decisions.md). "
         f"The rows above run one prompt kind at a time at batch {args.batch}; "
-        + (f"the mixed-batch row pads prompts of different lengths together, as training does (a dropped video "
-           f"makes a long unshared rest that every item in the batch is padded to; the full pass pads too). "
+        + (f"the mixed-batch row pads prompts of different lengths together, as training does (the full pass "
+           f"pads every prompt to the longest; the stored path's unshared rest is at most the template's closing "
+           f"tokens). "
            if result.mixed is not None else "in a mixed batch prompts are padded to the longest (not measured here). ")
         + "A scaled-down model on a CPU; nothing here ran on a GPU.",
         "",

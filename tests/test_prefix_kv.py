@@ -84,7 +84,7 @@ def test_another_caption_reuses_the_video_and_equals_live():
 
 
 def test_minimal_template_and_text_llm_and_omni():
-    cond = tiny_mllm(tokenizer=tiny_tokenizer(chat=False))  # a dropped video shares no token with the stored prompt
+    cond = tiny_mllm(tokenizer=tiny_tokenizer(chat=False))  # no template: a dropped video is served by the alt prompt
     stored = cond.store_prefix(VIDEOS, ITEM_CAPTIONS)
     assert stored[4].ids.numel() == 0 and stored[4].kv.shape[3] == 0  # nothing given, no template: empty prompt
     assert_same_step(cond, (VIDEOS, ITEM_CAPTIONS, HAS_VIDEO, HAS_TEXT), (None, ITEM_CAPTIONS, HAS_VIDEO, HAS_TEXT, stored))

@@ -63,7 +63,7 @@ from transformers import (AutoModel, AutoModelForCausalLM, AutoModelForImageText
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
-from reasonaudio.models.prefix_kv import StoredPrefix, weights_digest
+from reasonaudio.models.prefix_kv import STORE_FORMAT, StoredPrefix, weights_digest
 
 VIDEO = 2
 """Token type of a video token (Qwen's ``mm_token_type_ids`` convention: 0 text, 1 image, 2 video)."""
@@ -532,7 +532,7 @@ class QueryConditioner(Conditioner):
         weights (a full hash, computed once)."""
         if self._digest is None:
             self._digest = weights_digest(getattr(self, "backbone"))
-        return {"conditioner": type(self).__name__, "kv_shape": list(self.kv_shape()),
+        return {"format": STORE_FORMAT, "conditioner": type(self).__name__, "kv_shape": list(self.kv_shape()),
                 "dtype": str(self.decoder.get_input_embeddings().weight.dtype).removeprefix("torch."),
                 "prompt": self.prompt_settings(), "backbone": self._digest}
 
@@ -580,9 +580,9 @@ class QueryConditioner(Conditioner):
         Each item's prompt (its caption and video as the flags say) shares a head with its stored full
         prompt or, for a dropped video, with its stored caption-only prompt (:attr:`StoredPrefix.alt`):
         all of it when nothing or only the video is dropped; up to the end of the video when the
-        caption is dropped; the template's opening when both are. The stored keys/values serve that head,
-        the rest of the prompt (text only: a few template tokens, or the caption) runs without
-        autograd, then the queries run with it. Exact, because a causal decoder's keys/values at a
+        caption is dropped; the template's opening when both are. The stored keys/values serve that head;
+        the rest of the prompt (text only: the template's closing tokens, or a caption other than the
+        stored one) runs in the same decoder call as the queries, before them under causal attention. Exact, because a causal decoder's keys/values at a
         token depend only on the tokens up to it and their positions.
         """
         device, batch = self.queries.device, len(stored)

@@ -14,14 +14,15 @@ On disk: one safetensors file per clip (``<row>.safetensors``: ``ids`` [L], ``po
 caption and frame shape) plus a ``meta.json`` with the backbone's fingerprint
 (:func:`weights_digest`, dtype, prompt settings), so a store is never read by another model.
 Per token a store costs ``layers · 2 · kv_heads · head_dim`` values: 57 KB in bf16 for
-Qwen2.5-VL-7B (28 layers, 4 KV heads of 128), about 57 MB for an 8 s clip's ~1,000-token prompt.
+Qwen2.5-VL-7B (28 layers, 4 KV heads of 128), about 57 MB for an 8 s clip's ~1,000-token prompt, plus
+~10 % for its caption-only prompt.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -31,6 +32,8 @@ from torch import nn
 
 META = "meta.json"
 """The store's description: fingerprint of the backbone, dtype, KV shape."""
+STORE_FORMAT = 2
+"""Version of the file layout (2: every clip with video also stores its caption-only prompt)."""
 
 
 @dataclass
@@ -114,6 +117,8 @@ def load_prefix(path: str | Path) -> StoredPrefix:
     except Exception as err:  # truncated or foreign files
         raise ValueError(f"{path}: not a stored prefix file ({err})") from None
     missing = {"ids", "positions", "kv", "grid"} - set(t)
+    if any(k.startswith("alt.") for k in t):
+        missing |= {"alt.ids", "alt.positions", "alt.kv"} - set(t)
     if missing:
         raise ValueError(f"{path}: not a stored prefix file (missing {sorted(missing)})")
     grid = tuple(int(g) for g in t["grid"]) if t["grid"].numel() else None

@@ -222,9 +222,9 @@ class PreferencePostTrain(FlowMatchingPretrain):
     def setup(self, stage: str) -> None:
         # Loaded here, not in __init__, so that configs instantiate without weights; a resumed fit then
         # overwrites everything with the checkpoint.
-        super().setup(stage)  # stored prefix KV stores, if the data uses them, must be this backbone's
         if self.hparams.pretrained and not self._pretrained_loaded:
             self.load_pretrained()
+        super().setup(stage)  # after loading: stored prefix KV stores, if used, must be this backbone's
 
     def merged_state(self) -> dict[str, torch.Tensor]:
         """The merged policy in the EMA export's layout (``net.*`` and the conditioner's saved weights)."""
@@ -406,13 +406,14 @@ class PreferencePostTrain(FlowMatchingPretrain):
         store.check_settings({"policy_step": self.global_step, "num_candidates": h.online_candidates,
                               "steps": h.sample_steps, "cfg": h.sample_cfg, "seed": seed,
                               "min_spread": h.online_min_spread, "reward": type(self.reward).__name__})
-        rows = sorted(set(_RowDataset(dm.cache).valid.tolist()) - store.finished_rows())
-        loader = torch.utils.data.DataLoader(_RowDataset(dm.cache, rows), batch_size=dm.batch_size,
+        prefix_kv = getattr(dm, "prefix_kv", None)  # stored prompts, as offline sampling and training use them
+        rows = sorted(set(_RowDataset(dm.cache, prefix_kv=prefix_kv).valid.tolist()) - store.finished_rows())
+        loader = torch.utils.data.DataLoader(_RowDataset(dm.cache, rows, prefix_kv), batch_size=dm.batch_size,
                                              collate_fn=collate_groups)
         was_training = self.training
         self.eval()
         for batch in loader:
-            batch = self.transfer_batch_to_device(batch, self.device, 0)
+            batch = dm.transfer_batch_to_device(batch, self.device, 0)
             seeds = candidate_seeds(batch["row"], h.online_candidates, seed)
             latents = sample_candidates(self, batch, seeds, h.sample_steps, h.sample_cfg)
             rewards = score_candidates(self.reward, latents, batch, self.decoder() if self.reward.audio_input == "wav"

@@ -163,8 +163,8 @@ class PreferenceDataBuilder(FlowMatchingPretrain):
     def setup(self, stage: str) -> None:
         from reasonaudio.systems.preference import load_policy_weights
 
-        super().setup(stage)  # stored prefix KV stores, if the data uses them, must be this backbone's
         load_policy_weights(self, self.hparams.pretrained)
+        super().setup(stage)  # after loading: stored prefix KV stores, if used, must be this backbone's
         self.reward.prepare()
         self.decode = make_decoder(self.vae, self.hparams.vae_checkpoint, self.hparams.vocoder)
         if self.reward.audio_input == "wav" and self.decode is None:

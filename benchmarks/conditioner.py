@@ -36,7 +36,7 @@ import time
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from tokenizers import AddedToken, Tokenizer
@@ -50,7 +50,12 @@ from reasonaudio.models.prefix_kv import load_prefix, save_prefix
 
 from report import DOC, cpu_name, write_section  # benchmarks/ is the script folder, so this resolves
 
-SECTION = "## MLLM conditioner: prefix caching (CPU)"
+SECTION = "## MLLM conditioner: prefix caching"
+
+
+def section_title(args: argparse.Namespace) -> str:
+    """The docs/benchmarks.md section this run replaces: one per device kind."""
+    return f"{SECTION} ({'GPU' if args.device.startswith('cuda') else 'CPU'})"
 WORDS = ("a dog barks twice while a car engine idles in the rain and people talk softly near a busy road "
          "then a door slams a bird sings on the roof music plays from a radio the wind blows "
          "user assistant system").split()
@@ -121,12 +126,13 @@ def word_tokenizer() -> PreTrainedTokenizerFast:
                                    chat_template=CHAT_TEMPLATE)
 
 
-def build(layers: int, hidden: int, heads: int, num_queries: int) -> MLLMQueryConditioner:
+def build(args: argparse.Namespace) -> MLLMQueryConditioner:
+    layers, hidden, heads = args.layers, args.hidden, args.heads
     head_dim = hidden // heads
     unit = head_dim // 16  # mRoPE sections [t, h, w] split head_dim / 2 as 2:3:3, as Qwen's [16, 24, 24] do 64
     config = Qwen2_5_VLConfig(
-        text_config=dict(vocab_size=1024, hidden_size=hidden, intermediate_size=hidden * 8 // 3,
-                         num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=2,
+        text_config=dict(vocab_size=1024, hidden_size=hidden, intermediate_size=args.intermediate or hidden * 8 // 3,
+                         num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=args.kv_heads,
                          bos_token_id=None, eos_token_id=901, pad_token_id=1,
                          rope_parameters={"rope_type": "default", "rope_theta": 1e6,
                                           "mrope_section": [2 * unit, 3 * unit, 3 * unit]}),
@@ -134,8 +140,31 @@ def build(layers: int, hidden: int, heads: int, num_queries: int) -> MLLMQueryCo
                            fullatt_block_indexes=[0], tokens_per_second=2),
         image_token_id=990, video_token_id=991, vision_start_token_id=992, vision_end_token_id=993)
     torch.manual_seed(0)
-    return MLLMQueryConditioner(config, out_dim=448, num_queries=num_queries, tokenizer=word_tokenizer(),
-                                dtype=torch.float32)
+    cond = MLLMQueryConditioner(config, out_dim=448, num_queries=args.queries, tokenizer=word_tokenizer(),
+                                dtype=getattr(torch, args.dtype))
+    return cond.to(args.device)
+
+
+def time_runs(runs: dict[str, Callable[[], Any]], warmup: int, repeats: int,
+              device: torch.device) -> dict[str, list[float]]:
+    """Wall times of each run (the GPU synchronised around each), after ``warmup`` rounds; the order of
+    the runs alternates between rounds against load drifts."""
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    for _ in range(warmup):
+        for run in runs.values():
+            run()
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for rep in range(repeats):
+        for name in (runs if rep % 2 == 0 else reversed(runs)):
+            sync()
+            start = time.perf_counter()
+            runs[name]()
+            sync()
+            times[name].append(time.perf_counter() - start)
+    return times
 
 
 def saved_megabytes(fn, module: torch.nn.Module) -> float:
@@ -164,17 +193,18 @@ def conditioner_step(cond: MLLMQueryConditioner, mode: str, prefix: Any, stored:
     else:
         cond.prefix_cache = mode == "cached"
         hidden = cond.query_states(prefix)
-    out = cond.connector(hidden)  # [B, Nq, D]
+    out = cond.connector(hidden.to(cond.queries.dtype))  # [B, Nq, D]; as the conditioner's forward casts
     (out * weights).sum().backward()
     return out.detach()
 
 
 def measure(args: argparse.Namespace, tmp: Path) -> Result:
-    cond = build(args.layers, args.hidden, args.heads, args.queries)
+    cond = build(args)
     cond.train()
     frames = torch.randint(0, 256, (args.frames, 3, args.height, args.width), dtype=torch.uint8,
                            generator=torch.Generator().manual_seed(0))
     weights = torch.randn(args.batch, args.queries, cond.out_dim, generator=torch.Generator().manual_seed(1))
+    weights = weights.to(args.device)
     videos, captions = [frames] * args.batch, [CAPTION] * args.batch
     flags = [([video] * args.batch, [text] * args.batch) for _, video, text in CONDITIONS]
 
@@ -203,15 +233,7 @@ def measure(args: argparse.Namespace, tmp: Path) -> Result:
     runs = {f"{mode}{c}": (lambda mode=mode, c=c: step(mode, c)) for mode in ("full", "cached", "stored")
             for c in range(len(CONDITIONS))}
     runs.update(prefix=prefix_forward, shared=shared, load=load)
-    for _ in range(args.warmup):
-        for run in runs.values():
-            run()
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    for rep in range(args.repeats):
-        for name in (runs if rep % 2 == 0 else reversed(runs)):  # alternate the order against load drifts
-            start = time.perf_counter()
-            runs[name]()
-            times[name].append(time.perf_counter() - start)
+    times = time_runs(runs, args.warmup, args.repeats, torch.device(args.device))
     med = {name: statistics.median(t) for name, t in times.items()}
     diffs = []
     for c in range(len(CONDITIONS)):
@@ -235,7 +257,7 @@ def measure_mixed(cond: MLLMQueryConditioner, frames: torch.Tensor, stored: Any,
     draws = [((torch.rand(b, generator=g) >= args.video_drop).tolist(), (torch.rand(b, generator=g) >= args.text_drop).tolist())
              for _ in range(args.mixed_draws)]
     videos, captions, stored_batch = [frames] * b, [CAPTION] * b, [stored] * b
-    weights = torch.randn(b, args.queries, cond.out_dim, generator=torch.Generator().manual_seed(1))
+    weights = torch.randn(b, args.queries, cond.out_dim, generator=torch.Generator().manual_seed(1)).to(args.device)
     prefixes = [cond.prefix(videos, captions, v, t) for v, t in draws]
 
     def step(mode: str, d: int) -> torch.Tensor:
@@ -243,14 +265,7 @@ def measure_mixed(cond: MLLMQueryConditioner, frames: torch.Tensor, stored: Any,
 
     runs = {f"{mode}{d}": (lambda mode=mode, d=d: step(mode, d)) for mode in ("full", "cached", "stored")
             for d in range(len(draws))}
-    for run in runs.values():  # warm-up
-        run()
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    for rep in range(args.mixed_repeats):
-        for name in (runs if rep % 2 == 0 else reversed(runs)):
-            start = time.perf_counter()
-            runs[name]()
-            times[name].append(time.perf_counter() - start)
+    times = time_runs(runs, 1, args.mixed_repeats, torch.device(args.device))
     per_item = {mode: sum(statistics.median(times[f"{mode}{d}"]) for d in range(len(draws))) / (len(draws) * b)
                 for mode in ("full", "cached", "stored")}
     per_item["dropped"] = sum(not (v and t) for vs, ts in draws for v, t in zip(vs, ts)) / (len(draws) * b)
@@ -263,18 +278,21 @@ def qwen7b_store_mb(tokens: int) -> float:
 
 
 def markdown(result: Result, args: argparse.Namespace, argv: list[str]) -> str:
-    decoder = f"{args.layers} layers, {args.hidden} wide, {args.heads} heads of {args.hidden // args.heads}, 2 KV heads"
+    decoder = (f"{args.layers} layers, {args.hidden} wide, {args.heads} heads of {args.hidden // args.heads}, "
+               f"{args.kv_heads} KV heads, MLP {args.intermediate or args.hidden * 8 // 3}")
+    where = (f"{torch.cuda.get_device_name(args.device)} ({args.dtype})" if args.device.startswith("cuda") else
+             f"{cpu_name()}, {torch.get_num_threads()} intra-op thread (the 2-core machine is shared, so absolute "
+             f"times drift with its load; the runs alternate), {args.dtype}")
     rows = [f"| {name} ({share:.2f}) | {n} | {f:.3f} | {c:.3f} | {s:.3f} | {f / c:.2f}× | {f / s:.1f}× |"
             for (name, _, _), share, n, f, c, s in zip(CONDITIONS, result.shares, result.prefix_tokens, result.full_s,
                                                        result.cached_s, result.stored_s)]
     e = result.expected
     tokens, alt = result.prefix_tokens[0], result.prefix_tokens[2]
     return "\n".join([
-        SECTION, "",
+        section_title(args), "",
         f"`.venv/bin/python benchmarks/conditioner.py{' ' + ' '.join(argv) if argv else ''}` on "
-        f"{cpu_name()}, {torch.get_num_threads()} intra-op thread (the 2-core machine is shared, so absolute "
-        f"times drift with its load; the runs alternate), torch {torch.__version__}, transformers "
-        f"{version('transformers')}, fp32, sdpa attention. Scaled-down Qwen2.5-VL ({decoder}; random weights); "
+        f"{where}, torch {torch.__version__}, transformers "
+        f"{version('transformers')}, sdpa attention. Scaled-down Qwen2.5-VL ({decoder}; random weights); "
         f"batch {args.batch}; full prompt = {args.frames} frames of {args.height}×{args.width} at 2 fps + chat "
         f"template + a 90-word caption = {tokens} tokens; {args.queries} queries; connector to 448. A step = "
         f"decoder + connector forward and backward into the queries and the connector (decoder frozen); "
@@ -300,7 +318,7 @@ def markdown(result: Result, args: argparse.Namespace, argv: list[str]) -> str:
         "|---|---:|",
         f"| prompt forward alone, without autograd (the floor of a live-cache step) | {result.prefix_forward_s:.3f} |",
         f"| input work of a live step with video (patchify, 1-block vision tower, embedding) | {result.shared_s:.3f} |",
-        f"| reading one stored prefix ({result.store_mb:.1f} MiB, fp32, page cache warm, timed in the main process; "
+        f"| reading one stored prefix ({result.store_mb:.1f} MiB, {args.dtype}, page cache warm, timed in the main process; "
         f"training reads in DataLoader workers) | {result.load_s:.4f} |",
         "",
         f"Activations saved for backward (video + caption): full {result.saved_mb['full']:.1f} MB, live cache "
@@ -322,7 +340,8 @@ def markdown(result: Result, args: argparse.Namespace, argv: list[str]) -> str:
            f"pads every prompt to the longest; the stored path's unshared rest is at most the template's closing "
            f"tokens). "
            if result.mixed is not None else "in a mixed batch prompts are padded to the longest (not measured here). ")
-        + "A scaled-down model on a CPU; nothing here ran on a GPU.",
+        + ("Random weights; timed with the GPU synchronised around each run." if args.device.startswith("cuda")
+           else "A scaled-down model on a CPU; nothing here ran on a GPU."),
         "",
     ])
 
@@ -337,6 +356,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--height", type=int, default=224)
     parser.add_argument("--width", type=int, default=392)
+    parser.add_argument("--kv-heads", type=int, default=2)
+    parser.add_argument("--intermediate", type=int, help="decoder MLP width (default 8/3 · hidden)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="backbone dtype")
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads (1: the machine is shared)")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=7)
@@ -359,7 +382,7 @@ def main(argv: list[str] | None = None) -> None:
     text = markdown(result, args, argv)
     print(text)
     if not args.no_write:
-        write_section(SECTION, text)
+        write_section(section_title(args), text)
     print(f"prefix-cache speedup: {result.speedup:.2f}x")
 
 

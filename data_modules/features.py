@@ -80,7 +80,12 @@ class FeatureCache:
 
     def prefix_store(self, name: str) -> Path:
         """The folder of the prefix KV store ``name``."""
-        return self.root / PREFIX_KV / name
+        return prefix_store_dir(self.root, name)
+
+
+def prefix_store_dir(cache: str | Path, name: str) -> Path:
+    """Where a cache keeps its prefix KV store ``name``."""
+    return Path(cache) / PREFIX_KV / name
 
 
 def stored_rows(store: Path) -> set[int]:
@@ -181,7 +186,7 @@ def prefix_stores(caches: list[str | Path], name: str | None) -> list[tuple[Path
     """``(folder, meta)`` of the prefix KV store ``name`` of each cache ([] without a name)."""
     if not name:
         return []
-    stores = [FeatureCache(c).prefix_store(name) for c in caches]
+    stores = [prefix_store_dir(c, name) for c in caches]  # a path only: no need to open each cache
     return [(s, read_meta(s)) for s in stores]
 
 
@@ -295,7 +300,7 @@ class CachePromptDataModule(LightningDataModule):
 
     @property
     def store_dir(self) -> Path:
-        return self.cache / PREFIX_KV / self.name
+        return prefix_store_dir(self.cache, self.name)
 
     def setup(self, stage: str | None = None) -> None:
         self.dataset = CachePromptDataset(self.cache, skip_done_in=self.store_dir)

@@ -102,3 +102,17 @@ def test_bad_inputs_name_the_problem(clips, tmp_path):
         OnsetError().update(wavs[:2], 16000, scenes[:1])
     with pytest.raises(FileNotFoundError, match="missing.json"):
         OnsetError().update(wavs[:1], 16000, [tmp_path / "missing.json"])
+
+
+def test_chance_onset_scores_match_the_closed_form():
+    """One impact at 2 s of a 4 s clip, one uniform onset per draw: E[F1] = P(|u − 2| ≤ τ) = 2τ/4 and
+    E[error] = E|u − 2| = 1 s; the time-based cores agree with the waveform scores they serve."""
+    gt = {"id": "x", "duration": 4.0, "sources": [{"type": "object", "screen": "on_screen", "impact_times": [2.0]}]}
+    error, f1 = synthetic.chance_onset_scores(gt, draws=20_000, seed=0, tolerance=0.05)
+    assert abs(f1 - 0.025) < 0.004  # binomial std over 20k draws: 0.0011
+    assert abs(error - 1.0) < 0.015  # std of |u − 2|: 0.58 / sqrt(20k) = 0.004
+    assert synthetic.chance_onset_scores(gt, draws=50, seed=3) == synthetic.chance_onset_scores(gt, draws=50, seed=3)
+    truth = np.array([0.5, 1.0, 3.0])
+    assert synthetic.onset_f1_of_times(truth, np.array([0.52, 2.0, 2.98])) == 2 * 2 / 6
+    assert synthetic.onset_error_of_times(truth, np.array([1.1]), 4.0) == pytest.approx((0.6 + 0.1 + 1.9) / 3)
+    assert synthetic.onset_error_of_times(truth, np.array([]), 4.0) == 4.0

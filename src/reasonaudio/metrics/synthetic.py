@@ -227,10 +227,14 @@ def onset_sync_error(wav: torch.Tensor | np.ndarray, sample_rate: int, gt: dict[
     Raises:
         ValueError: on a bad waveform or a ground truth without impacts.
     """
-    truth = _impact_times(gt)
-    onsets = _scored_onsets(wav, sample_rate, gt)
+    return onset_error_of_times(_impact_times(gt), _scored_onsets(wav, sample_rate, gt), gt["duration"])
+
+
+def onset_error_of_times(truth: np.ndarray, onsets: np.ndarray, duration: float) -> float:
+    """:func:`onset_sync_error` of given onset times: mean distance from each true impact ``[N]`` to the
+    nearest onset ``[M]`` (seconds), or ``duration`` when there is no onset."""
     if onsets.size == 0:
-        return float(gt["duration"])
+        return float(duration)
     return float(np.mean(np.min(np.abs(truth[:, None] - onsets[None, :]), axis=1)))
 
 
@@ -243,10 +247,13 @@ def onset_f1(wav: torch.Tensor | np.ndarray, sample_rate: int, gt: dict[str, Any
     Raises:
         ValueError: on a bad waveform, a ground truth without impacts or a non-positive tolerance.
     """
+    return onset_f1_of_times(_impact_times(gt), _scored_onsets(wav, sample_rate, gt), tolerance)
+
+
+def onset_f1_of_times(truth: np.ndarray, onsets: np.ndarray, tolerance: float = 0.05) -> float:
+    """:func:`onset_f1` of given ascending onset times ``[M]`` against ascending true impacts ``[N]``."""
     if not tolerance > 0:
         raise ValueError(f"tolerance must be positive, got {tolerance}")
-    truth = _impact_times(gt)
-    onsets = _scored_onsets(wav, sample_rate, gt)
     matched, next_free = 0, 0
     for t in truth:
         while next_free < onsets.size and onsets[next_free] < t - tolerance:
@@ -254,6 +261,30 @@ def onset_f1(wav: torch.Tensor | np.ndarray, sample_rate: int, gt: dict[str, Any
         if next_free < onsets.size and onsets[next_free] <= t + tolerance:
             matched, next_free = matched + 1, next_free + 1
     return 2.0 * matched / (truth.size + onsets.size)
+
+
+def chance_onset_scores(gt: dict[str, Any], draws: int = 1000, seed: int = 0,
+                        tolerance: float = 0.05) -> tuple[float, float]:
+    """Onset error (s) and F1 of random onsets at the clip's true rate: the chance baseline.
+
+    Each draw places as many onsets as the clip has on-screen impacts uniformly over its duration
+    and scores them with :func:`onset_error_of_times` and :func:`onset_f1_of_times`; the result is
+    the mean over ``draws`` (a fixed ``seed`` makes it reproducible). A model that has learned only
+    how often impacts happen, not when, scores about this.
+
+    Returns:
+        ``(onset_error, onset_f1)`` averaged over the draws.
+    """
+    if draws < 1:
+        raise ValueError(f"draws must be at least 1, got {draws}")
+    truth = _impact_times(gt)
+    rng = np.random.default_rng(seed)
+    errors, f1s = np.empty(draws), np.empty(draws)
+    for i in range(draws):
+        onsets = np.sort(rng.uniform(0.0, gt["duration"], truth.size))
+        errors[i] = onset_error_of_times(truth, onsets, gt["duration"])
+        f1s[i] = onset_f1_of_times(truth, onsets, tolerance)
+    return float(errors.mean()), float(f1s.mean())
 
 
 def _band_centres(pitch: float, sample_rate: int) -> np.ndarray:

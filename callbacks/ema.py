@@ -23,19 +23,26 @@ from torch.distributed.tensor import DTensor, distribute_tensor
 
 
 class EMA(Callback):
-    """Keeps ``ema = decay · ema + (1 − decay) · θ`` after every optimisation step.
+    """Keeps ``ema = d_n · ema + (1 − d_n) · θ`` after the n-th optimisation step.
+
+    With ``warmup`` the decay grows as ``d_n = min(decay, (1 + n) / (10 + n))`` (n counted from
+    ``start_step``), the usual warm-up: a constant 0.999 from step 0 would leave 0.999^1500 ≈ 22 % of
+    the random initial weights in the average of a 1,500-step run; with the warm-up that share is
+    below 1e-6 after 100 steps, and the average still smooths over the last ~1/(1 − decay) steps.
 
     Args:
-        decay: EMA decay per step.
+        decay: EMA decay per step (the warm-up's ceiling).
         start_step: steps before which the EMA just copies the weights.
+        warmup: grow the decay from 0.1 to ``decay`` as above (``False``: ``decay`` from ``start_step`` on).
         export: folder for the exported EMA weights at the end of training (``None``: no export).
     """
 
-    def __init__(self, decay: float = 0.999, start_step: int = 0, export: str | None = None):
+    def __init__(self, decay: float = 0.999, start_step: int = 0, warmup: bool = True, export: str | None = None):
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"decay must be in [0, 1), got {decay}")
         self.decay = decay
         self.start_step = start_step
+        self.warmup = warmup
         self.export = export
         self.shadow: dict[str, torch.Tensor] = {}
         self._backup: dict[str, torch.Tensor] = {}
@@ -60,9 +67,16 @@ class EMA(Callback):
                            batch_idx: int) -> None:
         if (batch_idx + 1) % trainer.accumulate_grad_batches:
             return  # weights change only when the accumulated gradient is applied
-        decay = self.decay if trainer.global_step > self.start_step else 0.0
+        decay = self.decay_at(trainer.global_step)
         for n, p in self._params(pl_module).items():
             self.shadow[n].lerp_(p.detach(), 1.0 - decay)
+
+    def decay_at(self, step: int) -> float:
+        """The decay applied after optimisation step ``step`` (1-based: ``trainer.global_step`` after it)."""
+        n = step - self.start_step
+        if n <= 0:
+            return 0.0
+        return min(self.decay, (1.0 + n) / (10.0 + n)) if self.warmup else self.decay
 
     def _swap(self, pl_module: LightningModule) -> None:
         with torch.no_grad():

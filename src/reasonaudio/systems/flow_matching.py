@@ -22,6 +22,7 @@ from torch import nn
 
 from reasonaudio import flow
 from reasonaudio.parallel import parallelize
+from reasonaudio.schedules import build_lr_scheduler
 from reasonaudio.systems.hparams import save_system_hparams
 
 
@@ -38,7 +39,8 @@ class FlowMatchingPretrain(LightningModule):
         val_t_grid: flow times of the validation loss.
         val_noise_seed: seed of the validation noise.
         optimizer: optimiser factory (AdamW (0.9, 0.95) in the configs).
-        lr_scheduler: schedule stepped every optimisation step (``WarmupStepDecay`` in the configs).
+        lr_scheduler: schedule stepped every optimisation step (``RunWarmupStepDecay`` in the configs: it is
+            laid out over the run's length, which :func:`~reasonaudio.schedules.build_lr_scheduler` passes).
     """
 
     def __init__(self, net: nn.Module, conditioner: nn.Module, text_drop: float = 0.1, video_drop: float = 0.1,
@@ -141,4 +143,6 @@ class FlowMatchingPretrain(LightningModule):
         if self.lr_scheduler is None:
             return optimizer
         return {"optimizer": optimizer,
-                "lr_scheduler": {"scheduler": self.lr_scheduler(optimizer), "interval": "step"}}
+                "lr_scheduler": {"scheduler": build_lr_scheduler(self.lr_scheduler, optimizer,
+                                                                 self.trainer.estimated_stepping_batches),
+                                 "interval": "step"}}

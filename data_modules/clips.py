@@ -6,6 +6,7 @@ An item is a dict (see :func:`collate_clips` for the batch):
 key            shape / type                    meaning
 =============  ==============================  ==========================================
 id             str                             ``<ytid>_<start:06d>`` or the corpus id
+path           str                             the media file
 wav            ``[S]`` float32                 mono audio, ``S = SequenceConfig.num_samples``
 wav_mask       ``[S]`` bool                    False on padding
 caption        str                             Think caption, plain caption, or ""
@@ -15,6 +16,7 @@ has_text       bool                            False when the caption is empty
 sync_video     ``[Ts, 3, H, H]`` uint8         25 fps, short side → H, centre crop (H=224)
 sync_mask      ``[Ts]`` bool                   False on padding / audio-only items
 mllm_video     ``[Tm, 3, h, w]`` uint8         ``mllm_fps`` frames, longest side ≤ max side
+mllm_mask      ``[Tm]`` bool                   False on padding (None without video)
 corpus         str                             which corpus the item came from
 =============  ==============================  ==========================================
 
@@ -37,9 +39,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from data_modules.features import FeatureCache
 from data_modules.manifests import MEDIA_EXTENSIONS, ManifestRow, resolve_media
-from reasonaudio.config import SYNC_FPS, SequenceConfig
+from reasonaudio.config import SequenceConfig
 from reasonaudio.config import audio_preset as get_audio_preset
-from reasonaudio.media import MediaError, load_audio, load_video
+from data_modules.video_streams import decode_video_streams
+from reasonaudio.media import MediaError, load_audio
 
 AUDIO_EXTENSIONS: tuple[str, ...] = (".wav", ".flac", ".mp4", ".mkv", ".webm")
 """Audio-only corpora prefer audio files, and accept videos whose audio track they use."""
@@ -123,24 +126,14 @@ class ClipDataset(Dataset):
                           pad=self.pad, reject_silent=True)
         wav = torch.nn.functional.pad(clip.wav, (0, seq.num_samples - clip.wav.shape[0]))
         wav_mask = torch.nn.functional.pad(clip.mask, (0, seq.num_samples - clip.mask.shape[0]))
-        item: dict[str, Any] = dict(id=rec.id, wav=wav, wav_mask=wav_mask, caption=rec.caption, label=rec.label,
-                                    has_video=rec.has_video, has_text=bool(rec.caption.strip()), corpus=rec.corpus)
-        if self.load_sync_video:
-            if rec.has_video:
-                v = load_video(rec.path, SYNC_FPS, start=rec.start, duration=seq.duration, pad=self.pad,
-                               size=self.sync_size)
-                item["sync_video"] = v.frames.permute(0, 3, 1, 2).contiguous()  # [Ts, 3, H, H]
-                item["sync_mask"] = v.mask
-            else:
-                item["sync_video"] = torch.zeros(seq.sync_frames, 3, self.sync_size, self.sync_size, dtype=torch.uint8)
-                item["sync_mask"] = torch.zeros(seq.sync_frames, dtype=torch.bool)
-        if self.load_mllm_video:
-            if rec.has_video:
-                v = load_video(rec.path, seq.mllm_fps, start=rec.start, duration=seq.mllm_frames / seq.mllm_fps,
-                               pad=self.pad, max_side=self.mllm_max_side, multiple=self.mllm_multiple)
-                item["mllm_video"] = v.frames.permute(0, 3, 1, 2).contiguous()  # [Tm, 3, h, w]
-            else:
-                item["mllm_video"] = None
+        item: dict[str, Any] = dict(id=rec.id, path=rec.path, wav=wav, wav_mask=wav_mask, caption=rec.caption,
+                                    label=rec.label, has_video=rec.has_video, has_text=bool(rec.caption.strip()),
+                                    corpus=rec.corpus)
+        # The one frame decoder generation uses too (training and inference see identical frames).
+        item.update(decode_video_streams(rec.path, seq, has_video=rec.has_video, start=rec.start, pad=self.pad,
+                                         load_sync_video=self.load_sync_video, sync_size=self.sync_size,
+                                         load_mllm_video=self.load_mllm_video, mllm_max_side=self.mllm_max_side,
+                                         mllm_multiple=self.mllm_multiple))
         return item
 
 
@@ -158,6 +151,7 @@ def collate_clips(items: Sequence[dict[str, Any] | SkippedSample]) -> dict[str, 
     batch: dict[str, Any] = {"skipped": [x for x in items if isinstance(x, SkippedSample)]}
     for key in ("id", "caption", "label", "corpus"):
         batch[key] = [x[key] for x in good]
+    batch["path"] = [x.get("path", "") for x in good]
     batch["has_video"] = torch.tensor([x["has_video"] for x in good], dtype=torch.bool)
     batch["has_text"] = torch.tensor([x["has_text"] for x in good], dtype=torch.bool)
     if not good:
@@ -169,6 +163,7 @@ def collate_clips(items: Sequence[dict[str, Any] | SkippedSample]) -> dict[str, 
             batch[key] = torch.stack([x[key] for x in good])
     if "mllm_video" in good[0]:
         batch["mllm_video"] = [x["mllm_video"] for x in good]
+        batch["mllm_mask"] = [x.get("mllm_mask") for x in good]
     return batch
 
 

@@ -745,16 +745,59 @@ def test_mux_audio_remuxes_h264_from_matroska(make_video, tmp_path):
     assert [frame_index(f) for f in M.load_video(out, 25).frames] == [k * 30 // 25 for k in range(25)]
 
 
-def test_mux_audio_into_vp9_webm_reencodes_to_h264(media_dir, tmp_path):
+def test_mux_audio_copies_vp9_from_webm_into_mp4(media_dir, tmp_path):
+    src = media_dir / "edge/no_duration.webm"
     out = tmp_path / "vp9.mp4"
-    duration = M.mux_audio(media_dir / "edge/no_duration.webm", sine(440, 6.0, 16000), 16000, out)
+    duration = M.mux_audio(src, sine(440, 6.0, 16000), 16000, out)
     assert duration == pytest.approx(4.94, abs=0.1)
-    assert duration == pytest.approx(74 / (15000 / 1001), abs=1e-6)  # 74 frames on the 14.985 fps grid
+    assert duration == pytest.approx(M.video_duration(src), abs=1e-9)
     info = M.probe(out)
-    assert (info.video.codec, info.audio.codec) == ("h264", "aac")
+    assert (info.video.codec, info.audio.codec) == ("vp9", "aac")  # mp4 holds VP9: no re-encode
+    assert [b for _, b in _video_packets(out)] == [b for _, b in _video_packets(src)]
     assert (info.video.width, info.video.height) == (1280, 720)
     assert info.video.duration == pytest.approx(duration, abs=2e-3)
     assert info.audio.duration == pytest.approx(duration, abs=2e-3)
+
+
+def test_mux_audio_reencodes_a_codec_mp4_cannot_hold(tmp_path):
+    """Raw video (an AVI's rawvideo stream) cannot go into mp4: it is re-encoded to H.264, same duration."""
+    src = tmp_path / "raw.avi"
+    with av.open(str(src), "w") as c:
+        st = c.add_stream("rawvideo", rate=25)
+        st.width, st.height, st.pix_fmt = 32, 32, "yuv420p"
+        for i in range(20):
+            vf = av.VideoFrame.from_ndarray(index_frame(i, 32, 32), format="rgb24")
+            vf.pts = i
+            for pkt in st.encode(vf):
+                c.mux(pkt)
+        for pkt in st.encode(None):
+            c.mux(pkt)
+    out = tmp_path / "raw.mp4"
+    assert M.mux_audio(src, sine(440, 1.0, 16000), 16000, out) == pytest.approx(0.8)
+    info = M.probe(out)
+    assert (info.video.codec, info.audio.codec) == ("h264", "aac")
+    assert info.audio.duration == pytest.approx(0.8, abs=1024 / 16000)
+    shown = [frame_index(f) for f in M.load_video(out, 25).frames]  # lossy H.264: levels within one index step
+    assert len(shown) == 20 and all(abs(k - i) <= 1 for i, k in enumerate(shown))
+
+
+def test_mux_audio_keeps_the_original_audio_as_a_second_track(media_dir, tmp_path):
+    src = media_dir / "edge/opus_audio.mkv"  # H.264 + Opus 48 kHz in Matroska
+    out = tmp_path / "kept.mp4"
+    duration = M.mux_audio(src, sine(440, 11.0, 16000), 16000, out, keep_audio=True)
+    info = M.probe(out)
+    audio = [s for s in info.streams if s.kind == "audio"]
+    assert [(s.codec, s.sample_rate) for s in audio] == [("aac", 16000), ("opus", 48000)]
+    assert all(abs(s.duration - duration) <= 1024 / 16000 for s in audio)
+    generated = M.load_audio(out, 16000, stream=audio[0].index).wav
+    original = M.load_audio(out, 48000, stream=audio[1].index).wav
+    reference = M.load_audio(src, 48000).wav
+    assert peak_freq(generated[16000:48000].numpy(), 16000) == pytest.approx(440, abs=1)
+    # The Opus packets, copied untouched: the same samples, placed within 1 ms (Matroska stores milliseconds).
+    seg = reference[48000:96000]
+    lag = max(range(-96, 97), key=lambda k: float(original[48000 + k:96000 + k] @ seg))
+    assert abs(lag) <= 48 and float((original[48000 + lag:96000 + lag] - seg).abs().max()) < 1e-6
+    assert M.probe(out).audio.codec == "aac"  # players pick the generated track first
 
 
 # =========================================================================== validate_file and broken inputs

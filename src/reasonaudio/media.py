@@ -814,12 +814,18 @@ def write_video(path: PathLike, frames: torch.Tensor | np.ndarray, fps: float,
         _mux_interleaved(c, video, [] if ast is None else _encode_audio(ast, wav))
 
 
-def mux_audio(video_path: PathLike, wav: torch.Tensor | np.ndarray, sample_rate: int, out_path: PathLike) -> float:
-    """Put a generated waveform into a copy of ``video_path`` (H.264 + AAC), cut or padded to the video's duration.
+def mux_audio(video_path: PathLike, wav: torch.Tensor | np.ndarray, sample_rate: int, out_path: PathLike,
+              keep_audio: bool = False) -> float:
+    """Put a generated waveform into a copy of ``video_path`` (mp4, AAC), cut or padded to the video's duration.
 
-    H.264 sources are remuxed untouched (packets copied, display rotation kept); other codecs are
-    re-encoded to H.264 (rotation applied to the pixels). The waveform's sample 0 is the
-    container's start time, the instant :func:`load_video` calls 0.
+    The video stream is remuxed untouched (packets copied, display rotation kept) whenever mp4 can
+    hold its codec (H.264, HEVC, VP9, AV1, MPEG-4, ...); otherwise it is re-encoded to H.264 (rotation
+    applied to the pixels). The waveform's sample 0 is the container's start time, the instant
+    :func:`load_video` calls 0.
+
+    Args:
+        keep_audio: also keep the source's first audio stream, as a second audio track after the
+            generated one (copied when mp4 can hold its codec, else re-encoded to AAC).
 
     Returns:
         The video duration in seconds that the audio was fitted to.
@@ -827,30 +833,76 @@ def mux_audio(video_path: PathLike, wav: torch.Tensor | np.ndarray, sample_rate:
     x = _as_numpy_wav(wav)
     if sample_rate <= 0:
         raise ValueError(f"sample_rate must be positive, got {sample_rate}")
-    clip = None
-    with _open(video_path) as src:
-        vin = _select(src, "video", video_path, None)
-        copy = vin.codec_context.name == "h264"
-    if copy:
-        duration = _video_duration(video_path)
-    else:
-        clip = load_video(video_path, fps=float(probe(video_path).video.fps or 25))
-        duration = clip.duration
-    n = round(duration * sample_rate)
-    x = np.pad(x[:, :n], ((0, 0), (0, max(0, n - x.shape[1]))))
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
-    if not copy:
-        w = clip.frames.shape[2] // 2 * 2
-        h = clip.frames.shape[1] // 2 * 2
-        write_video(out_path, clip.frames[:, :h, :w], clip.fps, x, sample_rate)
+    duration = video_duration(video_path)
+    try:
+        _remux_with_audio(video_path, _fit_wav(x, duration, sample_rate), sample_rate, out_path, keep_audio)
         return duration
-    with _open(video_path) as src, av.open(str(out_path), "w", format="mp4") as dst:
-        vin = src.streams.video[0]
-        vout = dst.add_stream_from_template(vin)
+    except _CannotCopy:
+        Path(out_path).unlink(missing_ok=True)
+    clip = load_video(video_path, fps=float(probe(video_path).video.fps or 25))
+    duration = clip.duration
+    x = _fit_wav(x, duration, sample_rate)
+    w = clip.frames.shape[2] // 2 * 2
+    h = clip.frames.shape[1] // 2 * 2
+    write_video(out_path, clip.frames[:, :h, :w], clip.fps, x, sample_rate)
+    if keep_audio and probe(video_path).audio is not None:
+        tmp = Path(out_path).with_name(f".{Path(out_path).stem}.video{Path(out_path).suffix}")
+        Path(out_path).replace(tmp)
+        try:
+            _remux_with_audio(tmp, x, sample_rate, out_path, keep_audio=True, audio_source=video_path)
+        finally:
+            tmp.unlink(missing_ok=True)
+    return duration
+
+
+class _CannotCopy(Exception):
+    """mp4 cannot hold the source's video codec: re-encode instead."""
+
+
+MP4_AUDIO_COPY = frozenset({"aac", "mp3", "alac", "flac", "opus", "ac3", "eac3"})
+"""Audio codecs copied as they are into an mp4 (``keep_audio``); others are re-encoded to AAC."""
+
+
+def _fit_wav(x: np.ndarray, duration: float, sample_rate: int) -> np.ndarray:
+    n = round(duration * sample_rate)
+    return np.pad(x[:, :n], ((0, 0), (0, max(0, n - x.shape[1]))))
+
+
+def _remux_with_audio(video_path: PathLike, x: np.ndarray, sample_rate: int, out_path: PathLike, keep_audio: bool,
+                      audio_source: PathLike | None = None) -> None:
+    """Copy ``video_path``'s first video stream into an mp4 with ``x`` as AAC; with ``keep_audio``, the first
+    audio stream of ``audio_source`` (default ``video_path``) follows as a second track, cut to ``x``'s length.
+
+    Raises:
+        _CannotCopy: the mp4 muxer refuses the video codec.
+    """
+    audio_source = audio_source or video_path
+    end = x.shape[1] / sample_rate
+    with _open(video_path) as src, _open(audio_source) as asrc, av.open(str(out_path), "w", format="mp4") as dst:
+        vin = _select(src, "video", video_path, None)
+        try:
+            try:
+                vout = dst.add_stream_from_template(vin)
+            except av.codec.codec.UnknownCodecError:  # decoded by a library (libdav1d) that names no encoder
+                vout = dst.add_stream_from_template(vin, opaque=True)
+        except ValueError as e:  # "'mp4' format does not support 'rawvideo' codec"
+            raise _CannotCopy(str(e)) from e
         # Keep the video where it was relative to the container start (= audio sample 0).
         t0 = round((src.start_time or 0) / av.time_base / vin.time_base)
         ast = _add_audio_stream(dst, sample_rate, x.shape[0], "aac")
+        ain = asrc.streams.audio[0] if keep_audio and asrc.streams.audio else None
+        aout = None
+        if ain is not None:
+            cc = ain.codec_context
+            aout = (dst.add_stream_from_template(ain) if cc.name in MP4_AUDIO_COPY else
+                    _add_audio_stream(dst, cc.sample_rate, min(8, cc.layout.nb_channels or 1), "aac"))
+        try:
+            dst.start_encoding()  # writes the header: this is where mp4 refuses a codec it cannot hold
+        except av.error.FFmpegError as e:
+            raise _CannotCopy(_short(e)) from e
         video: list[av.Packet] = []
+        original: list[av.Packet] = []
         try:
             for pkt in src.demux(vin):
                 if pkt.dts is None:
@@ -861,12 +913,45 @@ def mux_audio(video_path: PathLike, wav: torch.Tensor | np.ndarray, sample_rate:
                 video.append(pkt)
         except av.error.FFmpegError as e:
             raise MediaError(video_path, f"demux error: {_short(e)}") from e
-        _mux_interleaved(dst, video, _encode_audio(ast, x))
-    return duration
+        if ain is not None:
+            try:
+                original = _original_audio(asrc, ain, aout, end)
+            except av.error.FFmpegError as e:
+                raise MediaError(audio_source, f"audio decode error: {_short(e)}") from e
+        _mux_interleaved(dst, video, _encode_audio(ast, x), original)
 
 
-def _video_duration(path: PathLike) -> float:
-    """Displayed duration of the first video stream on the container timeline: last frame's pts + its duration."""
+def _original_audio(src: av.container.InputContainer, ain: av.audio.stream.AudioStream, out,
+                    end: float) -> list[av.Packet]:
+    """The source audio's packets up to ``end`` s on the output's timeline: copied, or re-encoded to AAC."""
+    t0 = (src.start_time or 0) / av.time_base
+    if out.codec_context.name == ain.codec_context.name:
+        shift = round(t0 / ain.time_base)
+        packets = []
+        for pkt in src.demux(ain):
+            if pkt.dts is None or pkt.pts is None:
+                continue
+            pkt.pts -= shift
+            pkt.dts -= shift
+            if float(pkt.pts * ain.time_base) >= end:
+                break
+            pkt.stream = out
+            packets.append(pkt)
+        return packets
+    cc = out.codec_context
+    resampler = av.AudioResampler(format="fltp", layout=cc.layout.name, rate=cc.sample_rate)
+    chunks = [f.to_ndarray() for frame in src.decode(ain) for f in resampler.resample(frame)]
+    chunks += [f.to_ndarray() for f in resampler.resample(None)]
+    wav = np.concatenate(chunks, axis=1) if chunks else np.zeros((cc.layout.nb_channels, 0), np.float32)
+    return _encode_audio(out, _as_numpy_wav(wav[:, :round(end * cc.sample_rate)]))
+
+
+def video_duration(path: PathLike) -> float:
+    """Displayed duration of the first video stream on the container timeline: last frame's pts + its duration.
+
+    Read from packet timestamps (demuxing only), so it holds for variable frame rates and for
+    containers that store no duration.
+    """
     with _open(path) as c:
         s = _select(c, "video", path, None)
         t0 = round((c.start_time or 0) / av.time_base / s.time_base)

@@ -27,11 +27,23 @@ def test_demo_runs_and_resumes(tmp_path, monkeypatch, capsys):
                            "features_heldout", "mllm", "prefix_kv_corpus", "prefix_kv_heldout", "pretrain", "reward", "preference_data", "post_train", "generate",
                            "evaluate"]
     assert "held-out synthetic metrics" in first and "pretrained" in first
-    metrics = json.loads((out / "generate" / "metrics.json").read_text())
-    assert set(metrics) == {"untrained", "pretrained", "post-trained (DPO)", "ground truth (vocoded)"}
-    assert metrics["ground truth (vocoded)"]["fd_latent"] == 0.0 and metrics["untrained"]["fd_latent"] > 0
+    summary = json.loads((out / "summary.json").read_text())  # read by scripts: the issue's shape
+    rows = summary["rows"]
+    assert set(rows) == {"untrained", "pretrained", "post_trained", "vocoded_gt", "chance"}
+    for row in rows.values():
+        assert 0 <= row["onset_f1"] <= 1 and row["onset_error_ms"] >= 0
+    assert rows["vocoded_gt"]["fd_latent"] == 0.0 and rows["untrained"]["fd_latent"] > 0
     # the post-trained model is the pretrained one plus a trained LoRA: its samples differ from the pretrained ones
-    assert metrics["post-trained (DPO)"]["fd_latent"] != metrics["pretrained"]["fd_latent"]
+    assert rows["post_trained"]["fd_latent"] != rows["pretrained"]["fd_latent"]
+    per_clip = json.loads((out / "generate" / "metrics.json").read_text())["rows"]
+    for key, row in rows.items():  # the summary's means are the per-clip scores' means
+        clips = per_clip[key]["clips"]
+        assert [c["id"] for c in clips] == ["synth_000000", "synth_000001"]
+        assert row["onset_f1"] == pytest.approx(sum(c["onset_f1"] for c in clips) / 2)
+        assert row["onset_error_ms"] == pytest.approx(500 * sum(c["onset_error"] for c in clips))
+    chance = rows["chance"]  # random onsets at the true rate: computed, and printed as in the file
+    assert 0 < chance["onset_f1"] < 0.5
+    assert re.search(rf"chance \(random onsets\) +{chance['onset_error_ms']:.1f} +{chance['onset_f1']:.3f}", first)
     assert state["preference_data"]["kept"] + state["preference_data"]["dropped"] == 4
     assert (out / "post_train" / "export" / "model.safetensors").is_file()
     assert (out / "post_train" / "export" / "adapter" / "adapter_config.json").is_file()

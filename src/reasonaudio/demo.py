@@ -149,20 +149,45 @@ def _latent_fd(generated, real) -> float:
                             real.reshape(-1, real.shape[-1]).double().numpy())
 
 
+ROWS = {"untrained": "untrained", "pretrained": "pretrained", "post_trained": "post-trained (DPO)",
+        "vocoded_gt": "ground truth (vocoded)", "chance": "chance (random onsets)"}
+"""``summary.json`` row keys and the names the printed table gives them."""
+
+
+def _row(clips: list[dict], **extra: float) -> dict:
+    """Mean of per-clip scores as a summary row (onset error in ms), with the per-clip scores kept.
+
+    A score no clip has (e.g. off-screen presence without off-screen sources, or of the chance row) is
+    ``None`` (JSON ``null``): strict JSON readers reject NaN.
+    """
+    import math
+
+    def mean(key: str) -> float | None:
+        values = [c[key] for c in clips if c.get(key) is not None and not math.isnan(c[key])]
+        return sum(values) / len(values) if values else None
+
+    clips = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in c.items()} for c in clips]
+    return {"onset_f1": mean("onset_f1"), "onset_error_ms": 1000 * mean("onset_error"),
+            "offscreen_presence": mean("offscreen_presence"), "timbre_agreement": mean("timbre_agreement"),
+            **extra, "clips": clips}
+
+
 def _evaluate(out: Path, steps: int, cfg: float) -> Callable[[Path], dict]:
     """Generate for the held-out clips with the pretrained and the post-trained model; score against ground truth.
 
     Both models sample from the same noise. The untrained baseline needs no sampling: the DiT's final
     projection is zero-initialised, so an untrained model's velocity is 0 everywhere and its sample is
     the initial noise itself. Quality proxy: FD between Gaussian fits of generated and real held-out
-    latent frames (``fd_latent``).
+    latent frames (``fd_latent``). ``chance`` places random onsets at each clip's true rate
+    (:func:`~reasonaudio.metrics.synthetic.chance_onset_scores`, 1,000 draws per clip).
     """
     def run(tmp: Path) -> dict:
         import torch
 
         from data_modules.features import CachedFeatureDataModule
-        from reasonaudio.generation import latents_to_audio, score_synthetic
+        from reasonaudio.generation import clip_scores, latents_to_audio
         from reasonaudio.media import mux_audio, write_audio
+        from reasonaudio.metrics.synthetic import chance_onset_scores
         from reasonaudio.systems.flow_matching import FlowMatchingPretrain
         from reasonaudio.systems.preference import load_policy_weights
         from reasonaudio.systems.vae import trained_vae
@@ -179,25 +204,34 @@ def _evaluate(out: Path, steps: int, cfg: float) -> Callable[[Path], dict]:
         noise = torch.randn(batch["latent"].shape, generator=torch.Generator().manual_seed(0))
         sr = 16000
         gts = [out / "heldout" / "gt" / f"{i}.json" for i in batch["id"]]
-        results = {"untrained": {**score_synthetic(latents_to_audio(noise, vae, vocoder), sr, gts),
-                                 "fd_latent": _latent_fd(noise, batch["latent"])}}
+
+        def scored(wavs: torch.Tensor, latents: torch.Tensor | None) -> dict:
+            clips = [{"id": i, **c} for i, c in zip(batch["id"], clip_scores(wavs, sr, gts))]
+            fd = {} if latents is None else {"fd_latent": _latent_fd(latents, batch["latent"])}
+            return _row(clips, **fd)
+
+        rows = {"untrained": scored(latents_to_audio(noise, vae, vocoder), noise)}
         models = (("pretrained", lambda: system.load_ema(str(out / "pretrain" / "export" / "model.safetensors"))),
-                  ("post-trained (DPO)", lambda: load_policy_weights(system, out / "post_train" / "export")))
+                  ("post_trained", lambda: load_policy_weights(system, out / "post_train" / "export")))
         for name, load in models:
             load()
             system.eval()
             latents = system.generate(batch, steps=steps, cfg=cfg, seed=0)
             wavs = latents_to_audio(latents, vae, vocoder)
-            results[name] = {**score_synthetic(wavs, sr, gts), "fd_latent": _latent_fd(latents, batch["latent"])}
-            folder = tmp / ("pretrained" if name == "pretrained" else "post_trained")
-            (folder / "audio").mkdir(parents=True)
+            rows[name] = scored(wavs, latents)
+            (tmp / name / "audio").mkdir(parents=True)
             for clip_id, wav in zip(batch["id"], wavs):
-                write_audio(folder / "audio" / f"{clip_id}.flac", wav, sr)
-                mux_audio(out / "heldout" / "videos" / f"{clip_id}.mp4", wav, sr, folder / f"{clip_id}.mp4")
-        results["ground truth (vocoded)"] = {**score_synthetic(latents_to_audio(batch["latent"], vae, vocoder), sr, gts),
-                                             "fd_latent": 0.0}
-        (tmp / "metrics.json").write_text(json.dumps(results, indent=2))
-        return results
+                write_audio(tmp / name / "audio" / f"{clip_id}.flac", wav, sr)
+                mux_audio(out / "heldout" / "videos" / f"{clip_id}.mp4", wav, sr, tmp / name / f"{clip_id}.mp4")
+        rows["vocoded_gt"] = {**scored(latents_to_audio(batch["latent"], vae, vocoder), None), "fd_latent": 0.0}
+        chance = []
+        for clip_id, path in zip(batch["id"], gts):
+            error, f1 = chance_onset_scores(json.loads(path.read_text()), draws=1000, seed=0)
+            chance.append({"id": clip_id, "onset_error": error, "onset_f1": f1})
+        rows["chance"] = _row(chance)
+        summary = {"rows": rows}
+        (tmp / "metrics.json").write_text(json.dumps(summary, indent=2))
+        return summary
     return run
 
 
@@ -337,12 +371,19 @@ def main(argv: list[str] | None = None) -> int:
     ]
     width = max(len(k) for k, _ in rows)
     print("\n" + "\n".join(f"  {k:<{width}}  {v}" for k, v in rows))
+    summary = {**scores, "rows": {k: {m: v for m, v in row.items() if m != "clips"} for k, row in scores["rows"].items()}}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print("\n  held-out synthetic metrics (onset error in ms and FD-latent: lower is better; the rest higher):")
     print(f"    {'model':<24} {'onset err':>9} {'onset F1':>9} {'off-screen':>10} {'timbre':>7} {'FD-latent':>9}")
-    for name in ("untrained", "pretrained", "post-trained (DPO)", "ground truth (vocoded)"):
-        m = scores[name]
-        print(f"    {name:<24} {1000 * m['onset_error']:9.1f} {m['onset_f1']:9.3f} "
-              f"{m['offscreen_presence']:10.3f} {m['timbre_agreement']:7.3f} {m['fd_latent']:9.3f}")
+    def cell(value: float | None, width: int, digits: int) -> str:
+        return f"{value:{width}.{digits}f}" if value is not None else f"{'-':>{width}}"
+
+    for key, name in ROWS.items():
+        m = summary["rows"][key]
+        print(f"    {name:<24} {cell(m['onset_error_ms'], 9, 1)} {cell(m['onset_f1'], 9, 3)} "
+              f"{cell(m['offscreen_presence'], 10, 3)} {cell(m['timbre_agreement'], 7, 3)} "
+              f"{cell(m.get('fd_latent'), 9, 3)}")
+    print(f"  (also in {out / 'summary.json'}; per-clip scores in {out / 'generate' / 'metrics.json'})")
     print("\n  Table-2 metrics of the post-trained outputs (reasonaudio-metrics; pretrained weights go in runs/weights/):")
     for name, value in table2["metrics"].items():
         print(f"    {name:<10} {value:.4g}" if isinstance(value, float) else f"    {name:<10} {value}")

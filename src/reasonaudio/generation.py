@@ -25,6 +25,24 @@ def latents_to_audio(latents: torch.Tensor, vae: nn.Module, vocoder: nn.Module) 
     return vocoder(mel).flatten(1).clamp(-1.0, 1.0)
 
 
+def clip_scores(wavs: torch.Tensor, sample_rate: int, ground_truth: Sequence[str | Path]) -> list[dict[str, float]]:
+    """Per-clip synthetic metrics of ``wavs [B, S]`` against ground-truth JSON files (one per item).
+
+    Returns:
+        One dict per clip: ``onset_error`` (s), ``onset_f1``, ``offscreen_presence`` (fraction of the
+        clip's off-screen sources detected; NaN when it has none) and ``timbre_agreement``.
+    """
+    scores = []
+    for wav, path in zip(wavs.cpu().numpy(), ground_truth):
+        gt = json.loads(Path(path).read_text())
+        found = synthetic.offscreen_presence(wav, sample_rate, gt)
+        scores.append({"onset_error": synthetic.onset_sync_error(wav, sample_rate, gt),
+                       "onset_f1": synthetic.onset_f1(wav, sample_rate, gt),
+                       "offscreen_presence": float(np.mean(list(found.values()))) if found else float("nan"),
+                       "timbre_agreement": synthetic.timbre_agreement(wav, sample_rate, gt)})
+    return scores
+
+
 def score_synthetic(wavs: torch.Tensor, sample_rate: int, ground_truth: Sequence[str | Path]) -> dict[str, float]:
     """Mean synthetic metrics of ``wavs [B, S]`` against ground-truth JSON files (one per item).
 
@@ -32,15 +50,9 @@ def score_synthetic(wavs: torch.Tensor, sample_rate: int, ground_truth: Sequence
         ``onset_error`` (s), ``onset_f1``, ``offscreen_presence`` (fraction of off-screen sources
         detected, over clips that have any) and ``timbre_agreement``.
     """
-    errors, f1s, presence, timbre = [], [], [], []
-    for wav, path in zip(wavs.cpu().numpy(), ground_truth):
-        gt = json.loads(Path(path).read_text())
-        errors.append(synthetic.onset_sync_error(wav, sample_rate, gt))
-        f1s.append(synthetic.onset_f1(wav, sample_rate, gt))
-        found = synthetic.offscreen_presence(wav, sample_rate, gt)
-        if found:
-            presence.append(float(np.mean(list(found.values()))))
-        timbre.append(synthetic.timbre_agreement(wav, sample_rate, gt))
-    return {"onset_error": float(np.mean(errors)), "onset_f1": float(np.mean(f1s)),
+    scores = clip_scores(wavs, sample_rate, ground_truth)
+    presence = [c["offscreen_presence"] for c in scores if not np.isnan(c["offscreen_presence"])]
+    return {"onset_error": float(np.mean([c["onset_error"] for c in scores])),
+            "onset_f1": float(np.mean([c["onset_f1"] for c in scores])),
             "offscreen_presence": float(np.mean(presence)) if presence else float("nan"),
-            "timbre_agreement": float(np.mean(timbre))}
+            "timbre_agreement": float(np.mean([c["timbre_agreement"] for c in scores]))}

@@ -199,13 +199,13 @@ def test_generate_cli_on_a_real_clip(setup_dirs, fixtures_dir):
     manifest.write_text("".join(json.dumps({"id": i, "caption": "<HINT>low plucked tones</HINT> "
                                             "<TRACK name='bass' screen=on_screen> <KEYWORDS> plucked </KEYWORDS> </TRACK>"})
                                 + "\n" for i in ("6zlMP_kQ_-w_000030", "54bz5yqN2IA_000004")))
-    assert generate_main([*common, "--manifest", str(manifest), "--media-root", str(video.parent), "--duration", "2"]) == 0
+    assert generate_main([*common, "--manifest", str(manifest), "--media-root", str(video.parent)]) == 0
     for clip_id in ("6zlMP_kQ_-w_000030", "54bz5yqN2IA_000004"):  # av-benchmark pairs outputs by these stems
         assert probe(out / f"{clip_id}.mp4").duration == pytest.approx(10.0, abs=0.07)
     broken = d["root"] / "broken.mp4"
     broken.write_text("not a video")
     with pytest.raises(SystemExit, match="cannot use .*broken.mp4: cannot open"):
-        generate_main([*common, "--video", str(broken), "--duration", "2"])
+        generate_main([*common, "--video", str(broken)])
     with pytest.raises(SystemExit, match="not found"):
         generate_main([*common[:-2], "--out", str(out), "--video", str(video), "--ckpt", str(d["root"] / "x.ckpt")])
     with pytest.raises(SystemExit, match="Synchformer weights of the training cache not found"):

@@ -1,17 +1,34 @@
-"""`reasonaudio-generate`: audio for a video (and/or text) from a pretrained checkpoint, muxed back into the mp4.
+"""`reasonaudio-generate`: audio for videos (and/or text) from a pretrained checkpoint, muxed back into mp4.
 
     reasonaudio-generate --ckpt PRETRAIN.ckpt --features-config FEATURES_RUN/config.yaml --vocoder VOCODER.ckpt \\
-        [--video V.mp4 | --manifest M.jsonl --media-root DIR] [--text "..."] [--negative-text "..."] \\
-        [--duration S] [--cfg 4.5] [--steps 25] [--seed 0] [--ema EXPORT/model.safetensors] \\
-        [--adapter POST_TRAIN_EXPORT] --out OUT_DIR
+        [--video V.mp4 | --videos DIR_OR_LIST | --manifest M.jsonl --media-root DIR] [--text "..."] \\
+        [--negative-text "..."] [--duration S] [--keep-original-audio] [--cfg 4.5] [--steps 25] [--seed 0] \\
+        [--ema EXPORT/model.safetensors] [--adapter POST_TRAIN_EXPORT] --out OUT_DIR
+
+Generation reads only what it conditions on: each video's frames (Synchformer and MLLM streams, decoded
+by the features stage's own frame decoder, ``data_modules.video_streams``) and optional text. Audio is
+never required nor decoded: videos without an audio track, or with a silent one, work like any other.
+Each video gets audio of its own displayed duration (any length up to the MLLM's frame budget, any frame
+rate, rotation or size); ``--duration`` sets the length of text-only generation (default 8 s).
+
+Outputs follow av-benchmark's naming: ``<stem>.flac`` at the model's sample rate and, for videos,
+``<stem>.mp4`` — the source video stream copied whenever mp4 can hold its codec (H.264, HEVC, VP9, AV1,
+...; else re-encoded to H.264) with the generated audio, fitted to the video's duration; with
+``--keep-original-audio`` the source's own audio follows as a second track. ``--videos`` takes a folder
+(its video files, not recursive) or a text file listing one video path per line (relative to the list);
+inputs are batched by length. A run is resumable: files are written under ``OUT/.partial/`` and renamed
+when complete, and a rerun skips every input whose outputs exist. A file that cannot be used does not
+stop the run: its verdict goes to ``OUT/failures.jsonl`` (one JSON line per failed input) and the
+command exits with status 1 at the end.
+
+A video without ``--text`` is generated video-only (V2A) with the text-dropped prompt the model was trained
+on (its condition dropout, p = 0.1): the MLLM's user turn holds the video alone — the paper's pure V2A
+setting (Appendix C), which adds no instruction text. ``--text`` alone generates from text (T2A).
 
 The features config (saved by ``reasonaudio predict --config lightning_configs/features.yaml``) says how
-clips were turned into conditions for training — VAE, Synchformer, frame sizes — so generation sees
-its inputs exactly as training did. Writes ``<id>.flac`` and, for video inputs, ``<id>.mp4`` (the
-source video with the generated audio, cut or padded to the video's duration). ``--duration``
-defaults to the length of ``--video`` (8 s for manifests and text). Without ``--video`` the audio is
-generated from text alone. ``--device`` picks where it runs (default: CUDA when present, with bf16
-autocast for the networks; ``--precision fp32`` turns that off); a progress bar counts clips.
+clips were turned into conditions for training — VAE, Synchformer, frame sizes and rates — so generation
+sees its inputs exactly as training did. ``--device`` picks where it runs (default: CUDA when present,
+with bf16 autocast for the networks; ``--precision fp32`` turns that off); a progress bar counts inputs.
 
 ``--adapter`` takes a preference post-training result (``PreferencePostTrain``'s ``export``) in any of
 its forms, recognised by content: the export folder or its merged ``model.safetensors`` (the adapter
@@ -22,15 +39,25 @@ names) and merged.
 from __future__ import annotations
 
 import argparse
+import json
+import math
+import os
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 import yaml
 
+PARTIAL = ".partial"
+"""Subfolder of the output folder where files are written before they are renamed into place."""
+FAILURES = "failures.jsonl"
+"""Per-input verdicts of a run's failed inputs, in the output folder."""
+VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".mov", ".avi", ".m4v")
+"""Files ``--videos DIR`` takes."""
 
-def _load(args: argparse.Namespace, duration: float):
+
+def _load(args: argparse.Namespace):
     from data_modules.features import SYNC_WEIGHTS
     from reasonaudio.cli import build_cli
     from reasonaudio.systems.flow_matching import FlowMatchingPretrain
@@ -43,8 +70,7 @@ def _load(args: argparse.Namespace, duration: float):
     config = yaml.safe_load(Path(args.features_config).read_text())
     for key in ("return_predictions", "ckpt_path", "weights_only"):
         config.pop(key, None)
-    cli = build_cli(["--config", yaml.safe_dump(config), f"--model.init_args.duration={duration}",
-                     f"--data.init_args.duration={duration}", "--trainer.logger=false"], run=False)
+    cli = build_cli(["--config", yaml.safe_dump(config), "--trainer.logger=false"], run=False)
     features = cli.model.eval()
     features.setup("predict")
     if features.sync_encoder is not None:
@@ -77,73 +103,200 @@ def _cache_folder(config: dict) -> Path:
     return Path(writers[0]["init_args"]["output"])
 
 
-def _records(args: argparse.Namespace):
-    from data_modules.clips import ClipRecord
+def list_videos(source: str | Path) -> list[Path]:
+    """The videos of ``--videos``: a folder's video files (sorted, not recursive, hidden files left out), or
+    the paths listed in a text file (one per line; blank lines and ``#`` comments skipped; relative to it)."""
+    source = Path(source)
+    if source.is_dir():
+        return sorted(p for p in source.iterdir()
+                      if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS and not p.name.startswith("."))
+    if not source.is_file():
+        raise SystemExit(f"reasonaudio-generate: --videos {source}: no such folder or list file")
+    lines = [line.strip() for line in source.read_text().splitlines()]
+    return [Path(line) if Path(line).is_absolute() else source.parent / line
+            for line in lines if line and not line.startswith("#")]
+
+
+def _inputs(args: argparse.Namespace) -> tuple[list[tuple[str, str, str]], list[dict]]:
+    """``(id, video path, caption)`` per input ("" path for text only), and failures found while listing."""
     from data_modules.manifests import read_think_jsonl, resolve_media
 
+    text = args.text or ""
     if args.manifest:
-        rows = read_think_jsonl(args.manifest)
+        inputs, failures = [], []
         root = Path(args.media_root or Path(args.manifest).parent)
-        return [ClipRecord(r.id, str(resolve_media(r, root)), caption=r.caption or "") for r in rows]
+        for row in read_think_jsonl(args.manifest):
+            try:
+                inputs.append((row.id, str(resolve_media(row, root, VIDEO_EXTENSIONS)), row.caption or text))
+            except ValueError as err:
+                failures.append({"id": row.id, "path": "", "verdict": f"no video: {err}"})
+        return inputs, failures
+    if args.videos:
+        return [(p.stem, str(p), text) for p in list_videos(args.videos)], []
     if args.video:
-        return [ClipRecord(Path(args.video).stem, str(args.video), caption=args.text or "")]
-    return [ClipRecord("text_only", "", caption=args.text or "", has_video=False)]
+        return [(Path(args.video).stem, str(args.video), text)], []
+    return [("text_only", "", text)], []
+
+
+def _record(clip_id: str, video: str, caption: str, args: argparse.Namespace, dataset, conditioner):
+    """An ``InferenceRecord`` of one input, its length read from the video (``MediaError`` when the file
+    cannot be used: unreadable, no video stream, too short for Synchformer, too long for the MLLM)."""
+    from data_modules.inference import InferenceRecord
+    from reasonaudio.media import MediaError, probe, video_duration
+
+    if not video:
+        return InferenceRecord(clip_id, "", args.duration or 8.0, caption)
+    info = probe(video)
+    if info.video is None:
+        raise MediaError(video, "no video stream")
+    rec = InferenceRecord(clip_id, video, video_duration(video), caption)
+    try:
+        seq = dataset.seq(rec)  # raises for clips shorter than one Synchformer window
+        if dataset.load_mllm_video:
+            _check_frame_budget(rec, seq, info.video, dataset, conditioner)
+    except ValueError as err:
+        raise MediaError(video, str(err)) from err
+    return rec
+
+
+def _check_frame_budget(rec, seq, stream, dataset, conditioner) -> None:
+    """ValueError naming the limit when the video's MLLM frames give more visual tokens than the MLLM takes."""
+    from reasonaudio.media import max_side_shape
+
+    limit = getattr(conditioner, "max_video_tokens", None)
+    vision = getattr(getattr(getattr(conditioner, "backbone", None), "config", None), "vision_config", None)
+    if limit is None or vision is None or stream.width is None:
+        return
+    h, w = (stream.width, stream.height) if stream.rotation in (90, 270) else (stream.height, stream.width)
+    h, w = max_side_shape(h, w, dataset.mllm_max_side, dataset.mllm_multiple)
+    per_step = (h // vision.patch_size) * (w // vision.patch_size) // vision.spatial_merge_size ** 2
+    steps = math.ceil(seq.mllm_frames / vision.temporal_patch_size)
+    if steps * per_step > limit:
+        seconds = limit // per_step * vision.temporal_patch_size / seq.mllm_fps
+        raise ValueError(f"too long: {rec.duration:.1f} s gives {seq.mllm_frames} MLLM frames ({seq.mllm_fps:g} fps, "
+                         f"{w}x{h}) = {steps * per_step} visual tokens, over the MLLM's frame budget "
+                         f"max_video_tokens={limit} (at most {seconds:.1f} s at this frame size)")
+
+
+def _done(out: Path, clip_id: str, has_video: bool) -> bool:
+    """Whether an earlier run finished this input (files appear only once complete)."""
+    return (out / f"{clip_id}.flac").is_file() and (not has_video or (out / f"{clip_id}.mp4").is_file())
 
 
 @torch.no_grad()
-def generate(args: argparse.Namespace) -> list[Path]:
-    """Run generation; returns the written files."""
-    from data_modules.clips import ClipDataset, collate_clips
-    from reasonaudio.generation import latents_to_audio
-    from reasonaudio.media import measure_duration, mux_audio, probe, write_audio
+def generate(args: argparse.Namespace) -> int:
+    """Run generation; returns the number of inputs that failed (their verdicts are in ``failures.jsonl``)."""
+    from tqdm import tqdm
 
-    duration = args.duration or (probe(args.video).duration or measure_duration(args.video) if args.video else 8.0)
-    features, dm, system, vocoder = _load(args, duration)
+    from data_modules.inference import InferenceDataset, bucket_key, collate_inference, length_buckets
+    from reasonaudio.generation import latents_to_audio
+    from reasonaudio.media import MediaError
+
+    out = Path(args.out)
+    listed, failures = _inputs(args)
+    features, dm, system, vocoder = _load(args)
+    kw = dm.dataset_kwargs
+    dataset_kwargs = dict(audio_preset=kw["audio_preset"], load_sync_video=kw["load_sync_video"] and
+                          features.sync_encoder is not None, sync_size=kw["sync_size"],
+                          load_mllm_video=kw["load_mllm_video"], mllm_fps=kw["mllm_fps"],
+                          mllm_max_side=kw["mllm_max_side"])
+    probe_set = InferenceDataset([], **dataset_kwargs)
+    records, seen, already = [], {}, 0
+    for clip_id, video, caption in listed:
+        if clip_id in seen:
+            failures.append({"id": clip_id, "path": video, "verdict": f"duplicate output stem {clip_id!r} "
+                                                                       f"(also {seen[clip_id]})"})
+            continue
+        seen[clip_id] = video
+        if _done(out, clip_id, bool(video)):
+            already += 1  # finished by an earlier run
+            continue
+        try:
+            records.append(_record(clip_id, video, caption, args, probe_set, system.conditioner))
+        except MediaError as err:
+            if args.video:
+                raise
+            failures.append(_verdict(clip_id, video, err))
+    dataset = InferenceDataset(records, **dataset_kwargs)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"
                               and args.precision == "bf16")
     for module in (features, system, vocoder):
         module.to(device)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
-    records = _records(args)
-    kwargs = dict(dm.dataset_kwargs, strict=True)
-    from tqdm import tqdm
-
-    progress = tqdm(total=len(records), unit="clip", desc="generate", file=sys.stderr)
-    for start in range(0, len(records), args.batch_size):
-        chunk = records[start:start + args.batch_size]
+    (out / PARTIAL).mkdir(parents=True, exist_ok=True)
+    sr = features.seq.audio.sample_rate
+    written = 0
+    progress = tqdm(total=len(records), unit="video", desc="generate", file=sys.stderr)
+    for indices in length_buckets([bucket_key(dataset.seq(r)) for r in records], args.batch_size):
         items = []
-        for rec in chunk:
-            if rec.has_video:
-                items.append(ClipDataset([rec], **kwargs)[0])
-            else:  # text only: silent placeholder audio just sets the lengths; no video is used
-                items.append(_text_only_item(rec, features, kwargs))
-        batch = _to(collate_clips(items), device)  # strict datasets raise instead of skipping, so items match chunk
-        with torch.no_grad(), autocast:
-            feats = features.predict_step(batch, 0)
-        cond_batch = {"latent": feats["latent_mean"], "caption": batch["caption"], "has_text": batch["has_text"],
-                      "has_video": batch["has_video"], "mllm_video": batch.get("mllm_video", [None] * len(chunk))}
-        if "sync" in feats:
-            cond_batch["sync"] = feats["sync"]
+        for i in indices:
+            try:
+                items.append(dataset[i])
+            except MediaError as err:
+                if args.video:
+                    raise
+                failures.append(_verdict(records[i].id, records[i].video, err))
+                progress.update(1)
+        if not items:
+            continue
+        seq = dataset.seq(records[indices[0]])
+        batch = _to(collate_inference(items), device)
         with autocast:
-            latents = system.generate(cond_batch, steps=args.steps, cfg=args.cfg, seed=args.seed,
-                                      negative_caption=args.negative_text)
+            latents = _sample(batch, seq, features, system, args)
             wavs = latents_to_audio(latents.float(), features.vae, vocoder).float().cpu()
-        sr = features.seq.audio.sample_rate
-        for rec, wav in zip(chunk, wavs):
-            wav = wav[: round(duration * sr)]
-            flac = out / f"{rec.id}.flac"
-            write_audio(flac, wav, sr)
-            written.append(flac)
-            if rec.has_video:
-                mux_audio(rec.path, wav, sr, out / f"{rec.id}.mp4")
-                written.append(out / f"{rec.id}.mp4")
+        for item, wav in zip(items, wavs):
+            wav = wav[: round(item["duration"] * sr)]
+            try:
+                _write(out, item, wav, sr, args.keep_original_audio)
+                written += 1
+            except MediaError as err:
+                if args.video:
+                    raise
+                failures.append(_verdict(item["id"], item["path"], err))
             progress.update(1)
     progress.close()
-    print(f"generated {len(records)} clip(s) into {out} ({len(written)} files)", flush=True)
-    return written
+    (out / FAILURES).write_text("".join(json.dumps(f) + "\n" for f in failures))
+    print(f"generated {written} of {len(listed)} input(s) into {out} ({already} already done, "
+          f"{len(failures)} failed" + (f": see {out / FAILURES}" if failures else "") + ")", flush=True)
+    return len(failures)
+
+
+def _verdict(clip_id: str, path: str, err: Exception) -> dict[str, str]:
+    reason = err.reason if hasattr(err, "reason") else str(err)
+    return {"id": clip_id, "path": str(path), "verdict": reason}
+
+
+def _sample(batch: dict[str, Any], seq, features, system, args: argparse.Namespace) -> torch.Tensor:
+    """Normalised latents ``[B, T, C]`` for one bucket's batch."""
+    from reasonaudio.config import SYNC_DIM
+
+    b = batch["has_video"].shape[0]
+    device = batch["has_video"].device
+    cond = {"latent": torch.zeros(b, seq.latent_len, seq.audio.latent_channels, device=device),
+            "caption": batch["caption"], "has_text": batch["has_text"], "has_video": batch["has_video"],
+            "mllm_video": batch.get("mllm_video", [None] * b)}
+    if features.sync_encoder is not None:
+        # As the features stage computes them (systems/features.py), at this bucket's length.
+        sync = torch.zeros(b, seq.sync_len, SYNC_DIM, device=device)
+        has_video = batch["has_video"]
+        if has_video.any():
+            sync[has_video] = features.sync_encoder(batch["sync_video"][has_video]).to(sync.dtype)
+        cond["sync"] = sync
+    return system.generate(cond, steps=args.steps, cfg=args.cfg, seed=args.seed, negative_caption=args.negative_text)
+
+
+def _write(out: Path, item: dict[str, Any], wav: torch.Tensor, sr: int, keep_audio: bool) -> None:
+    """``<id>.flac`` then ``<id>.mp4``, each written under ``.partial/`` and renamed into place when complete."""
+    from reasonaudio.media import mux_audio, write_audio
+
+    partial = out / PARTIAL
+    flac = partial / f"{item['id']}.flac"
+    write_audio(flac, wav, sr)
+    os.replace(flac, out / flac.name)
+    if item["has_video"]:
+        mp4 = partial / f"{item['id']}.mp4"
+        mux_audio(item["path"], wav, sr, mp4, keep_audio=keep_audio)
+        os.replace(mp4, out / mp4.name)
 
 
 def _to(batch: dict, device: torch.device) -> dict:
@@ -157,19 +310,6 @@ def _to(batch: dict, device: torch.device) -> dict:
     return {k: move(v) for k, v in batch.items()}
 
 
-def _text_only_item(rec, features, kwargs) -> dict:
-    seq = features.seq
-    item = dict(id=rec.id, wav=torch.zeros(seq.num_samples), wav_mask=torch.ones(seq.num_samples, dtype=torch.bool),
-                caption=rec.caption, label="", has_video=False, has_text=bool(rec.caption.strip()), corpus="")
-    if kwargs.get("load_sync_video"):
-        size = kwargs["sync_size"]
-        item["sync_video"] = torch.zeros(seq.sync_frames, 3, size, size, dtype=torch.uint8)
-        item["sync_mask"] = torch.zeros(seq.sync_frames, dtype=torch.bool)
-    if kwargs.get("load_mllm_video"):
-        item["mllm_video"] = None
-    return item
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="reasonaudio-generate", description=__doc__.splitlines()[0])
     p.add_argument("--ckpt", required=True, help="FlowMatchingPretrain checkpoint")
@@ -180,12 +320,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="post-training result: its export folder, merged model.safetensors, or peft adapter folder")
     p.add_argument("--sync-weights", default=None,
                    help="sync_encoder.pt of the training cache (default: found through the features config)")
-    p.add_argument("--video", default=None, help="input video")
+    p.add_argument("--video", default=None, help="one input video")
+    p.add_argument("--videos", default=None, help="a folder of videos, or a text file listing video paths")
     p.add_argument("--manifest", default=None, help="VGGSound-Think JSONL of clips to generate for (batch mode)")
     p.add_argument("--media-root", default=None, help="media folder of --manifest (default: its folder)")
-    p.add_argument("--text", default=None, help="caption (VGGSound-Think or plain)")
+    p.add_argument("--text", default=None, help="caption (VGGSound-Think or plain); without video: text-only")
     p.add_argument("--negative-text", default=None, help="negative prompt for CFG")
-    p.add_argument("--duration", type=float, default=None, help="seconds (default: the video's, else 8)")
+    p.add_argument("--duration", type=float, default=None,
+                   help="seconds of text-only audio (default 8); videos always get their own duration")
+    p.add_argument("--keep-original-audio", action="store_true",
+                   help="keep each video's own audio as a second track of the output mp4")
     p.add_argument("--cfg", type=float, default=4.5)
     p.add_argument("--steps", type=int, default=25)
     p.add_argument("--seed", type=int, default=0)
@@ -200,15 +344,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     from reasonaudio.media import MediaError
 
     args = build_parser().parse_args(argv)
-    if args.video and args.manifest:
-        raise SystemExit("reasonaudio-generate: give --video or --manifest, not both")
-    if not (args.video or args.manifest or args.text):
-        raise SystemExit("reasonaudio-generate: nothing to condition on: give --video, --manifest or --text")
+    sources = [name for name in ("video", "videos", "manifest") if getattr(args, name)]
+    if len(sources) > 1:
+        raise SystemExit(f"reasonaudio-generate: give one of --video, --videos, --manifest, not {', '.join(sources)}")
+    if not (sources or args.text):
+        raise SystemExit("reasonaudio-generate: nothing to condition on: give --video, --videos, --manifest or --text")
+    if sources and args.duration is not None:
+        raise SystemExit("reasonaudio-generate: --duration sets text-only generation; each video gets its own duration")
+    if args.duration is not None and not args.duration > 0:
+        raise SystemExit(f"reasonaudio-generate: --duration must be positive, got {args.duration}")
     try:
-        generate(args)
-    except MediaError as e:  # an unreadable input video: say which and why, no traceback
+        failed = generate(args)
+    except MediaError as e:  # --video: an unusable input video: say which and why, no traceback
         raise SystemExit(f"reasonaudio-generate: cannot use {e.path}: {e.reason}") from e
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

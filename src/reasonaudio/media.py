@@ -510,17 +510,22 @@ def resize_max_side(frames: torch.Tensor, max_side: int, multiple: int = 1) -> t
     A side never exceeds ``max_side`` after rounding (it is rounded down instead), except that
     each side is at least ``multiple``.
     """
+    t, h, w, _ = frames.shape
+    nh, nw = max_side_shape(h, w, max_side, multiple)
+    return frames if (nh, nw) == (h, w) else _resize(frames, nh, nw)
+
+
+def max_side_shape(height: int, width: int, max_side: int, multiple: int = 1) -> tuple[int, int]:
+    """The ``(height, width)`` that :func:`resize_max_side` gives a ``height`` × ``width`` frame."""
     if max_side <= 0 or multiple <= 0:
         raise ValueError(f"max_side and multiple must be positive, got {max_side}, {multiple}")
-    t, h, w, _ = frames.shape
-    scale = min(1.0, max_side / max(h, w))
+    scale = min(1.0, max_side / max(height, width))
     cap = max(multiple, max_side // multiple * multiple)
 
     def side(x: int) -> int:
         return min(cap, max(multiple, round(x * scale / multiple) * multiple))
 
-    nh, nw = side(h), side(w)
-    return frames if (nh, nw) == (h, w) else _resize(frames, nh, nw)
+    return side(height), side(width)
 
 
 def _resize(frames: torch.Tensor, h: int, w: int) -> torch.Tensor:

@@ -70,10 +70,39 @@ class FeatureExtraction(LightningModule):
             shapes["sync"] = (self.seq.sync_len, SYNC_DIM)
         return shapes
 
+    def too_short(self, batch: dict[str, Any]) -> list[str | None]:
+        """Per item, the ``too_short`` verdict (None when the clip fills ``duration`` seconds).
+
+        Features are stored without masks, so a clip the data module padded would train the model on
+        padding as if it were content: such clips are refused (docs/decisions.md, "Short training clips").
+        """
+        seq, rate = self.seq, self.seq.audio.sample_rate
+        verdicts: list[str | None] = []
+        for i in range(batch["wav"].shape[0]):
+            reason = None
+            real = int(batch["wav_mask"][i, : seq.valid_samples].sum())
+            if real < seq.valid_samples:
+                reason = f"too_short: audio {real / rate:.2f} s < {seq.duration:.2f} s"
+            elif bool(batch["has_video"][i]):
+                masks = [batch["sync_mask"][i] if "sync_mask" in batch else None,
+                         batch["mllm_mask"][i] if batch.get("mllm_mask") else None]
+                for mask in masks:  # each stream's frames cover `duration` seconds
+                    if mask is not None and not bool(mask.all()):
+                        seconds = seq.duration * int(mask.sum()) / mask.numel()
+                        reason = f"too_short: video {seconds:.2f} s < {seq.duration:.2f} s"
+                        break
+            verdicts.append(reason)
+        return verdicts
+
     @torch.no_grad()
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any] | None:
         if batch["wav"].shape[0] == 0:
             return {"id": [], "skipped": batch["skipped"]}
+        verdicts = self.too_short(batch)
+        if any(verdicts):
+            batch = _refuse(batch, verdicts)
+            if batch["wav"].shape[0] == 0:
+                return {"id": [], "skipped": batch["skipped"]}
         wav = batch["wav"][:, : self.seq.num_samples]
         if wav.shape[1] != self.seq.num_samples:
             raise ValueError(f"clips have {wav.shape[1]} samples, the features stage expects {self.seq.num_samples} "
@@ -93,3 +122,24 @@ class FeatureExtraction(LightningModule):
         if "mllm_video" in batch:
             out["mllm_video"] = batch["mllm_video"]
         return out
+
+
+def _refuse(batch: dict[str, Any], verdicts: list[str | None]) -> dict[str, Any]:
+    """The batch without the items that have a verdict; those join ``batch["skipped"]``."""
+    from data_modules.clips import SkippedSample
+
+    keep = [v is None for v in verdicts]
+    paths = batch.get("path") or [""] * len(verdicts)
+    refused = [SkippedSample(id=batch["id"][i], path=paths[i], reason=v) for i, v in enumerate(verdicts) if v]
+    kept: dict[str, Any] = {"skipped": list(batch["skipped"]) + refused}
+    index = torch.tensor(keep, dtype=torch.bool)
+    for key, value in batch.items():
+        if key == "skipped":
+            continue
+        if isinstance(value, torch.Tensor) and value.ndim > 0 and value.shape[0] == len(keep):
+            kept[key] = value[index.to(value.device)]
+        elif isinstance(value, list) and len(value) == len(keep):
+            kept[key] = [x for x, k in zip(value, keep) if k]
+        else:
+            kept[key] = value
+    return kept

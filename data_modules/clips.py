@@ -39,9 +39,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from data_modules.features import FeatureCache
 from data_modules.manifests import MEDIA_EXTENSIONS, ManifestRow, resolve_media
+from data_modules.video_streams import decode_video_streams
 from reasonaudio.config import SequenceConfig
 from reasonaudio.config import audio_preset as get_audio_preset
-from data_modules.video_streams import decode_video_streams
 from reasonaudio.media import MediaError, load_audio
 
 AUDIO_EXTENSIONS: tuple[str, ...] = (".wav", ".flac", ".mp4", ".mkv", ".webm")

@@ -75,10 +75,10 @@ CKPT_G   ?= $(DEMO)/pretrain/pretrain/version_0/checkpoints/last.ckpt
 FEATURES ?= $(DEMO)/features_corpus/logs/features/version_0/config.yaml
 VOCODER  ?= $(DEMO)/vocoder/vocoder/version_0/checkpoints/last.ckpt
 EMA      ?= $(DEMO)/pretrain/export/model.safetensors
-generate: | $(PY)  ## audio + mp4 for VIDEO=... [TEXT="..."] (models: the demo's unless CKPT_G/FEATURES/VOCODER/EMA= are set)
+generate: | $(PY)  ## audio + mp4 for VIDEO=... or VIDEOS=dir_or_list [TEXT="..."] (models: the demo's unless CKPT_G/FEATURES/VOCODER/EMA= are set)
 	.venv/bin/reasonaudio-generate --ckpt $(CKPT_G) --features-config $(FEATURES) --vocoder $(VOCODER) \
 		$(if $(EMA),--ema $(EMA)) --sync-weights $(or $(SYNC),$(DEMO)/features_corpus/sync_encoder.pt) \
-		$(if $(VIDEO),--video "$(VIDEO)") \
+		$(if $(VIDEO),--video "$(VIDEO)") $(if $(VIDEOS),--videos "$(VIDEOS)") \
 		$(if $(TEXT),--text "$(TEXT)") --out $(or $(OUT),$(RUNS)/generate) $(ARGS)
 
 latent-stats: | $(PY)  ## per-channel latent mean/std of a trained VAE (CKPT=path/to/vae.ckpt), written into a checkpoint copy

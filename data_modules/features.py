@@ -27,6 +27,7 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
+from data_modules.resumable import ResumableLoader
 from data_modules.sampling import check_weights, corpus_sampler
 from reasonaudio.models.prefix_kv import clip_stamp, load_prefix, read_meta
 
@@ -232,8 +233,8 @@ class CachedFeatureDataModule(StoredPrefixTransfer):
 
     def train_dataloader(self) -> DataLoader:
         sampler = corpus_sampler([len(ds) for ds in self.train_sets], self.weights, self.samples_per_epoch, self.seed)
-        return DataLoader(ConcatDataset(self.train_sets), batch_size=self.batch_size, sampler=sampler,
-                          num_workers=self.num_workers, collate_fn=collate_features)
+        return ResumableLoader(ConcatDataset(self.train_sets), seed=self.seed, batch_size=self.batch_size, sampler=sampler,
+                               num_workers=self.num_workers, collate_fn=collate_features)
 
     def val_dataloader(self) -> DataLoader:
         if not self.val_sets:

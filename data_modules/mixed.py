@@ -13,6 +13,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import ConcatDataset, DataLoader
 
 from data_modules.clips import ClipDataModule, collate_clips
+from data_modules.resumable import ResumableLoader
 from data_modules.sampling import check_weights, corpus_sampler
 
 
@@ -63,8 +64,8 @@ class MixedDataModule(LightningDataModule):
         if not any(sizes):
             raise ValueError("MixedDataModule: no corpus has a train split")
         sampler = corpus_sampler(sizes, self.weights, self.samples_per_epoch, self.seed)
-        return DataLoader(ConcatDataset(self._split("train")), batch_size=self.batch_size, sampler=sampler,
-                          num_workers=self.num_workers, collate_fn=collate_clips)
+        return ResumableLoader(ConcatDataset(self._split("train")), seed=self.seed, batch_size=self.batch_size,
+                               sampler=sampler, num_workers=self.num_workers, collate_fn=collate_clips)
 
     def _eval_loader(self, split: str) -> DataLoader:
         datasets = self._split(split)

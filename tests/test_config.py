@@ -7,7 +7,8 @@ from reasonaudio.config import PRESETS, SequenceConfig, audio_preset
 @pytest.mark.parametrize("preset, samples, mel, latent", [
     ("s16k", 128_000, 500, 250),   # MMAudio 16k: 8 s → 250 latents (31.25 Hz)
     ("s44k", 353_280, 690, 345),   # MMAudio 44k: 352,800 rounded up to 345 × 1024
-    ("paper", 128_000, 400, 200),  # hop 320 → 50 mel frames/s → 25 latents/s (one per video frame)
+    ("paper", 353_280, 1104, 552),  # 44.1 kHz, hop 320: 352,800 rounded up to 552 × 640 (68.9 latents/s)
+    ("paper16k", 128_000, 400, 200),  # hop 320 → 50 mel frames/s → 25 latents/s (one per video frame)
     ("tiny", 128_000, 500, 250),
 ])
 def test_eight_second_lengths(preset, samples, mel, latent):
@@ -20,7 +21,8 @@ def test_eight_second_lengths(preset, samples, mel, latent):
 def test_latent_rates():
     assert audio_preset("s16k").latent_rate == 31.25
     assert audio_preset("s44k").latent_rate == pytest.approx(43.066, abs=1e-3)
-    assert audio_preset("paper").latent_rate == 25.0
+    assert audio_preset("paper").latent_rate == 44100 / 640
+    assert audio_preset("paper16k").latent_rate == 25.0
 
 
 def test_other_durations_round_up_never_truncate():
@@ -36,7 +38,8 @@ def test_preset_mel_parameters_match_reference_vocoders():
     s16, s44 = PRESETS["s16k"], PRESETS["s44k"]
     assert (s16.n_fft, s16.hop_length, s16.n_mels, s16.fmax, s16.log_base) == (1024, 256, 80, 8000.0, "10")
     assert (s44.n_fft, s44.hop_length, s44.n_mels, s44.fmax, s44.log_base) == (2048, 512, 128, None, "e")
-    assert PRESETS["paper"].hop_length == 5 * 4 * 2 * 2 * 2 * 2  # Table 7 upsample rates
+    assert PRESETS["paper"].hop_length == PRESETS["paper16k"].hop_length == 5 * 4 * 2 * 2 * 2 * 2  # Table 7
+    assert PRESETS["paper"].sample_rate == 44100  # "ReasonAudio generates 44 kHz audio" (Table 3's discussion)
 
 
 @pytest.mark.parametrize("kwargs, match", [

@@ -12,7 +12,7 @@ from reasonaudio.models.mel import MelSpectrogram
 bigvgan_mel = pytest.importorskip("bigvgan.meldataset", reason="test-only dependency `bigvgan` (pip install -e '.[dev]')")
 
 
-@pytest.mark.parametrize("preset", ["s16k", "s44k", "paper", "tiny"])
+@pytest.mark.parametrize("preset", ["s16k", "s44k", "paper", "paper16k", "tiny"])
 @pytest.mark.parametrize("clip", ["dog.wav", "00008004.flac"])
 def test_matches_bigvgan_mel(fixtures_dir, preset, clip):
     ours = MelSpectrogram(preset)

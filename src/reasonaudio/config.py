@@ -11,14 +11,18 @@ preset     rate      n_fft   hop    mels    fmax    log        latent (channels 
 =========  ========  ======  =====  ======  ======  =========  ===========================
 s16k       16 kHz    1024    256    80      8 kHz   log10      20 × 31.25 Hz (MMAudio-16k)
 s44k       44.1 kHz  2048    512    128     22.05k  ln         40 × 43.07 Hz (BigVGAN-v2)
-paper      16 kHz    1280    320    80      8 kHz   ln         20 × 25 Hz (Table 7 vocoder)
+paper      44.1 kHz  1280    320    128     22.05k  ln         40 × 68.9 Hz (Table 7 vocoder)
+paper16k   16 kHz    1280    320    80      8 kHz   ln         20 × 25 Hz (Table 7 hop at 16 kHz)
 tiny       16 kHz    512     256    32      8 kHz   ln         8 × 31.25 Hz (CPU demo)
 =========  ========  ======  =====  ======  ======  =========  ===========================
 
-The ``paper`` preset follows Table 7 of the paper (BigVGAN upsample [5,4,2,2,2,2] = hop 320);
-the paper does not give its sample rate or mel bank, so we take 16 kHz / 80 mels, which makes
-50 mel frames/s and, with the ×2 VAE downsampling, 25 latents/s — one latent per 25-fps video
-frame (see ``docs/decisions.md``).
+The ``paper`` preset follows the paper: it generates 44 kHz audio (Table 3's discussion: "ReasonAudio
+generates 44 kHz audio that is downsampled to 16 kHz" for the metrics), and its vocoder (Table 7)
+upsamples [5,4,2,2,2,2] = hop 320. The mel bank is not given; we take BigVGAN-v2-44k's (128 mels to
+Nyquist, natural log), n_fft = win = 4 × hop as the other presets, and MMAudio-44k's 40 latent
+channels: 137.8 mel frames/s and, with the ×2 VAE downsampling, 68.9 latents/s (552 for 8 s).
+``paper16k`` is the earlier reading (16 kHz, 80 mels: 25 latents/s, one per 25-fps video frame),
+kept as its own preset (``docs/decisions.md``).
 """
 from __future__ import annotations
 
@@ -107,13 +111,14 @@ class AudioConfig:
 PRESETS: dict[str, AudioConfig] = {
     "s16k": AudioConfig("s16k", 16000, 1024, 1024, 256, 80, 0.0, 8000.0, "10", 20, 2),
     "s44k": AudioConfig("s44k", 44100, 2048, 2048, 512, 128, 0.0, None, "e", 40, 2),
-    "paper": AudioConfig("paper", 16000, 1280, 1280, 320, 80, 0.0, 8000.0, "e", 20, 2),
+    "paper": AudioConfig("paper", 44100, 1280, 1280, 320, 128, 0.0, None, "e", 40, 2),
+    "paper16k": AudioConfig("paper16k", 16000, 1280, 1280, 320, 80, 0.0, 8000.0, "e", 20, 2),
     "tiny": AudioConfig("tiny", 16000, 512, 512, 256, 32, 0.0, 8000.0, "e", 8, 2),
 }
 
 
 def audio_preset(name: str) -> AudioConfig:
-    """Return a named preset (``s16k``, ``s44k``, ``paper``, ``tiny``)."""
+    """Return a named preset (``s16k``, ``s44k``, ``paper``, ``paper16k``, ``tiny``)."""
     if name not in PRESETS:
         raise ValueError(f"unknown audio preset {name!r}; choose one of {sorted(PRESETS)}")
     return PRESETS[name]

@@ -25,7 +25,8 @@ Presets (all ``resblock "1"``, kernels (3, 7, 11), dilations (1, 3, 5) × 3, Sna
 preset                 mels  upsample rates       kernels              C0    hop    tanh / bias  params
 =====================  ====  ===================  ===================  ====  =====  ===========  ==========
 bigvgan_v2_44k_512x    128   8, 4, 2, 2, 2, 2     16, 8, 4, 4, 4, 4    1536  512    no / no      122.19 M
-bigvgan_paper          80    5, 4, 2, 2, 2, 2     9, 8, 4, 4, 4, 4     1536  320    no / no      113.41 M
+bigvgan_paper          128   5, 4, 2, 2, 2, 2     9, 8, 4, 4, 4, 4     1536  320    no / no      113.93 M
+bigvgan_paper16k       80    5, 4, 2, 2, 2, 2     9, 8, 4, 4, 4, 4     1536  320    no / no      113.41 M
 bigvgan_tiny           32    4, 4, 4, 4           8, 8, 8, 8           64    256    no / no      0.06 M
 =====================  ====  ===================  ===================  ====  =====  ===========  ==========
 
@@ -630,18 +631,27 @@ def bigvgan_v2_44k_512x() -> BigVGAN:
                    snake_logscale=True, use_tanh_at_final=False, use_bias_at_final=False, sampling_rate=44100)
 
 
+def _table7(num_mels: int, sampling_rate: int) -> BigVGAN:
+    return BigVGAN(num_mels=num_mels, upsample_rates=(5, 4, 2, 2, 2, 2), upsample_kernel_sizes=(9, 8, 4, 4, 4, 4),
+                   upsample_initial_channel=1536, resblock="1", resblock_kernel_sizes=(3, 7, 11),
+                   resblock_dilation_sizes=((1, 3, 5), (1, 3, 5), (1, 3, 5)), activation="snakebeta",
+                   snake_logscale=True, use_tanh_at_final=False, use_bias_at_final=False, sampling_rate=sampling_rate)
+
+
 def bigvgan_paper() -> BigVGAN:
-    """The paper's vocoder (Table 7): upsample (5, 4, 2, 2, 2, 2), kernels (9, 8, 4, 4, 4, 4), hop 320.
+    """The paper's vocoder (Table 7): upsample (5, 4, 2, 2, 2, 2), kernels (9, 8, 4, 4, 4, 4), hop 320, 44.1 kHz.
 
     Table 7 gives only the upsampling; the rest is BigVGAN-v2 (1536 channels, SnakeBeta in log scale,
     AMP block "1" with kernels 3/7/11 and dilations 1/3/5, no tanh, no final bias) with the ``paper``
-    audio preset's 80 mels at 16 kHz. This gives 113.41 M parameters, not the paper's 121.6 M, which
-    no configuration with these kernels reaches (notes/pretrained-components.md §1.2).
+    audio preset's 128 mels at 44.1 kHz. This gives 113.93 M parameters, not the paper's 121.6 M, which
+    no configuration with these kernels reaches (notes/pretrained-components.md §1.2; docs/decisions.md).
     """
-    return BigVGAN(num_mels=80, upsample_rates=(5, 4, 2, 2, 2, 2), upsample_kernel_sizes=(9, 8, 4, 4, 4, 4),
-                   upsample_initial_channel=1536, resblock="1", resblock_kernel_sizes=(3, 7, 11),
-                   resblock_dilation_sizes=((1, 3, 5), (1, 3, 5), (1, 3, 5)), activation="snakebeta",
-                   snake_logscale=True, use_tanh_at_final=False, use_bias_at_final=False, sampling_rate=16000)
+    return _table7(128, 44100)
+
+
+def bigvgan_paper16k() -> BigVGAN:
+    """Table 7's vocoder for the ``paper16k`` preset (80 mels at 16 kHz): 113.41 M parameters."""
+    return _table7(80, 16000)
 
 
 def bigvgan_tiny() -> BigVGAN:

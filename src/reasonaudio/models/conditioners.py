@@ -37,9 +37,11 @@ Checkpoints: the frozen backbone is left out of :meth:`Conditioner.state_dict` (
 LightningModule; it is loaded from its own folder. Optimisers should take
 ``[p for p in module.parameters() if p.requires_grad]`` (the queries, connectors, null tokens).
 
-Ablations (Table 5), same interface: :class:`TextLLMQueryConditioner` (a causal LM, queries after
-the text; the same prefix caching), :class:`CLIPConditioner` (per-frame CLIP image embeddings and
-CLIP text token states, projected to ``D``) and :class:`CLIPLLMConditioner` (both, concatenated).
+Ablations (Table 5), same interface: :class:`MLLMTextOnlyQueryConditioner` (the paper's "LLM" row: the
+same Qwen2.5-VL with its visual stream removed), :class:`TextLLMQueryConditioner` (any separate causal
+LM, queries after the text; the same prefix caching), :class:`CLIPConditioner` (per-frame CLIP image
+embeddings and CLIP text token states, 77 tokens in all, projected to ``D``) and
+:class:`CLIPLLMConditioner` (CLIP and a text-only query conditioner, concatenated).
 Table 9's query-count sweep is ``num_queries``. :class:`OmniThinkerQueryConditioner` is Table 5's
 omni backbone: Qwen2.5-Omni's thinker fed video and text only (its audio tower is removed, so the
 target audio can never reach it).
@@ -781,6 +783,32 @@ class MLLMQueryConditioner(QueryConditioner):
         return PromptLayout(ids, [k == VIDEO for k in kinds], positions)
 
 
+class MLLMTextOnlyQueryConditioner(MLLMQueryConditioner):
+    """The same frozen Qwen2.5-VL with its visual stream removed (Table 5, "LLM": "same MLLM with the visual
+    stream removed").
+
+    The vision tower is deleted at load time and videos are never read: every prompt is built exactly as
+    :class:`MLLMQueryConditioner` builds a prompt whose video was dropped (chat template, caption, then the
+    queries), with the same decoder weights, tokenizer and position ids. So the row differs from the full
+    model in one thing only, the video tokens. :class:`TextLLMQueryConditioner` (a separate causal-LM
+    folder) stays available for other LLMs.
+
+    Args: as :class:`MLLMQueryConditioner` (``fps`` and ``max_video_tokens`` are unused).
+    """
+
+    reads_video = False
+
+    @classmethod
+    def load(cls, model: str | Path | PretrainedConfig, dtype: str | torch.dtype | None,
+             attn_implementation: str) -> nn.Module:
+        backbone = super().load(model, dtype, attn_implementation)
+        del backbone.visual  # the visual stream is removed: no video can reach the condition
+        return backbone
+
+    def encode_videos(self, videos: Sequence[torch.Tensor]) -> tuple[list[torch.Tensor], list[Any]]:
+        return [], [None] * len(videos)  # videos are ignored
+
+
 # --------------------------------------------------------------------------- Qwen2.5-Omni thinker
 
 
@@ -941,18 +969,21 @@ class TextLLMQueryConditioner(QueryConditioner):
 class CLIPConditioner(Conditioner):
     """Frozen CLIP: per-frame image embeddings and caption token states, projected to ``D`` (Table 5, "CLIP").
 
-    Output ``[B, F + Lt, D]``: ``F = num_frames`` frame tokens (each video resampled to ``F``
-    frames by uniform index selection; short side resized to CLIP's image size, centre crop,
-    CLIP normalisation; embeddings = projected pooled vision states, plus a learned per-frame
-    position since the DiT adds none to condition tokens), then the ``Lt`` text token states
-    (CLIP's full context, 77 for released models, padded to it as Stable Diffusion does; longer
-    captions are truncated by CLIP's context). Both go through a :class:`QueryConnector`. A dropped
-    video gives learned null frame tokens; a dropped caption is encoded as "".
+    Output ``[B, num_tokens, D]``, 77 tokens by default, as many as the MLLM's learnable queries (the paper
+    sets N = 77 "to enable a fair comparison between LLM and CLIP-based conditioning by matching the
+    representation shape"): ``F = num_frames`` frame tokens (each video resampled to ``F`` frames by
+    uniform index selection; short side resized to CLIP's image size, centre crop, CLIP normalisation;
+    embeddings = projected pooled vision states, plus a learned per-frame position since the DiT adds
+    none to condition tokens), then ``Lt = num_tokens - F`` text token states (the caption tokenised to
+    ``Lt`` tokens, padded to it as Stable Diffusion pads to CLIP's context, longer captions truncated;
+    ``Lt`` may not exceed CLIP's context). Both go through a :class:`QueryConnector`. A dropped video
+    gives learned null frame tokens; a dropped caption is encoded as "".
 
     Args:
         model: a local CLIP folder (model_type ``clip``) or a ``CLIPConfig`` (random weights; tests).
         out_dim: condition width ``D``.
         num_frames: frame tokens ``F`` (16 = 8 s at 2 fps).
+        num_tokens: condition tokens in all (77: 16 frames + 61 text tokens).
         tokenizer: defaults to the folder's tokenizer; required with a config.
         dtype: backbone dtype (default bf16 with CUDA available, else fp32).
         attn_implementation: transformers attention backend of the backbone.
@@ -962,13 +993,16 @@ class CLIPConditioner(Conditioner):
     SUPPORTED = ("clip",)
 
     def __init__(self, model: str | Path | PretrainedConfig, out_dim: int, num_frames: int = 16,
-                 tokenizer: Any | None = None, dtype: str | torch.dtype | None = None,
+                 num_tokens: int = 77, tokenizer: Any | None = None, dtype: str | torch.dtype | None = None,
                  attn_implementation: str = "sdpa", save_frozen: bool = False):
-        if num_frames < 1:
-            raise ValueError(f"num_frames must be ≥ 1, got {num_frames}")
+        if not 1 <= num_frames < num_tokens:
+            raise ValueError(f"need 1 ≤ num_frames < num_tokens, got num_frames={num_frames}, num_tokens={num_tokens}")
         backbone = load_backbone(model, AutoModel, self.SUPPORTED, dtype, attn_implementation)
-        text_len = backbone.config.text_config.max_position_embeddings
-        super().__init__(out_dim, num_frames + text_len, save_frozen)
+        text_len = num_tokens - num_frames
+        context = backbone.config.text_config.max_position_embeddings
+        if text_len > context:
+            raise ValueError(f"num_tokens - num_frames = {text_len} text tokens exceed CLIP's context of {context}")
+        super().__init__(out_dim, num_tokens, save_frozen)
         self.text_len = text_len
         self.backbone = backbone
         self.freeze("backbone")
@@ -1015,7 +1049,7 @@ class CLIPConditioner(Conditioner):
             slots = torch.zeros(batch, dtype=torch.long, device=device)
             slots[chosen] = torch.arange(len(chosen), device=device)
             tokens_video = torch.where(keep, encoded[slots], tokens_video)
-        return torch.cat([tokens_video, tokens_text], dim=1)  # [B, F + Lt, D]
+        return torch.cat([tokens_video, tokens_text], dim=1)  # [B, F + Lt = num_tokens, D]
 
 
 class CLIPLLMConditioner(Conditioner):
@@ -1023,10 +1057,11 @@ class CLIPLLMConditioner(Conditioner):
 
     Args:
         clip: the CLIP conditioner (video and caption).
-        llm: the text-LLM query conditioner (caption); same ``out_dim`` as ``clip``.
+        llm: a text-only query conditioner (caption): :class:`MLLMTextOnlyQueryConditioner` for the
+            paper's row, or :class:`TextLLMQueryConditioner`; same ``out_dim`` as ``clip``.
     """
 
-    def __init__(self, clip: CLIPConditioner, llm: TextLLMQueryConditioner):
+    def __init__(self, clip: CLIPConditioner, llm: QueryConditioner):
         if clip.out_dim != llm.out_dim:
             raise ValueError(f"clip and llm need the same out_dim, got {clip.out_dim} and {llm.out_dim}")
         super().__init__(clip.out_dim, clip.num_tokens + llm.num_tokens)

@@ -93,7 +93,7 @@ class AlignmentClassifier(nn.Module):
 
     Args:
         audio_channels: audio feature width ``C`` (VAE latent channels; or mel bins for mel input).
-        frame_rate: audio frames per second (the VAE's latent rate: 31.25 for ``tiny``, 25 for ``paper``).
+        frame_rate: audio frames per second (the VAE's latent rate: 31.25 for ``tiny``, 68.9 for ``paper``, 25 for ``paper16k``).
         sync_dim: Synchformer token width ``S``.
         width: model width ``W``.
         dilations: one residual convolution per entry.

@@ -156,6 +156,12 @@ def mel_vae_s44k(**kwargs) -> MelVAE:
 
 
 def mel_vae_paper(**kwargs) -> MelVAE:
-    """VAE for the ``paper`` preset (80 mels at hop 320 → 20 channels at 25 latents/s)."""
+    """VAE for the ``paper`` preset (128 mels at 44.1 kHz, hop 320 → 40 channels at 68.9 latents/s, hidden 512)."""
     a = audio_preset("paper")
+    return MelVAE(**{**dict(n_mels=a.n_mels, latent_channels=a.latent_channels, hidden=512), **kwargs})
+
+
+def mel_vae_paper16k(**kwargs) -> MelVAE:
+    """VAE for the ``paper16k`` preset (80 mels at hop 320 → 20 channels at 25 latents/s)."""
+    a = audio_preset("paper16k")
     return MelVAE(**{**dict(n_mels=a.n_mels, latent_channels=a.latent_channels, hidden=384), **kwargs})

@@ -13,7 +13,7 @@ then vocoder), and every configured metric is updated:
 metric                              fed with
 ==================================  =========================================================
 ``SyntheticScore`` subclasses       the audio and each clip's ``gt/<id>.json`` (required)
-``CLAPScore``                       the audio and the caption with its VGGSound-Think tags
+``CLAPScore``, ``MSCLAPScore``      the audio and the caption with its VGGSound-Think tags
                                     removed (clips without a caption are not scored)
 ``IBScore``                         the audio and the clip's ground-truth video (clips
                                     generated without video are not scored)
@@ -51,6 +51,7 @@ from torchmetrics import Metric
 
 from callbacks.generation_samples import LatentDecoder
 from reasonaudio.metrics.clap import CLAPScore
+from reasonaudio.metrics.msclap import MSCLAPScore
 from reasonaudio.metrics.imagebind import IBScore
 from reasonaudio.metrics.synthetic_metrics import SyntheticScore
 from reasonaudio.metrics.table import columns, write_tables
@@ -129,7 +130,7 @@ def update_metric(metric: Metric, clips: GeneratedClips, real: bool = True) -> N
     sr = clips.sample_rate
     if isinstance(metric, SyntheticScore):
         metric.update(clips.audio, sr, clips.ground_truth())
-    elif isinstance(metric, CLAPScore):
+    elif isinstance(metric, (CLAPScore, MSCLAPScore)):
         idx = [i for i, c in enumerate(clips.captions) if c.strip()]
         if idx:
             metric.update(clips.audio[idx], sr, [plain_caption(clips.captions[i]) for i in idx])

@@ -629,6 +629,8 @@ class QueryConditioner(Conditioner):
 def _embedding_std(embed: nn.Embedding) -> float:
     """Std of the token embedding table, from at most ~4k rows (the full table is 0.5 G values for 7B)."""
     weight = embed.weight
+    if weight.is_meta:  # a meta-device build (shapes and parameter counts only) has no values to measure
+        return 0.02
     return float(weight.detach()[:: max(1, weight.shape[0] // 4096)].float().std())
 
 

@@ -10,7 +10,7 @@ ARGS    ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help setup system-deps test test-fast demo synth check-fixtures bench gpu-check clean \
-        captions vae latent-stats vocoder bench-vocoder tiny-mllm features prefix_kv prefix-kv pretrain reward preference_data preference-data post-train post_train_sft post_train_rwr post_train_dpo post-train-compare eval generate resume-check tensorboard
+        captions vae latent-stats vocoder bench-vocoder tiny-mllm sync features prefix_kv prefix-kv pretrain reward preference_data preference-data post-train post_train_sft post_train_rwr post_train_dpo post-train-compare eval generate resume-check tensorboard
 
 $(PY):
 	$(MAKE) setup
@@ -53,9 +53,13 @@ vocoder: | $(PY)  ## stage vocoder: train BigVGAN (tiny; ARGS="--config lightnin
 bench-vocoder: | $(PY)  ## real-time factor of our BigVGAN vs the bigvgan package → docs/benchmarks.md
 	$(PY) benchmarks/vocoder.py --threads 1
 
-features: | $(PY)  ## stage features: caches of runs/synth and runs/synth_heldout (VAE, sync tokens, MLLM frames; resumable)
-	$(CLI) predict --config $(CFG)/features.yaml $(ARGS)
-	$(CLI) predict --config $(CFG)/features.yaml --data.init_args.root=$(RUNS)/synth_heldout \
+sync: | $(PY)  ## stage sync: train the synchrony encoder (Synchformer offset classification) on runs/synth → runs/sync/export
+	$(CLI) fit --config $(CFG)/sync.yaml $(ARGS)
+
+SYNC_CKPT ?= $(RUNS)/sync/export/synchformer.safetensors
+features: | $(PY)  ## stage features: caches of runs/synth and runs/synth_heldout (VAE, sync tokens of SYNC_CKPT from `make sync`, MLLM frames; resumable)
+	$(CLI) predict --config $(CFG)/features.yaml --model.init_args.sync_checkpoint=$(SYNC_CKPT) $(ARGS)
+	$(CLI) predict --config $(CFG)/features.yaml --model.init_args.sync_checkpoint=$(SYNC_CKPT) --data.init_args.root=$(RUNS)/synth_heldout \
 		--data.init_args.skip_done_in=$(RUNS)/features/synth_heldout \
 		--trainer.callbacks.init_args.output=$(RUNS)/features/synth_heldout $(ARGS)
 

@@ -13,12 +13,12 @@ states at save time (restored on load, for anything that draws before the first 
 part (order, position within the epoch, per-item draws, worker seeds) is
 ``data_modules.resumable.ResumableLoader``'s state, which Lightning saves with the fit loop.
 
-**Preemption.** On SIGTERM (Lightning's handler notes it) or SIGUSR1 (SLURM's warning signal,
-``#SBATCH --signal=SIGUSR1@120``; this handler, registered before Lightning's, takes it), the step under
-way finishes, ``last.ckpt`` is written next to the other checkpoints, and the run ends with exit
-status 0; under SLURM, SIGUSR1 also requeues the job (``scontrol requeue``) and the requeued job
-resumes with ``fit --ckpt_path last``. A signal during validation ends the run without a new checkpoint
-(the previous ones stay).
+**Preemption.** On SIGTERM or SIGUSR1 (SLURM's warning signal, ``#SBATCH --signal=SIGUSR1@120``) this
+callback's handler (in place of Lightning's) notes the signal; at the end of the training batch under
+way (or the next one, when it came during validation) ``last.ckpt`` is written next to the other
+checkpoints and the run ends through Lightning's SIGTERM path (exit status 0); under SLURM, SIGUSR1 also
+requeues the job (``scontrol requeue``) and the requeued job resumes with ``fit --ckpt_path last``.
+Tested in one process; under DDP the ranks may see the signal at different batches (not handled).
 
 **Atomic writes.** ``AtomicCheckpointIO`` writes ``<name>.tmp-<pid>`` in the checkpoint's folder,
 fsyncs it and renames it over the target, so a kill during a save leaves the previous file whole.
@@ -37,6 +37,7 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from data_modules.resumable import ResumableLoader, derive_seed
 
@@ -110,6 +111,7 @@ class ExactResume(Callback):
         self.requeue = requeue
         self._signal: int | None = None
         self._restored_seed: int | None = None
+        self._saved_step: int | None = None
 
     def _seed(self) -> int:
         if self.seed is not None:
@@ -127,9 +129,17 @@ class ExactResume(Callback):
             signal.signal(signal.SIGUSR1, self._on_signal)
         self._signal = None
 
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # Lightning's SIGTERM handler (registered after setup) would end the run at the next batch end even when
+        # the signal came after this callback's check there, without a checkpoint; this one defers to that check.
+        self._sigterm = signal.signal(signal.SIGTERM, self._on_signal)
+
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage == "fit" and hasattr(signal, "SIGUSR1") and signal.getsignal(signal.SIGUSR1) == self._on_signal:
             signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+        if getattr(self, "_sigterm", None) is not None and signal.getsignal(signal.SIGTERM) == self._on_signal:
+            signal.signal(signal.SIGTERM, self._sigterm)
+            self._sigterm = None
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         self._signal = signum
@@ -149,22 +159,29 @@ class ExactResume(Callback):
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        usr1 = self._signal is not None
-        if not (usr1 or trainer.received_sigterm):
+        if self._signal is None:
             return
-        ckpt = trainer.checkpoint_callback
-        folder = Path(ckpt.dirpath) if ckpt is not None and ckpt.dirpath else Path(trainer.default_root_dir)
-        path = folder / "last.ckpt"
-        trainer.save_checkpoint(path)
-        rank_zero_info(f"[resume] {'SIGUSR1' if usr1 else 'SIGTERM'}: wrote {path} after step {trainer.global_step}; "
-                       "resume with `fit --ckpt_path last`")
+        usr1 = self._signal != signal.SIGTERM
+        self._save_last(trainer, signal.Signals(self._signal).name)
         job = os.environ.get("SLURM_JOB_ID")
         if usr1 and self.requeue and job and trainer.is_global_zero:
             array = os.environ.get("SLURM_ARRAY_JOB_ID")
             job = f"{array}_{os.environ['SLURM_ARRAY_TASK_ID']}" if array else job
             result = subprocess.call(["scontrol", "requeue", job])
             (rank_zero_info if result == 0 else rank_zero_warn)(f"[resume] scontrol requeue {job}: exit status {result}")
-        trainer.should_stop = True  # SIGTERM: Lightning then ends the run itself (SIGTERMException, status 0)
+        # Lightning's SIGTERM path ends the run right after this batch's logging (SystemExit, status 0); with
+        # should_stop instead, the epoch's end would run and later checkpoints would record a finished epoch
+        # whose batches the loader has not given.
+        trainer._signal_connector.received_sigterm = True
+
+    def _save_last(self, trainer: Trainer, why: str) -> None:
+        ckpt = trainer.checkpoint_callback
+        folder = Path(ckpt.dirpath) if ckpt is not None and ckpt.dirpath else Path(trainer.default_root_dir)
+        path = folder / "last.ckpt"
+        trainer.save_checkpoint(path)
+        self._saved_step = trainer.global_step
+        rank_zero_info(f"[resume] {why}: wrote {path} after step {trainer.global_step}; "
+                       "resume with `fit --ckpt_path last`")
 
     def state_dict(self) -> dict[str, Any]:
         return {"seed": self._seed(), "rng": rng_states()}

@@ -39,6 +39,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from data_modules.features import FeatureCache
 from data_modules.manifests import MEDIA_EXTENSIONS, ManifestRow, resolve_media
+from data_modules.resumable import ResumableLoader
 from data_modules.video_streams import decode_video_streams
 from reasonaudio.config import SequenceConfig
 from reasonaudio.config import audio_preset as get_audio_preset
@@ -234,6 +235,10 @@ class ClipDataModule(LightningDataModule, ABC):
         ds = self.dataset(split)
         if ds is None:
             raise ValueError(f"{type(self).__name__} has no {split!r} split configured")
+        if shuffle:  # training: order, position and item draws resumable (data_modules.resumable)
+            return ResumableLoader(ds, seed=self.seed, batch_size=self.batch_size, shuffle=True,
+                                   num_workers=self.num_workers, collate_fn=collate_clips,
+                                   persistent_workers=self.num_workers > 0)
         gen = torch.Generator().manual_seed(self.seed)
         return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
                           collate_fn=collate_clips, generator=gen, persistent_workers=self.num_workers > 0)

@@ -292,7 +292,8 @@ def test_desync_on_real_vggsound_clips(tiny_weights, fixtures_dir, tmp_path, cap
 
 
 def test_clap_and_ib_through_the_evaluator(tmp_path, make_video, monkeypatch, capsys):
-    """CLAP (captions) and IB (videos) are registered metrics whose values equal the metrics run directly."""
+    """CLAP (captions; here ``--clap laion``) and IB (videos) are registered metrics whose values equal the metrics
+    run directly (MS-CLAP 2023, the default: tests/test_metrics_msclap.py)."""
     from reasonaudio.metrics.clap import CLAPScore, write_tiny_clap
     from reasonaudio.metrics.imagebind import IMAGEBIND_TINY, IBScore, ImageBindAV
 
@@ -311,7 +312,7 @@ def test_clap_and_ib_through_the_evaluator(tmp_path, make_video, monkeypatch, ca
     csv = tmp_path / "captions.csv"
     csv.write_text("name,caption\n" + "".join(f"{k},{v}\n" for k, v in captions.items()))
     code, report, _ = _run(["--pred", pred, "--videos", videos, "--captions", csv, "--metrics", "clap,ib",
-                            "--weights", weights, "--duration", DURATION, "--out", tmp_path / "r.json"], capsys)
+                            "--clap", "laion", "--weights", weights, "--duration", DURATION, "--out", tmp_path / "r.json"], capsys)
     assert code == 0, report
     clap = CLAPScore(str(weights / evaluate.CLAP_FOLDER))
     ib = IBScore(str(weights / evaluate.IMAGEBIND_FILE), size="tiny", audio_length=DURATION)

@@ -130,3 +130,39 @@ def test_missing_files_are_named(tmp_path, released):
         MSCLAPScore(str(tmp_path / WEIGHTS_NAME), str(released[1]))
     with pytest.raises(FileNotFoundError, match="config.json"):
         MSCLAPScore(str(released[0]), str(tmp_path))
+
+
+def test_reasonaudio_metrics_scores_clap_with_msclap_2023_by_default(tmp_path, released, capsys):
+    """``reasonaudio-metrics --captions …`` without ``--clap`` scores CLAP with MS-CLAP 2023 from ``--weights``
+    (``CLAP_weights_2023.pth`` + ``msclap_gpt2/``), equal to MSCLAPScore run directly, and names the checkpoint in
+    the JSON and the printed table; without those files the metric reports the missing path."""
+    import shutil
+
+    from conftest import write_audio_file
+
+    from reasonaudio.metrics import evaluate
+
+    weights, pred = tmp_path / "weights", tmp_path / "pred"
+    pred.mkdir()
+    weights.mkdir()
+    shutil.copy(released[0], weights / evaluate.MSCLAP_FILE)
+    shutil.copytree(released[1], weights / evaluate.MSCLAP_TEXT_FOLDER)
+    captions = {"clip_00": "a dog barks", "clip_01": "rain on a roof"}
+    wavs = {stem: tone(2.0, 16000, 300.0 + 200 * i) for i, stem in enumerate(captions)}
+    for stem, wav in wavs.items():
+        write_audio_file(pred / f"{stem}.wav", wav.numpy(), 16000)
+    csv = tmp_path / "captions.csv"
+    csv.write_text("name,caption\n" + "".join(f"{k},{v}\n" for k, v in captions.items()))
+    args = ["--pred", str(pred), "--captions", str(csv), "--metrics", "clap", "--duration", "2", "--no-cache"]
+    assert evaluate.main([*args, "--weights", str(weights), "--out", str(tmp_path / "r.json")]) == 0
+    printed = capsys.readouterr().out
+    clap = json.loads((tmp_path / "r.json").read_text())["metrics"]["clap"]
+    direct = MSCLAPScore(str(weights / evaluate.MSCLAP_FILE), str(weights / evaluate.MSCLAP_TEXT_FOLDER))
+    for stem, wav in wavs.items():
+        got, rate = evaluate.read_audio(pred / f"{stem}.wav")
+        direct.update(got[None, :2 * rate], rate, [captions[stem]])
+    assert clap["value"] == pytest.approx(float(direct.compute()), abs=1e-6) and clap["clips"] == 2
+    assert clap["details"]["checkpoint"].startswith("MS-CLAP 2023") and evaluate.MSCLAP_FILE in printed
+    assert evaluate.main([*args, "--weights", str(tmp_path), "--out", str(tmp_path / "m.json")]) == 3
+    missing = json.loads((tmp_path / "m.json").read_text())["metrics"]["clap"]
+    assert missing["value"] is None and missing["status"] == f"weights not found: {tmp_path / evaluate.MSCLAP_FILE}"

@@ -24,12 +24,14 @@ kl_passt    the same with PaSST logits                            paired clips
 is_panns    Inception Score (10 splits, seed 2020), Cnn14         all generated (sorted by stem)
 is_passt    the same with PaSST logits                            all generated
 desync      mean |Synchformer offset| (first / last 4.8 s)        generated audio ↔ ``--videos``
+clap        caption–audio cosine, MS-CLAP 2023 (``--clap laion``:  generated clips with a caption
+            LAION-CLAP), the checkpoint named in the results
 ==========  ====================================================  =============================
 
 Weights are read from ``--weights DIR`` under their official file names
 (``Cnn14_16k_mAP=0.438.pth``, ``vggish-10086976.pth``, ``passt-s-f128-p16-s10-ap.476-swa.pt``,
-``synchformer_state_dict.pth``); a metric whose file is missing is reported as
-``weights not found: <path>`` and the others are still computed. Nothing is downloaded.
+``synchformer_state_dict.pth``, ``CLAP_weights_2023.pth`` + ``msclap_gpt2/``); a metric whose file is
+missing is reported as ``weights not found: <path>`` and the others are still computed. Nothing is downloaded.
 
 Extracted features are cached per file (key: resolved path, size, modification time, network,
 weights file identity, ``--duration``) under ``--cache-dir`` (default
@@ -268,11 +270,15 @@ class Evaluation:
         cache: the feature cache.
         audio_backbones: audio networks to extract in the shared decoding pass.
         is_splits: splits of the Inception Score.
+        clap: the CLAP of the ``clap`` metric, a :data:`CLAP_CHECKPOINTS` key.
     """
 
     def __init__(self, pred: Folder, gt: Folder | None, videos: Folder | None, captions: dict[str, str] | None,
                  weights: Path, duration: float, device: torch.device, batch_size: int, cache: EmbeddingCache,
-                 audio_backbones: Iterable[str] = (), is_splits: int = IS_SPLITS):
+                 audio_backbones: Iterable[str] = (), is_splits: int = IS_SPLITS, clap: str = "msclap"):
+        if clap not in CLAP_CHECKPOINTS:
+            raise ValueError(f"clap must be one of {sorted(CLAP_CHECKPOINTS)}, got {clap!r}")
+        self.clap = clap
         self.pred, self.gt, self.videos, self.captions = pred, gt, videos, captions
         self.weights, self.duration, self.device, self.batch_size = weights, duration, device, batch_size
         self.cache, self.is_splits = cache, is_splits
@@ -586,14 +592,23 @@ def _desync(ev: Evaluation) -> MetricResult:
 
 
 def _clap(ev: Evaluation) -> MetricResult:
-    from reasonaudio.metrics.clap import CLAPScore
+    """Caption–audio cosine with the CLAP chosen by ``--clap``: MS-CLAP 2023 (the paper's, default) or LAION."""
+    if ev.clap == "msclap":
+        from reasonaudio.metrics.msclap import MSCLAPScore
 
-    metric = CLAPScore(str(ev.weights / CLAP_FOLDER))
+        files = (ev.weights / MSCLAP_FILE, ev.weights / MSCLAP_TEXT_FOLDER)
+        metric = MSCLAPScore(str(files[0]), str(files[1]))
+        checkpoint = f"{CLAP_CHECKPOINTS['msclap']}: {files[0]} + {files[1]}"
+    else:
+        from reasonaudio.metrics.clap import CLAPScore
+
+        metric = CLAPScore(str(ev.weights / CLAP_FOLDER))
+        checkpoint = f"{CLAP_CHECKPOINTS['laion']}: {ev.weights / CLAP_FOLDER}"
     for stem, wav, rate in ev.iter_audio("pred", sorted(set(ev.pred.files) & set(ev.captions))):
         metric.update(wav[None, :round(ev.duration * rate)], rate, [ev.captions[stem]])
     if metric.count == 0:
         raise ValueError("no generated clip with a caption")
-    return MetricResult(float(metric.compute()), clips=int(metric.count))
+    return MetricResult(float(metric.compute()), clips=int(metric.count), details={"checkpoint": checkpoint})
 
 
 def _ib(ev: Evaluation) -> MetricResult:
@@ -608,7 +623,14 @@ def _ib(ev: Evaluation) -> MetricResult:
 
 
 CLAP_FOLDER = "larger_clap_general"
-"""LAION-CLAP in transformers' format (``ClapModel`` folder) under ``--weights``."""
+"""LAION-CLAP in transformers' format (``ClapModel`` folder) under ``--weights`` (``--clap laion``)."""
+MSCLAP_FILE = "CLAP_weights_2023.pth"
+"""MS-CLAP 2023's released checkpoint (HF ``microsoft/msclap``) under ``--weights`` (``--clap msclap``, default)."""
+MSCLAP_TEXT_FOLDER = "msclap_gpt2"
+"""MS-CLAP 2023's text encoder under ``--weights``: HF ``gpt2`` saved with ``save_pretrained``."""
+CLAP_CHECKPOINTS = {"msclap": "MS-CLAP 2023 (microsoft/msclap CLAP_weights_2023.pth, GPT-2 text encoder)",
+                    "laion": "LAION-CLAP larger_clap_general (music_speech_audioset_epoch_15_esc_89.98)"}
+"""``--clap`` choices and the checkpoint each names in the results."""
 IMAGEBIND_FILE = "imagebind_huge.pth"
 """The released ImageBind checkpoint under ``--weights``."""
 IMAGEBIND_SIZE = "huge"
@@ -622,7 +644,7 @@ for _spec in (
     MetricSpec("fd_passt", "FD_PaSST", _frechet("passt", paired=True), ("gt",), ("passt",), False, ("passt",)),
     MetricSpec("kl_passt", "KL_PaSST", _kl("passt"), ("gt",), ("passt",), False, ("passt",)),
     MetricSpec("is_passt", "IS_PaSST", _inception("passt"), (), ("passt",), True, ("passt",)),
-    MetricSpec("clap", "CLAP", _clap, ("captions",), (CLAP_FOLDER,), True),
+    MetricSpec("clap", "CLAP", _clap, ("captions",), (), True),  # its files depend on --clap; _clap names them
     MetricSpec("ib", "IB", _ib, ("videos",), (IMAGEBIND_FILE,), True),
     MetricSpec("desync", "DeSync", _desync, ("videos",), ("synchformer",), False),
 ):
@@ -677,7 +699,8 @@ def format_table(results: dict[str, MetricResult]) -> str:
         spec = METRICS[name]
         arrow = "↑" if spec.higher_is_better else "↓"
         lines.append(f"| {spec.title} {arrow} | {_format_value(r)} | {r.clips} | {r.status} |")
-    return "\n".join(lines)
+    named = [f"{METRICS[n].title}: {r.details['checkpoint']}" for n, r in results.items() if "checkpoint" in r.details]
+    return "\n".join(lines + ([""] + [f"checkpoint of {line}" for line in named] if named else []))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -702,6 +725,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                    help="torch device (default: cuda when available)")
     p.add_argument("--is-splits", type=int, default=IS_SPLITS, help="Inception Score splits (default 10)")
+    p.add_argument("--clap", choices=tuple(CLAP_CHECKPOINTS), default="msclap",
+                   help=f"CLAP of the clap metric: msclap = {CLAP_CHECKPOINTS['msclap']} ({MSCLAP_FILE} and "
+                        f"{MSCLAP_TEXT_FOLDER}/ under --weights; the paper's, default), laion = "
+                        f"{CLAP_CHECKPOINTS['laion']} ({CLAP_FOLDER}/ under --weights)")
     return p
 
 
@@ -771,7 +798,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     cache = EmbeddingCache(None if args.no_cache else (args.cache_dir or default_cache_dir()))
     ev = Evaluation(folders["pred"], folders.get("gt"), folders.get("videos"), captions, args.weights, args.duration,
                     torch.device(args.device), args.batch_size, cache,
-                    audio_backbones=[b for n in names for b in METRICS[n].audio_backbones], is_splits=args.is_splits)
+                    audio_backbones=[b for n in names for b in METRICS[n].audio_backbones], is_splits=args.is_splits,
+                    clap=args.clap)
     results = run_metrics(ev, names)
     pairing = {}
     if ev.gt is not None:

@@ -10,7 +10,7 @@ ARGS    ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help setup system-deps test test-fast demo synth check-fixtures bench gpu-check clean \
-        captions vae latent-stats vocoder bench-vocoder tiny-mllm sync features prefix_kv prefix-kv pretrain reward preference_data preference-data post-train post_train_sft post_train_rwr post_train_dpo post-train-compare eval generate resume-check tensorboard
+        captions vae latent-stats vocoder bench-vocoder tiny-mllm sync features prefix_kv prefix-kv pretrain reward preference_data preference-data post-train post_train_sft post_train_rwr post_train_dpo post-train-compare finetune eval generate resume-check tensorboard
 
 $(PY):
 	$(MAKE) setup
@@ -85,6 +85,17 @@ generate: | $(PY)  ## audio + mp4 for VIDEO=... or VIDEOS=dir_or_list [TEXT="...
 		$(if $(EMA),--ema $(EMA)) --sync-weights $(or $(SYNC),$(DEMO)/features_corpus/sync_encoder.pt) \
 		$(if $(VIDEO),--video "$(VIDEO)") $(if $(VIDEOS),--videos "$(VIDEOS)") \
 		$(if $(TEXT),--text "$(TEXT)") --out $(or $(OUT),$(RUNS)/generate) $(ARGS)
+
+FT_FEATURES  ?= $(FEATURES)
+FT_PRETRAIN  ?= $(DEMO)/pretrain/pretrain/version_0/config.yaml
+FT_PRETRAINED ?= $(EMA)
+LORA ?= 64
+# DATA here is the clips (this invocation's DATA, not the reasonaudio-data tool the other targets call).
+finetune: | $(PY)  ## fine-tune on DATA=folder_or_manifest.jsonl [CAPTIONS=x.jsonl | BACKEND=captions.yaml] [LORA=64|0] [STEPS=500]: features, then LoRA/full (models: the demo's unless FT_FEATURES/FT_PRETRAIN/FT_PRETRAINED= are set) → runs/finetune/export
+	$(PY) -m reasonaudio.experiments.finetune --data "$(DATA)" --out $(or $(OUT),$(RUNS)/finetune) \
+		$(foreach c,$(FT_FEATURES),--features-config $(c)) $(foreach c,$(FT_PRETRAIN),--pretrain-config $(c)) \
+		--pretrained $(FT_PRETRAINED) --lora-rank $(LORA) $(if $(STEPS),--steps $(STEPS)) \
+		$(if $(CAPTIONS),--captions $(CAPTIONS)) $(if $(BACKEND),--captions-backend $(BACKEND)) $(ARGS)
 
 latent-stats: | $(PY)  ## per-channel latent mean/std of a trained VAE (CKPT=path/to/vae.ckpt), written into a checkpoint copy
 	$(if $(CKPT),,$(error CKPT=path/to/vae.ckpt is required))

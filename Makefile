@@ -130,6 +130,13 @@ post_train_dpo: | $(PY)  ## Flow-DPO, β = 5 (LoRA 64)
 post-train-compare: | $(PY)  ## SFT vs RWR vs DPO (+ β 1/2/50) from the demo's pretrained model, 3 seeds, ~35 min → docs/results.md (needs make demo)
 	$(PY) -m reasonaudio.experiments.post_train_compare --betas 1 2 50 --docs docs/results.md $(ARGS)
 
+PAPER_TABLES := paper-table2 paper-table3 paper-table4 paper-table5 paper-table8 paper-table9 paper-table10
+.PHONY: $(PAPER_TABLES)
+# make paper-table5 CKPTS="mllm=a.ckpt clip=b.ckpt" [RESULTS="llm=results.csv"]: rows in src/reasonaudio/experiments/paper_tables.py
+$(PAPER_TABLES): paper-table%: | $(PY)
+	$(PY) -m reasonaudio.experiments.paper_tables table$* $(foreach c,$(CKPTS),--ckpt $(c)) \
+		$(foreach r,$(RESULTS),--results $(r)) $(ARGS)
+
 eval: | $(PY)  ## Table-2 + synthetic metrics of CKPT_G (default: the demo's) → runs/eval/version_N/results.{md,csv}
 	$(CLI) validate --config $(CFG)/eval.yaml --ckpt_path $(CKPT_G) \
 		--data.init_args.train=[$(DEMO)/features_corpus] --data.init_args.val=[$(DEMO)/features_heldout] \

@@ -16,7 +16,7 @@ import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from data_modules.features import DONE, INDEX, META, SYNC_WEIGHTS
+from data_modules.features import DONE, INDEX, META, SYNC_HASH, SYNC_WEIGHTS
 
 
 class FeatureCacheWriter(BasePredictionWriter):
@@ -90,6 +90,11 @@ class FeatureCacheWriter(BasePredictionWriter):
                     raise ValueError(f"{self.output} was built with other Synchformer weights; choose a new folder")
             else:
                 torch.save(state, path)
+        if trainer.is_global_zero and sync is not None:
+            # Caches whose sync tokens came from other weights must not be mixed (CachedFeatureDataModule).
+            meta = json.loads((self.output / META).read_text())
+            meta[SYNC_HASH] = sync.weights_hash()
+            (self.output / META).write_text(json.dumps(meta, indent=2))
         if trainer.is_global_zero and hasattr(vae, "latent_mean"):
             meta = json.loads((self.output / META).read_text())
             meta["latent_stats"] = {"mean": vae.latent_mean.flatten().tolist(), "std": vae.latent_std.flatten().tolist()}

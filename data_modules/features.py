@@ -35,6 +35,8 @@ META = "meta.json"
 INDEX = "index.jsonl"
 DONE = "done.u8"
 SYNC_WEIGHTS = "sync_encoder.pt"
+SYNC_HASH = "sync_weights_sha256"
+"""meta.json key: ``weights_hash()`` of the Synchformer visual encoder that made ``sync``."""
 PREFIX_KV = "prefix_kv"
 
 
@@ -183,6 +185,24 @@ class StoredPrefixTransfer(LightningDataModule):
         return batch
 
 
+def check_same_sync_weights(caches: list[FeatureCache]) -> None:
+    """Refuse caches whose sync tokens came from different Synchformer weights (``meta.json`` ``SYNC_HASH``).
+
+    Caches without sync tokens are not compared; a cache written before hashes were recorded has
+    none, and mixing it with a hashed cache is refused too.
+
+    Raises:
+        ValueError: two caches disagree; the message names both folders and their hashes.
+    """
+    with_sync = [c for c in caches if "sync" in c.meta["arrays"]]
+    for cache in with_sync[1:]:
+        first, this = with_sync[0].meta.get(SYNC_HASH), cache.meta.get(SYNC_HASH)
+        if first != this:
+            raise ValueError(f"feature caches built with different sync encoder weights must not be mixed: "
+                             f"{with_sync[0].root} ({SYNC_HASH} {first}) and {cache.root} ({SYNC_HASH} {this}); "
+                             "rebuild both with the same sync_checkpoint")
+
+
 def prefix_stores(caches: list[str | Path], name: str | None) -> list[tuple[Path, dict[str, Any]]]:
     """``(folder, meta)`` of the prefix KV store ``name`` of each cache ([] without a name)."""
     if not name:
@@ -226,6 +246,7 @@ class CachedFeatureDataModule(StoredPrefixTransfer):
         empty = [r for r, ds in zip(self.train_roots, self.train_sets) if len(ds) == 0]
         if empty:
             raise ValueError(f"feature caches with no written clips: {empty}")
+        check_same_sync_weights([ds.cache for ds in [*self.train_sets, *self.val_sets]])
 
     def prefix_kv_stores(self) -> list[tuple[Path, dict[str, Any]]]:
         """``(folder, meta)`` of every prefix KV store in use, for the model to check."""

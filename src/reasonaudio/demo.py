@@ -1,6 +1,7 @@
 """`make demo`: the pipeline, stage by stage, on the built-in synthetic corpus (2 CPU cores).
 
-Stages: synthesise the corpus (train and held-out sets) → decode-check every file → fit
+Stages: synthesise the corpus (train and held-out sets) → decode-check every file → train the
+synchrony encoder (Synchformer offset classification; its weights make the sync tokens) → fit
 the tiny BigVGAN vocoder → fit the tiny mel VAE, validated through that vocoder → its latent
 statistics → feature caches of both sets → a tiny local Qwen2.5-VL folder → each clip's MLLM prompt
 run once into the caches (stored prefix KV) → MM-DiT flow-matching pretraining from them → the synchrony reward classifier → preference data (K scored candidates per training
@@ -266,6 +267,14 @@ def _folder_metrics(out: Path, duration: float) -> Callable[[Path], dict]:
     return run
 
 
+def _grid(sync_weights: Path) -> str:
+    """The offset grid the exported synchrony encoder classifies, in words."""
+    from reasonaudio.models.synchformer import read_export_config
+
+    c = read_export_config(sync_weights)
+    return f"{c.num_offsets} classes of {c.offset_step:g} s over ±{c.max_offset:g} s, {c.window_seconds:g} s windows"
+
+
 def _last_scalars(log_root: Path) -> dict[str, float]:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -286,6 +295,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=4.0, help="seconds per clip")
     parser.add_argument("--vocoder-steps", type=int, default=200, help="vocoder optimisation steps")
     parser.add_argument("--vae-steps", type=int, default=300, help="VAE optimisation steps")
+    parser.add_argument("--sync-steps", type=int, default=300,
+                        help="synchrony encoder optimisation steps (0: no sync stage, random sync-encoder weights; "
+                             "needs clips of at least 3.76 s)")
     parser.add_argument("--pretrain-steps", type=int, default=1500, help="MM-DiT optimisation steps")
     parser.add_argument("--sample-steps", type=int, default=25, help="Euler steps when generating")
     parser.add_argument("--reward-steps", type=int, default=300, help="reward classifier optimisation steps")
@@ -301,6 +313,9 @@ def main(argv: list[str] | None = None) -> int:
     held = pipe.step("heldout", _synth(args.heldout_clips, seed=10_000, duration=args.duration))
     check = pipe.step("check", _check(out))
     same_clips = f"--data.init_args.duration={args.duration}"  # the stages read the corpus as it was rendered
+    sync = (pipe.step("sync", _fit("sync", out, args.sync_steps, [same_clips, "--model.init_args.export={tmp}/export"]))
+            if args.sync_steps else None)
+    sync_weights = out / "sync" / "export" / "synchformer.safetensors"  # the features steps load it by path
     vocoder = pipe.step("vocoder", _fit("vocoder", out, args.vocoder_steps,
                                         ["--data.init_args.batch_size=4", same_clips]))
     vocoder_ckpt = out / "vocoder" / "vocoder" / "version_0" / "checkpoints" / "last.ckpt"
@@ -317,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
         pipe.step(f"features_{corpus}", _predict([
             "--config", "lightning_configs/features.yaml",
             f"--model.init_args.vae_checkpoint={out / 'latent_stats' / 'vae.ckpt'}",
+            *([f"--model.init_args.sync_checkpoint={sync_weights}"] if sync else []),
             f"--model.init_args.duration={args.duration}", f"--data.init_args.duration={args.duration}",
             f"--data.init_args.root={out / corpus}", "--data.init_args.skip_done_in={tmp}",
             "--trainer.callbacks.init_args.output={tmp}"], out / f"features_{corpus}"))
@@ -352,6 +368,9 @@ def main(argv: list[str] | None = None) -> int:
     rows = [
         ("synthetic corpus", f"{synth['clips']} train + {held['clips']} held-out clips, {args.duration:g} s each"),
         ("decode check", f"{check['ok']}/{check['files']} mp4 files ok"),
+        ("synchrony encoder", f"{sync['steps']} steps, held-out offsets ({_grid(sync_weights)}): "
+                              f"top-1 {sync['val/acc']:.3f}, within one step {sync['val/acc_within_one']:.3f}"
+                              if sync else "not trained (--sync-steps 0): random weights make the sync tokens"),
         ("BigVGAN vocoder", f"{vocoder['steps']} steps, held-out resynthesis: log-mel L1 "
                             f"{vocoder['val/mel_l1']:.3f}, MR-STFT {vocoder['val/mrstft']:.3f}"),
         ("mel VAE", f"{vae['steps']} steps, held-out: mel L1 {vae['val/l1']:.3f}, "

@@ -42,6 +42,8 @@ total                                                                     237,46
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import pickle
 from dataclasses import asdict, dataclass
@@ -114,6 +116,13 @@ class SynchformerConfig:
         sync_depth: offset transformer blocks (3).
         sync_heads: offset transformer heads (8).
         segments: windows the offset head sees at once (14 = 4.8 s).
+        token_dim: width of the visual (sync) tokens; ``None`` = ``dim``. A narrow trainable model
+            (``dim`` 64) sets 768 to keep the DiT's ``[B, Ts, 768]`` contract: a linear
+            ``vfeat_extractor.token_proj`` then maps its tokens to that width (the official model
+            has no such layer, so its key layout is unchanged).
+        num_offsets: offset classes of the head (21).
+        max_offset: offset of the last class in seconds (2.0): classes are
+            ``linspace(−max_offset, max_offset, num_offsets)``.
     """
 
     image_size: int = 224
@@ -128,6 +137,9 @@ class SynchformerConfig:
     sync_depth: int = 3
     sync_heads: int = 8
     segments: int = 14
+    token_dim: int | None = None
+    num_offsets: int = NUM_OFFSETS
+    max_offset: float = MAX_OFFSET
 
     def __post_init__(self) -> None:
         if self.image_size <= 0 or self.patch_size <= 0 or self.image_size % self.patch_size:
@@ -139,6 +151,25 @@ class SynchformerConfig:
                 raise ValueError(f"{name} width {width} must be a positive multiple of its heads ({heads})")
         if min(self.visual_depth, self.audio_depth, self.sync_depth, self.mlp_ratio, self.segments) < 1:
             raise ValueError(f"depths, mlp_ratio and segments must be >= 1, got {self}")
+        if self.token_dim is not None and self.token_dim < 1:
+            raise ValueError(f"token_dim must be >= 1 or None, got {self.token_dim}")
+        if self.num_offsets < 2 or not self.max_offset > 0:
+            raise ValueError(f"need num_offsets >= 2 and max_offset > 0, got {self.num_offsets}, {self.max_offset}")
+
+    @property
+    def visual_token_dim(self) -> int:
+        """Width of the visual tokens :meth:`encode_video` returns (``token_dim`` or ``dim``)."""
+        return self.token_dim or self.dim
+
+    @property
+    def offset_step(self) -> float:
+        """Seconds between two offset classes (0.2 for the official head)."""
+        return 2 * self.max_offset / (self.num_offsets - 1)
+
+    @property
+    def window_seconds(self) -> float:
+        """Span of the ``segments`` windows the head sees: 0.64 + 0.32 · (segments − 1) s (4.8 s)."""
+        return (SYNC_WINDOW + SYNC_STRIDE * (self.segments - 1)) / SYNC_FPS
 
     @property
     def sync_tokens(self) -> int:
@@ -339,10 +370,11 @@ class MotionFormer(nn.Module):
         depth: divided space-time blocks (12).
         heads: attention heads (12).
         mlp_ratio: MLP width / ``dim`` (4).
+        out_dim: token width after a linear ``token_proj``; ``None`` (or ``dim``) adds no layer.
     """
 
     def __init__(self, image_size: int = 224, patch_size: int = 16, dim: int = SYNC_DIM, depth: int = 12,
-                 heads: int = 12, mlp_ratio: int = 4):
+                 heads: int = 12, mlp_ratio: int = 4, out_dim: int | None = None):
         super().__init__()
         self.image_size = image_size
         grid = image_size // patch_size
@@ -358,6 +390,8 @@ class MotionFormer(nn.Module):
         self.blocks = nn.ModuleList(DividedSpaceTimeBlock(dim, heads, mlp_ratio) for _ in range(depth))
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self.spatial_attn_agg = CLSPooling(dim, heads, mlp_ratio * dim)
+        if out_dim is not None and out_dim != dim:
+            self.token_proj = nn.Linear(dim, out_dim)
 
     def forward(self, windows: torch.Tensor) -> torch.Tensor:
         """``[N, 16, 3, H, W]`` normalised windows → ``[N, 8, D]`` tokens."""
@@ -373,8 +407,35 @@ class MotionFormer(nn.Module):
         for block in self.blocks:
             x = block(x, steps)
         x = self.norm(x[:, 1:])  # the CLS token is dropped, as in the official feature extractor
-        x = self.spatial_attn_agg(x.reshape(n * steps, gh * gw, dim))  # [N·8, D]
-        return x.view(n, steps, dim)
+        x = self.spatial_attn_agg(x.reshape(n * steps, gh * gw, dim)).view(n, steps, dim)  # [N, 8, D]
+        return self.token_proj(x) if hasattr(self, "token_proj") else x
+
+
+@torch.no_grad()
+def motion_init_(motionformer: MotionFormer) -> MotionFormer:
+    """Make the tubelet embedding respond to change only: the second frame's kernel is minus the first's.
+
+    A from-scratch initialisation for training (``SyncTrain(motion_init=True)``): at random init a
+    tubelet's embedding is dominated by the static scene, so every visual token looks alike and the
+    offset head sits at chance for hundreds of steps; with antisymmetric kernels a still background
+    embeds to the bias alone and the tokens start out as motion features. Training may change the
+    kernels freely afterwards. Returns the module.
+    """
+    weight = motionformer.patch_embed_3d.proj.weight  # [D, 3, 2, p, p]
+    assert weight.shape[2] == TEMPORAL_PATCH == 2
+    weight[:, :, 1] = -weight[:, :, 0]
+    return motionformer
+
+
+@torch.no_grad()
+def onset_init_(ast: "ASTEncoder") -> "ASTEncoder":
+    """Make the AST patch embedding respond to change over time only: the later half of each
+    16-frame kernel is minus the earlier half, mirrored (the audio counterpart of :func:`motion_init_`:
+    a steady sound embeds to the bias alone, onsets and offsets stand out). Returns the module."""
+    weight = ast.ast.embeddings.patch_embeddings.projection.weight  # [D, 1, freq 16, time 16]
+    half = weight.shape[-1] // 2
+    weight[..., half:] = -weight[..., :half].flip(-1)
+    return ast
 
 
 def synchformer_visual() -> MotionFormer:
@@ -578,7 +639,7 @@ class _SynchformerBase(nn.Module):
         super().__init__()
         self.config = config
         self.vfeat_extractor = MotionFormer(config.image_size, config.patch_size, config.dim, config.visual_depth,
-                                            config.visual_heads, config.mlp_ratio)
+                                            config.visual_heads, config.mlp_ratio, config.token_dim)
 
     @staticmethod
     def _keep(key: str) -> bool:
@@ -636,6 +697,19 @@ class _SynchformerBase(nn.Module):
         tokens = self.vfeat_extractor(windows.flatten(0, 1).to(weight.dtype))  # [B·S, 8, D]
         return tokens.reshape(b, s * SYNC_TOKENS_PER_WINDOW, -1)
 
+    def weights_hash(self) -> str:
+        """SHA-256 (hex) of the state dict: names, dtypes, shapes and bytes, in key order.
+
+        Feature caches record it: two caches whose sync tokens came from different weights hold
+        incomparable tokens and must not be mixed (``data_modules.features``).
+        """
+        digest = hashlib.sha256()
+        for name, tensor in sorted(self.state_dict().items()):
+            t = tensor.detach().cpu().contiguous()
+            digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+            digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        return digest.hexdigest()
+
     def load_checkpoint(self, path: str | os.PathLike) -> Self:
         """Load ``synchformer_state_dict.pth`` into this model, strictly and offline.
 
@@ -663,7 +737,32 @@ class _SynchformerBase(nn.Module):
         state = _read_state_dict(path)  # a missing or unreadable file fails before the model is built
         return cls(config)._load_state(state, Path(path))
 
+    @classmethod
+    def from_export(cls, path: str | os.PathLike) -> Self:
+        """Build the model a :func:`save_synchformer` file describes and load its weights (eval mode).
+
+        Raises:
+            FileNotFoundError: ``path`` does not exist.
+            ValueError: the file carries no Synchformer config (e.g. the official ``.pth``: use
+                :meth:`from_checkpoint` with its config).
+        """
+        config = read_export_config(path)
+        if config is None:
+            raise ValueError(f"{path} carries no Synchformer config (not a save_synchformer export); "
+                             "use from_checkpoint(path, config)")
+        return cls(config)._load_state(_read_state_dict(path), Path(path))
+
+    def _visual_fields(self) -> tuple[str, ...]:
+        """Config fields that change what this model computes (all of them for the full model)."""
+        return tuple(SynchformerConfig.__dataclass_fields__)
+
     def _load_state(self, state: Mapping[str, torch.Tensor], path: Path) -> Self:
+        made = read_export_config(path) if path.suffix == ".safetensors" else None
+        if made is not None:  # head counts change the computation, not the shapes: compare the configs
+            clash = {f: (getattr(made, f), getattr(self.config, f)) for f in self._visual_fields()
+                     if getattr(made, f) != getattr(self.config, f)}
+            if clash:
+                raise ValueError(f"{path} was trained with another Synchformer config (file, this model): {clash}")
         state = {k: v for k, v in state.items() if self._keep(k)}
         check_state_dict(self, state, f"{path} does not match {type(self).__name__}({self.config})")
         self.load_state_dict(state, strict=True)
@@ -687,6 +786,9 @@ class SynchformerVisualEncoder(_SynchformerBase):
     def _keep(key: str) -> bool:
         return key.startswith(VISUAL_PREFIX)
 
+    def _visual_fields(self) -> tuple[str, ...]:
+        return ("image_size", "patch_size", "dim", "visual_depth", "visual_heads", "mlp_ratio", "token_dim")
+
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         """Same as :meth:`encode_video`: frames ``[B, T, ...]`` → ``[B, S·8, D]``."""
         return self.encode_video(frames)
@@ -702,12 +804,13 @@ class Synchformer(_SynchformerBase):
     def __init__(self, config: SynchformerConfig = SynchformerConfig()):
         super().__init__(config)
         self.afeat_extractor = ASTEncoder(config.dim, config.audio_depth, config.audio_heads, config.mlp_ratio)
-        self.vproj = nn.Linear(config.dim, config.sync_dim)
+        self.vproj = nn.Linear(config.visual_token_dim, config.sync_dim)
         self.aproj = nn.Linear(config.dim, config.sync_dim)
-        self.transformer = SyncTransformer(config.sync_dim, config.sync_depth, config.sync_heads, config.sync_tokens)
+        self.transformer = SyncTransformer(config.sync_dim, config.sync_depth, config.sync_heads, config.sync_tokens,
+                                           config.num_offsets)
         self.mel = SynchformerMel()
 
-    def audio_windows(self, wav: torch.Tensor) -> torch.Tensor:
+    def audio_windows(self, wav: torch.Tensor, hop: int = AUDIO_HOP) -> torch.Tensor:
         """16 kHz audio → normalised log-mel windows, as av-benchmark's ``encode_audio_with_sync``.
 
         Windows of 10240 samples every 5120 → power mel (65 frames) → ``log(x + 1e-6)`` → zero-pad
@@ -715,22 +818,26 @@ class Synchformer(_SynchformerBase):
 
         Args:
             wav: ``[B, N]`` mono 16 kHz waveform, N ≥ 10240.
+            hop: samples between windows (5120; ``SyncTrain`` precomputes every 640-sample = one-frame
+                start once, and cuts shifted pairs from that bank).
 
         Returns:
-            ``[B, S, 128, 66]`` with S = (N − 10240) // 5120 + 1 (24 for 8 s).
+            ``[B, S, 128, 66]`` with S = (N − 10240) // hop + 1 (24 for 8 s at the default hop).
         """
         if wav.ndim != 2:
             raise ValueError(f"expected a waveform [B, N] at {SYNC_SAMPLE_RATE} Hz, got {tuple(wav.shape)}")
-        count = audio_window_count(wav.shape[1])
-        segments = wav.float().unfold(1, AUDIO_WINDOW, AUDIO_HOP)  # [B, S, 10240]
-        assert segments.shape[1] == count
+        audio_window_count(wav.shape[1])  # rejects clips shorter than one window
+        segments = wav.float().unfold(1, AUDIO_WINDOW, hop)  # [B, S, 10240]
         mel = torch.log(self.mel(segments) + MEL_LOG_EPS)  # [B, S, 128, 65]
         mel = F.pad(mel, (0, MEL_FRAMES - mel.shape[-1]))  # zeros in the log domain, as the original
         return (mel - MEL_MEAN) / (2 * MEL_STD)
 
     def encode_audio(self, wav: torch.Tensor) -> torch.Tensor:
         """``[B, N]`` 16 kHz audio → ``[B, S·6, D]`` audio tokens (``[B, 144, 768]`` for 8 s)."""
-        mel = self.audio_windows(wav)  # [B, S, 128, 66]
+        return self.encode_mel(self.audio_windows(wav))
+
+    def encode_mel(self, mel: torch.Tensor) -> torch.Tensor:
+        """``[B, S, 128, 66]`` windows of :meth:`audio_windows` → ``[B, S·6, D]`` audio tokens."""
         b, s = mel.shape[:2]
         weight = self.afeat_extractor.ast.embeddings.patch_embeddings.projection.weight
         tokens = self.afeat_extractor(mel.flatten(0, 1).to(weight.dtype))  # [B·S, 6, D]
@@ -753,15 +860,16 @@ class Synchformer(_SynchformerBase):
                              f"got {tuple(video.shape)} and {tuple(audio.shape)} (use desync() for longer clips)")
         return self.transformer(self.vproj(video), self.aproj(audio))
 
-    def desync(self, video: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
-        """av-benchmark's DeSync per clip: mean |predicted offset| of the first and the last 14 windows.
+    def window_offsets(self, video: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+        """Signed predicted offsets of the first and the last ``segments`` windows of each clip.
 
         Args:
-            video: ``[B, S·8, D]`` tokens, S ≥ 14 (24 for 8 s).
+            video: ``[B, S·8, D]`` tokens, S ≥ ``segments`` (24 for 8 s).
             audio: ``[B, S·6, D]`` tokens with the same S.
 
         Returns:
-            ``[B]`` seconds.
+            ``[B, 2]`` seconds (positive: the audio is early); both columns are one window when
+            S = ``segments``.
         """
         s = self.config.segments
         sv, sa = video.shape[1] // SYNC_TOKENS_PER_WINDOW, audio.shape[1] // AUDIO_TOKENS_PER_WINDOW
@@ -770,13 +878,75 @@ class Synchformer(_SynchformerBase):
             raise ValueError(f"DeSync needs the same number (>= {s}) of whole windows in both streams, got "
                              f"video {tuple(video.shape)} and audio {tuple(audio.shape)}")
         v, a = s * SYNC_TOKENS_PER_WINDOW, s * AUDIO_TOKENS_PER_WINDOW
-        first = predicted_offset(self.offset_logits(video[:, :v], audio[:, :a])).abs()
-        last = predicted_offset(self.offset_logits(video[:, -v:], audio[:, -a:])).abs()
-        return (first + last) / 2
+        first = predicted_offset(self.offset_logits(video[:, :v], audio[:, :a]), self.config.max_offset)
+        last = predicted_offset(self.offset_logits(video[:, -v:], audio[:, -a:]), self.config.max_offset)
+        return torch.stack([first, last], dim=1)
+
+    def desync(self, video: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+        """av-benchmark's DeSync per clip: mean |predicted offset| of the first and the last ``segments`` windows.
+
+        14 of 24 windows for the official model on 8 s; the synthetic benchmark's model sees 7
+        windows (2.56 s), the first and the last 7 of a 4 s clip's 11 (docs/decisions.md).
+
+        Args:
+            video: ``[B, S·8, D]`` tokens, S ≥ ``segments``.
+            audio: ``[B, S·6, D]`` tokens with the same S.
+
+        Returns:
+            ``[B]`` seconds.
+        """
+        return self.window_offsets(video, audio).abs().mean(dim=1)
 
     def forward(self, frames: torch.Tensor, wav: torch.Tensor) -> torch.Tensor:
         """Offset logits ``[B, 21]`` of a 4.8 s clip: 120 frames (any :meth:`encode_video` input) and 76800 samples."""
         return self.offset_logits(self.encode_video(frames), self.encode_audio(wav))
+
+    @property
+    def offsets(self) -> torch.Tensor:
+        """``[num_offsets]`` seconds of the head's classes (:func:`offset_grid` of the config)."""
+        return offset_grid(self.config.num_offsets, self.config.max_offset)
+
+
+EXPORT_FORMAT = "reasonaudio.synchformer/1"
+"""``format`` entry of the safetensors metadata that :func:`save_synchformer` writes."""
+
+
+def save_synchformer(model: Synchformer, path: str | os.PathLike) -> Path:
+    """Write ``model``'s state dict (checkpoint key layout) and its config into one safetensors file.
+
+    The config travels in the metadata (``config``: JSON), so :meth:`Synchformer.from_export` and
+    :meth:`SynchformerVisualEncoder.from_export` rebuild the model from the file alone, and
+    ``load_checkpoint`` refuses it for a model of another config. Written atomically (``.tmp`` then rename).
+    """
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(state, str(tmp), metadata={"format": EXPORT_FORMAT, "config": json.dumps(model.config.to_dict())})
+    tmp.replace(path)
+    return path
+
+
+def read_export_config(path: str | os.PathLike) -> SynchformerConfig | None:
+    """The config a :func:`save_synchformer` file records, or None for any other file.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Synchformer checkpoint not found: {path}")
+    if path.suffix != ".safetensors":
+        return None
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    if meta.get("format") != EXPORT_FORMAT:
+        return None
+    return SynchformerConfig(**json.loads(meta["config"]))
 
 
 def _read_state_dict(path: str | os.PathLike) -> Mapping[str, torch.Tensor]:
@@ -784,6 +954,10 @@ def _read_state_dict(path: str | os.PathLike) -> Mapping[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Synchformer checkpoint not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:

@@ -38,8 +38,10 @@ class FeatureExtraction(LightningModule):
             the latent statistics), loaded strictly when the stage starts.
         sync_encoder: Synchformer visual encoder (``SynchformerVisualEncoder``) mapping ``[B, T, 3, H, W]`` uint8
             frames at 25 fps to ``[B, Ts, 768]`` tokens; ``None`` stores no sync tokens.
-        sync_checkpoint: the official ``synchformer_state_dict.pth`` (its ``vfeat_extractor.`` part is loaded
-            strictly when the stage starts).
+        sync_checkpoint: the encoder's weights by path: a ``make sync`` export (``synchformer.safetensors``,
+            whose recorded config must match ``sync_encoder``'s) or the official ``synchformer_state_dict.pth``;
+            its ``vfeat_extractor.`` part is loaded strictly when the stage starts, and the cache records the
+            loaded weights' hash (``sync_weights_sha256``), so caches of different weights are never mixed.
         audio_preset: ``AudioConfig`` preset of the VAE's mel front end.
         duration: clip seconds (must match the data module's).
     """

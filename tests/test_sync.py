@@ -1,0 +1,158 @@
+"""Stage `sync`: shifted pairs, the export, cache hashes, and learning (a short CPU run beats chance)."""
+from __future__ import annotations
+
+import json
+import math
+from functools import partial
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+
+from data_modules.features import CachedFeatureDataModule, SYNC_HASH, check_same_sync_weights, FeatureCache
+from reasonaudio.models.sync_offsets import (cut_pairs, grid_pairs, mel_bank, offset_frames, pair_frames,
+                                             random_pairs, start_range)
+from reasonaudio.models.synchformer import (SYNCHFORMER_TINY, Synchformer, SynchformerConfig,
+                                            SynchformerVisualEncoder, read_export_config, save_synchformer)
+
+# sync.yaml's model (13 offsets of 0.2 s over ±1.2 s, 7 windows = 2.56 s, 768-wide visual tokens)
+SYNC = SynchformerConfig(image_size=32, patch_size=16, dim=64, visual_depth=1, visual_heads=4, audio_depth=1,
+                         audio_heads=4, mlp_ratio=2, sync_dim=64, sync_depth=2, sync_heads=4, segments=7,
+                         token_dim=768, num_offsets=13, max_offset=1.2)
+
+
+def test_sync_yaml_declares_the_tested_model():
+    import yaml
+
+    cfg = yaml.safe_load((Path(__file__).resolve().parents[1] / "lightning_configs" / "sync.yaml").read_text())
+    assert SynchformerConfig(**cfg["model"]["init_args"]["net"]["init_args"]["config"]) == SYNC
+    feats = yaml.safe_load((Path(__file__).resolve().parents[1] / "lightning_configs" / "features.yaml").read_text())
+    visual = feats["model"]["init_args"]["sync_encoder"]["init_args"]["config"]
+    assert all(getattr(SYNC, k) == v for k, v in visual.items())  # the features stage builds the same visual branch
+
+
+def test_grid_windows_and_pair_ranges():
+    assert SYNC.offset_step == pytest.approx(0.2) and SYNC.window_seconds == pytest.approx(2.56)
+    assert offset_frames(SYNC).tolist() == [-30, -25, -20, -15, -10, -5, 0, 5, 10, 15, 20, 25, 30]
+    assert pair_frames(SYNC) == 64
+    lo, hi = start_range(SYNC, torch.arange(13), 100)  # 4 s clips
+    assert lo.tolist() == [30, 25, 20, 15, 10, 5, 0, 0, 0, 0, 0, 0, 0]
+    assert hi.tolist() == [36] * 7 + [31, 26, 21, 16, 11, 6]
+    with pytest.raises(ValueError, match="do not fit"):
+        start_range(SYNC, torch.arange(13), 90)  # 64 + 30 > 90 frames
+    classes, starts = grid_pairs(SYNC, 100, positions=2)
+    assert classes.tolist() == [c for c in range(13) for _ in range(2)]
+    assert starts[:2].tolist() == [30, 36] and starts[-2:].tolist() == [0, 6]
+    classes, starts = random_pairs(SYNC, 500, 100, torch.Generator().manual_seed(0))
+    lo, hi = start_range(SYNC, classes, 100)
+    assert ((starts >= lo) & (starts <= hi)).all() and set(classes.tolist()) == set(range(13))
+
+
+def test_cut_pairs_equal_the_shifted_streams():
+    """A pair's audio windows from the per-frame mel bank equal the model's windows of the audio cut by hand."""
+    torch.manual_seed(0)
+    model = Synchformer(SYNC)
+    frames = torch.randint(0, 256, (2, 100, 3, 32, 32), dtype=torch.uint8)
+    wav = torch.randn(2, 64000) * 0.1
+    banks = torch.stack([mel_bank(model, w) for w in wav])
+    assert banks.shape == (2, 85, 128, 66)
+    classes, starts = torch.tensor([2, 10]), torch.tensor([22, 3])  # offsets −0.8 s and +0.8 s
+    video, mel = cut_pairs(SYNC, frames, banks, classes, starts)
+    assert torch.equal(video[0], frames[0, 22:86]) and torch.equal(video[1], frames[1, 3:67])
+    # class 2 = −0.8 s = −20 frames: audio from frame 2; class 10 = +0.8 s: audio from frame 23
+    for i, first in enumerate((2, 23)):
+        cut = wav[i:i + 1, first * 640:first * 640 + 64 * 640]
+        assert torch.allclose(mel[i], model.audio_windows(cut)[0], atol=1e-5)
+    with pytest.raises(ValueError, match="outside the valid ranges"):
+        cut_pairs(SYNC, frames, banks, torch.tensor([0, 0]), torch.tensor([0, 0]))  # −1.2 s needs start ≥ 30
+
+
+def test_export_round_trip_config_check_and_official_layout(tmp_path):
+    torch.manual_seed(0)
+    model = Synchformer(SYNC).eval()
+    path = save_synchformer(model, tmp_path / "synchformer.safetensors")
+    assert read_export_config(path) == SYNC
+    again = Synchformer.from_export(path)
+    frames = torch.randint(0, 256, (1, 64, 3, 32, 32), dtype=torch.uint8)
+    wav = torch.randn(1, 64 * 640) * 0.1
+    with torch.no_grad():
+        assert torch.equal(model(frames, wav), again(frames, wav))
+        visual = SynchformerVisualEncoder.from_export(path)
+        assert torch.equal(visual(frames), model.encode_video(frames))
+    assert visual(frames).shape == (1, 7 * 8, 768)  # the DiT's sync-token width, from a 64-wide model
+    assert visual.weights_hash() == SynchformerVisualEncoder(SYNC).load_checkpoint(path).weights_hash()
+    assert visual.weights_hash() != SynchformerVisualEncoder(SYNC).weights_hash()
+    with pytest.raises(ValueError, match="another Synchformer config.*visual_heads"):
+        SynchformerVisualEncoder(SynchformerConfig(**{**SYNC.to_dict(), "visual_heads": 2})).load_checkpoint(path)
+    # token_dim is the only new parameter, and only when it differs from dim: the official layout is unchanged
+    assert not any("token_proj" in k for k in Synchformer(SYNCHFORMER_TINY).state_dict())
+    assert {k for k in model.state_dict() if "token_proj" in k} == {"vfeat_extractor.token_proj.weight",
+                                                                      "vfeat_extractor.token_proj.bias"}
+
+
+def _fake_cache(root: Path, sync_hash: str | None) -> Path:
+    root.mkdir(parents=True)
+    meta = {"num_clips": 1, "arrays": {"latent_mean": [4, 8], "latent_std": [4, 8], "sync": [8, 768]},
+            "latent_stats": {"mean": [0.0] * 8, "std": [1.0] * 8}}
+    if sync_hash is not None:
+        meta[SYNC_HASH] = sync_hash
+    (root / "meta.json").write_text(json.dumps(meta))
+    (root / "index.jsonl").write_text(json.dumps({"id": "a", "caption": "x", "label": "", "has_video": True,
+                                                  "corpus": "synthetic"}) + "\n")
+    for name, shape in meta["arrays"].items():
+        np.memmap(root / f"{name}.f32", dtype=np.float32, mode="w+", shape=(1, *shape)).flush()
+    np.ones(1, dtype=np.uint8).tofile(root / "done.u8")
+    return root
+
+
+def test_caches_of_different_sync_weights_are_not_mixed(tmp_path):
+    a, b, c = (_fake_cache(tmp_path / n, h) for n, h in (("a", "1" * 64), ("b", "2" * 64), ("c", "1" * 64)))
+    dm = CachedFeatureDataModule(train=[str(a)], val=[str(b)])
+    with pytest.raises(ValueError, match=f"different sync encoder weights.*{a}.*{b}"):
+        dm.setup("fit")
+    CachedFeatureDataModule(train=[str(a)], val=[str(c)]).setup("fit")  # same weights: fine
+    with pytest.raises(ValueError, match="different sync encoder weights"):
+        check_same_sync_weights([FeatureCache(a), FeatureCache(_fake_cache(tmp_path / "old", None))])
+
+
+# ----------------------------------------------------------------------------- learning
+
+
+@pytest.fixture(scope="module")
+def tiny_corpus(tmp_path_factory) -> Path:
+    from data_modules.synthetic import synthesize_corpus
+
+    root = tmp_path_factory.mktemp("sync")
+    synthesize_corpus(root / "train", num_clips=16, seed=0, duration=4.0, preset="tiny")
+    synthesize_corpus(root / "heldout", num_clips=4, seed=10_000, duration=4.0, preset="tiny")
+    return root
+
+
+def test_desync_scores_a_4s_clip_from_frames_or_file(tmp_path, tiny_corpus):
+    """The trained-model layout (7 windows) scores 4 s clips: first and last 7 of 11 windows, from tensors or files."""
+    from reasonaudio.media import load_audio
+    from reasonaudio.metrics.desync import DeSync, clip_desync, load_sync_model
+
+    torch.manual_seed(0)
+    model = Synchformer(SYNC).eval()
+    path = save_synchformer(model, tmp_path / "synchformer.safetensors")
+    frames = torch.randint(0, 256, (2, 100, 3, 32, 32), dtype=torch.uint8)
+    wav = torch.randn(2, 64000) * 0.1
+    seen = []
+    head = model.offset_logits
+    model.offset_logits = lambda v, a: seen.append((v.shape, a.shape)) or head(v, a)
+    per_clip = clip_desync(model, frames, wav, 16000)
+    assert per_clip.shape == (2,) and seen == [((2, 56, 768), (2, 42, 64))] * 2  # two 7-window halves
+    steps = per_clip / 0.1
+    assert torch.allclose(steps, steps.round(), atol=1e-4) and (per_clip <= 1.2 + 1e-6).all()
+    video = tiny_corpus / "heldout" / "videos" / "synth_000000.mp4"
+    audio = load_audio(video, 16000, duration=4.0).wav
+    from_file = clip_desync(path, video, audio, 16000)
+    assert from_file.shape == (1,)
+    metric = DeSync(path)
+    metric.update(frames, wav, 16000)
+    assert float(metric.compute()) == pytest.approx(float(clip_desync(load_sync_model(path), frames, wav, 16000).mean()))
+    with pytest.raises(ValueError, match=r"at least 7 windows \(2.56 s\)"):
+        clip_desync(model, frames[:, :60], wav[:, :38400], 16000)

@@ -244,9 +244,11 @@ def test_two_processes_match_one_process(assets, single, strategy):
                        extra=("--trainer.precision=32-true", "--trainer.strategy.init_args.param_dtype=float32")
                        if strategy == "fsdp" else ("--trainer.precision=32-true",))
     assert len(losses) == len(ref_losses) == STEPS
-    assert ref_losses[-1] < ref_losses[0] - 0.05  # the weights moved enough for the comparison to mean something
     np.testing.assert_allclose(losses, ref_losses, rtol=RTOL)
     stored = weights(ckpt)
+    # The weights moved enough for the comparison to mean something: the zero-initialised output layer is now
+    # far from 0 on the scale of the tolerances (the losses of single steps differ by their draws, not training).
+    assert stored["net.final.linear.weight"].abs().max() > 100 * ATOL
     assert not any(".backbone." in k for k in stored)  # the frozen MLLM stays out of the checkpoint
     assert all(v.dtype == torch.float32 and type(v) is torch.Tensor for v in stored.values())  # gathered, not shards
     assert_same_weights(stored, weights(ref_ckpt))
@@ -273,7 +275,9 @@ def test_fsdp_bf16_policy(assets, single):
     """The committed policy: bf16 autocast and bf16 all-gathers, fp32 gradient reduction into fp32 master weights."""
     ref_losses, _ = single
     losses, ckpt = fit(assets, "fsdp_bf16", processes=2, strategy="fsdp")
-    assert losses[0] == ref_losses[0]  # the zero-initialised output layer predicts 0 exactly in any precision
+    # The zero-initialised output layer predicts 0 exactly in any precision: step 0 differs only by the order of
+    # the ranks' loss reduction (float32 rounding), far below bf16's effect on the later steps.
+    assert losses[0] == pytest.approx(ref_losses[0], rel=1e-6)
     assert losses[1:] != ref_losses[1:]  # bf16 did change the computation
     np.testing.assert_allclose(losses, ref_losses, rtol=BF16_RTOL)
     assert all(v.dtype == torch.float32 for v in weights(ckpt).values())

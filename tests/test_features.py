@@ -61,6 +61,15 @@ def test_cache_equals_direct_encoding_and_resumes(tmp_path, vae_ckpt, monkeypatc
     assert np.allclose(cache.arrays["latent_mean"][1], mean[0].T.numpy(), atol=1e-5)
     assert np.allclose(cache.arrays["latent_std"][1], std[0].T.numpy(), atol=1e-5)
     assert np.abs(cache.arrays["sync"][1]).max() > 0  # synthetic clips have video
+    # the cache records the hash of the sync weights it was built with (those kept in sync_encoder.pt)
+    import yaml
+
+    from reasonaudio.models.synchformer import SynchformerConfig, SynchformerVisualEncoder
+
+    sizes = yaml.safe_load((CONFIG_DIR / "features.yaml").read_text())["model"]["init_args"]["sync_encoder"]
+    encoder = SynchformerVisualEncoder(SynchformerConfig(**sizes["init_args"]["config"]))
+    encoder.load_state_dict(torch.load(cache_dir / "sync_encoder.pt", weights_only=True))
+    assert cache.meta["sync_weights_sha256"] == encoder.weights_hash()
     frames = np.load(cache_dir / "mllm" / "1.npy")
     assert frames.shape == (4, 3, 84, 84) and frames.dtype == np.uint8  # 2 s at 2 fps; 96 px → 84 (×28)
 

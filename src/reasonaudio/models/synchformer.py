@@ -415,7 +415,7 @@ class MotionFormer(nn.Module):
 def motion_init_(motionformer: MotionFormer) -> MotionFormer:
     """Make the tubelet embedding respond to change only: the second frame's kernel is minus the first's.
 
-    A from-scratch initialisation for training (``SyncTrain(motion_init=True)``): at random init a
+    A from-scratch initialisation for training (``SyncTrain(event_init=True)``): at random init a
     tubelet's embedding is dominated by the static scene, so every visual token looks alike and the
     offset head sits at chance for hundreds of steps; with antisymmetric kernels a still background
     embeds to the bias alone and the tokens start out as motion features. Training may change the

@@ -30,7 +30,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 
 from reasonaudio.config import SYNC_STRIDE, SYNC_TOKENS_PER_WINDOW
 from reasonaudio.models.sync_offsets import cut_pairs, grid_pairs, mel_bank, offset_frames, window_pairs
-from reasonaudio.models.synchformer import Synchformer, motion_init_, save_synchformer
+from reasonaudio.models.synchformer import Synchformer, motion_init_, onset_init_, save_synchformer
 from reasonaudio.systems.hparams import save_system_hparams
 
 EXPORT_FILE = "synchformer.safetensors"
@@ -43,8 +43,10 @@ class SyncTrain(LightningModule):
     Args:
         net: the model (its config sets the windows, the offset grid and the frame size).
         pairs_per_clip: training pairs cut from each clip of a batch.
-        motion_init: start the visual tubelet embedding as a frame difference
-            (:func:`~reasonaudio.models.synchformer.motion_init_`); for training from scratch.
+        event_init: start both patch embeddings as change detectors, the visual tubelets as frame
+            differences (:func:`~reasonaudio.models.synchformer.motion_init_`) and the audio patches as
+            differences over time (:func:`~reasonaudio.models.synchformer.onset_init_`); for training from
+            scratch (with random init the tokens mostly encode the static scene and steady sounds).
         val_positions: video starts per class and held-out clip in validation.
         optimizer: optimiser factory.
         lr_scheduler: schedule stepped every optimisation step.
@@ -52,15 +54,16 @@ class SyncTrain(LightningModule):
             (``None``: no export).
     """
 
-    def __init__(self, net: Synchformer, pairs_per_clip: int = 8, motion_init: bool = True, val_positions: int = 2,
+    def __init__(self, net: Synchformer, pairs_per_clip: int = 8, event_init: bool = True, val_positions: int = 2,
                  optimizer: OptimizerCallable = torch.optim.AdamW, lr_scheduler: LRSchedulerCallable | None = None,
                  export: str | None = None):
         super().__init__()
         save_system_hparams(self, ["net", "optimizer", "lr_scheduler"])
         if val_positions < 1 or pairs_per_clip < 1:
             raise ValueError(f"val_positions and pairs_per_clip must be >= 1, got {val_positions}, {pairs_per_clip}")
-        if motion_init:
+        if event_init:
             motion_init_(net.vfeat_extractor)
+            onset_init_(net.afeat_extractor)
         self.net = net
         self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
         self._banks: dict[str, torch.Tensor] = {}  # clip id → mel windows at every frame (not trainable)

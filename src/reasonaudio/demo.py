@@ -293,7 +293,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-clips", type=int, default=48, help="training clips")
     parser.add_argument("--heldout-clips", type=int, default=8, help="held-out clips")
     parser.add_argument("--duration", type=float, default=4.0, help="seconds per clip")
-    parser.add_argument("--vocoder-steps", type=int, default=200, help="vocoder optimisation steps")
+    parser.add_argument("--vocoder-steps", type=int, default=400,
+                        help="vocoder optimisation steps (the first 5/8 mel-only, then GAN)")
     parser.add_argument("--vae-steps", type=int, default=300, help="VAE optimisation steps")
     parser.add_argument("--sync-steps", type=int, default=300,
                         help="synchrony encoder optimisation steps (0: no sync stage, random sync-encoder weights; "
@@ -317,7 +318,12 @@ def main(argv: list[str] | None = None) -> int:
             if args.sync_steps else None)
     sync_weights = out / "sync" / "export" / "synchformer.safetensors"  # the features steps load it by path
     vocoder = pipe.step("vocoder", _fit("vocoder", out, args.vocoder_steps,
-                                        ["--data.init_args.batch_size=4", same_clips]))
+                                        ["--data.init_args.batch_size=4", same_clips,
+                                         # docs/decisions.md "Demo codec": cheap mel-only steps first, lr 1e-3
+                                         f"--model.init_args.disc_start={args.vocoder_steps * 5 // 8}",
+                                         "--model.init_args.mel_loss=multiscale", "--model.init_args.mel_weight=15",
+                                         "--model.init_args.optimizer.init_args.lr=1e-3",
+                                         "--model.init_args.disc_optimizer.init_args.lr=1e-3"]))
     vocoder_ckpt = out / "vocoder" / "vocoder" / "version_0" / "checkpoints" / "last.ckpt"
     vae = pipe.step("vae", _fit("vae", out, args.vae_steps, [
         same_clips, f"--model.init_args.disc_start={args.vae_steps // 2}",

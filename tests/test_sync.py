@@ -69,6 +69,18 @@ def test_cut_pairs_equal_the_shifted_streams():
         cut_pairs(SYNC, frames, banks, torch.tensor([0, 0]), torch.tensor([0, 0]))  # −1.2 s needs start ≥ 30
 
 
+def test_mel_banks_are_kept_per_split():
+    """The training and held-out synthetic sets both number their clips from synth_000000: their banks differ."""
+    from reasonaudio.systems.sync import SyncTrain
+
+    system = SyncTrain(Synchformer(SYNC))
+    train, held = torch.randn(1, 64000) * 0.1, torch.randn(1, 64000) * 0.1
+    a = system.banks(["synth_000000"], train, "train")
+    b = system.banks(["synth_000000"], held, "val")
+    assert torch.equal(b[0], mel_bank(system.net, held[0])) and not torch.equal(a, b)
+    assert torch.equal(system.banks(["synth_000000"], held, "train"), a)  # kept: computed once per split
+
+
 def test_export_round_trip_config_check_and_official_layout(tmp_path):
     torch.manual_seed(0)
     model = Synchformer(SYNC).eval()

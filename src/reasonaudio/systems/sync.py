@@ -66,22 +66,24 @@ class SyncTrain(LightningModule):
             onset_init_(net.afeat_extractor)
         self.net = net
         self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
-        self._banks: dict[str, torch.Tensor] = {}  # clip id → mel windows at every frame (not trainable)
+        # (split, clip id) → mel windows at every frame (not trainable). The split is part of the key:
+        # corpora number their clips alike (the training and held-out synthetic sets both start at synth_000000).
+        self._banks: dict[tuple[str, str], torch.Tensor] = {}
         self.last_val: dict[str, float] = {}
 
-    def banks(self, ids: list[str], wav: torch.Tensor) -> torch.Tensor:
-        """``[B, P, 128, 66]`` mel banks of the clips (computed the first time a clip is seen, then kept)."""
+    def banks(self, ids: list[str], wav: torch.Tensor, split: str) -> torch.Tensor:
+        """``[B, P, 128, 66]`` mel banks of the clips of ``split`` (computed the first time a clip is seen, then kept)."""
         for i, clip_id in enumerate(ids):
-            if clip_id not in self._banks:
-                self._banks[clip_id] = mel_bank(self.net, wav[i])
-        return torch.stack([self._banks[i] for i in ids])
+            if (split, clip_id) not in self._banks:
+                self._banks[split, clip_id] = mel_bank(self.net, wav[i])
+        return torch.stack([self._banks[split, i] for i in ids])
 
     def logits(self, batch: dict[str, Any], classes: torch.Tensor, starts: torch.Tensor,
                clip: torch.Tensor | None = None) -> torch.Tensor:
         """Offset logits ``[P, C]`` of pairs (class, start) cut from clip ``clip[p]`` of the batch (default p)."""
         clip = torch.arange(len(classes)) if clip is None else clip
         frames = batch["frames"][clip.to(batch["frames"].device)]
-        banks = self.banks(batch["id"], batch["wav"])[clip.to(batch["wav"].device)]
+        banks = self.banks(batch["id"], batch["wav"], "val")[clip.to(batch["wav"].device)]
         video, mel = cut_pairs(self.net.config, frames, banks, classes, starts)
         return self.net.offset_logits(self.net.encode_video(video), self.net.encode_mel(mel)).float()
 
@@ -95,7 +97,7 @@ class SyncTrain(LightningModule):
         clip, classes, windows = clip.to(dev), classes.to(dev), windows.to(dev)
         span = torch.arange(s, device=dev)
         video = video[clip[:, None], windows[:, None] + span].flatten(1, 2)  # [P, S·8, Dv]
-        banks = self.banks(batch["id"], batch["wav"]).to(dev)  # [B, R, 128, 66]
+        banks = self.banks(batch["id"], batch["wav"], "train" if self.training else "val").to(dev)  # [B, R, 128, 66]
         rows = (SYNC_STRIDE * windows + offset_frames(cfg).to(dev)[classes])[:, None] + SYNC_STRIDE * span  # [P, S]
         keys = clip[:, None] * banks.shape[1] + rows
         distinct, where = torch.unique(keys, return_inverse=True)

@@ -30,6 +30,8 @@ def test_demo_runs_and_resumes(tmp_path, monkeypatch, capsys):
     summary = json.loads((out / "summary.json").read_text())  # read by scripts: the shape
     rows = summary["rows"]
     assert set(rows) == {"untrained", "pretrained", "post_trained", "vocoded_gt", "chance"}
+    # 2 s clips cannot hold the sync stage's offset grid (--sync-steps 0): no encoder, so no DeSync is claimed
+    assert summary["sync_offset_acc"] is None and not any("desync_s" in row for row in rows.values())
     for row in rows.values():
         assert 0 <= row["onset_f1"] <= 1 and row["onset_error_ms"] >= 0
     assert rows["vocoded_gt"]["fd_latent"] == 0.0 and rows["untrained"]["fd_latent"] > 0

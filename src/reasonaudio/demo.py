@@ -168,19 +168,23 @@ def _row(clips: list[dict], **extra: float) -> dict:
         return sum(values) / len(values) if values else None
 
     clips = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in c.items()} for c in clips]
-    return {"onset_f1": mean("onset_f1"), "onset_error_ms": 1000 * mean("onset_error"),
+    desync = {"desync_s": mean("desync")} if any("desync" in c for c in clips) else {}
+    return {"onset_f1": mean("onset_f1"), "onset_error_ms": 1000 * mean("onset_error"), **desync,
             "offscreen_presence": mean("offscreen_presence"), "timbre_agreement": mean("timbre_agreement"),
             **extra, "clips": clips}
 
 
-def _evaluate(out: Path, steps: int, cfg: float) -> Callable[[Path], dict]:
+def _evaluate(out: Path, steps: int, cfg: float, sync_weights: Path | None) -> Callable[[Path], dict]:
     """Generate for the held-out clips with the pretrained and the post-trained model; score against ground truth.
 
     Both models sample from the same noise. The untrained baseline needs no sampling: the DiT's final
     projection is zero-initialised, so an untrained model's velocity is 0 everywhere and its sample is
     the initial noise itself. Quality proxy: FD between Gaussian fits of generated and real held-out
     latent frames (``fd_latent``). ``chance`` places random onsets at each clip's true rate
-    (:func:`~reasonaudio.metrics.synthetic.chance_onset_scores`, 1,000 draws per clip).
+    (:func:`~reasonaudio.metrics.synthetic.chance_onset_scores`, 1,000 draws per clip). With the
+    trained synchrony encoder (``sync_weights``), every row with audio also gets its DeSync
+    (:func:`~reasonaudio.metrics.desync.clip_desync` against the held-out videos), and the summary its
+    held-out offset accuracy (``sync_offset_acc``: within one grid step; ``sync_offset_top1``).
     """
     def run(tmp: Path) -> dict:
         import torch
@@ -206,8 +210,19 @@ def _evaluate(out: Path, steps: int, cfg: float) -> Callable[[Path], dict]:
         sr = 16000
         gts = [out / "heldout" / "gt" / f"{i}.json" for i in batch["id"]]
 
+        videos = [out / "heldout" / "videos" / f"{i}.mp4" for i in batch["id"]]
+        sync_model = None
+        if sync_weights is not None:
+            from reasonaudio.metrics.desync import clip_desync, load_sync_model
+
+            sync_model = load_sync_model(sync_weights)
+
         def scored(wavs: torch.Tensor, latents: torch.Tensor | None) -> dict:
             clips = [{"id": i, **c} for i, c in zip(batch["id"], clip_scores(wavs, sr, gts))]
+            if sync_model is not None:
+                cut = wavs[:, : round(json.loads(gts[0].read_text())["duration"] * sr)]  # the clip, not codec padding
+                for clip, desync in zip(clips, clip_desync(sync_model, videos, cut, sr).tolist()):
+                    clip["desync"] = desync
             fd = {} if latents is None else {"fd_latent": _latent_fd(latents, batch["latent"])}
             return _row(clips, **fd)
 
@@ -230,7 +245,10 @@ def _evaluate(out: Path, steps: int, cfg: float) -> Callable[[Path], dict]:
             error, f1 = chance_onset_scores(json.loads(path.read_text()), draws=1000, seed=0)
             chance.append({"id": clip_id, "onset_error": error, "onset_f1": f1})
         rows["chance"] = _row(chance)
-        summary = {"rows": rows}
+        summary = {"sync_offset_acc": None, "sync_offset_top1": None, "rows": rows}
+        if sync_weights is not None:
+            trained = json.loads((sync_weights.parent / "metrics.json").read_text())
+            summary["sync_offset_acc"], summary["sync_offset_top1"] = trained["val/acc_within_one"], trained["val/acc"]
         (tmp / "metrics.json").write_text(json.dumps(summary, indent=2))
         return summary
     return run
@@ -369,7 +387,8 @@ def main(argv: list[str] | None = None) -> int:
         lambda tmp: post_train_args("dpo", tmp, out / "preference_data" / "groups", train_cache, pretrained, mllm,
                                     args.post_train_steps, seed=0, duration=args.duration),
         lambda tmp: {"steps": args.post_train_steps, **_last_scalars(tmp / "post_train_dpo")}))
-    scores = pipe.step("generate", _evaluate(out, args.sample_steps, cfg=4.5))
+    scores = pipe.step("generate", _evaluate(out, args.sample_steps, cfg=4.5,
+                                             sync_weights=sync_weights if sync else None))
     table2 = pipe.step("evaluate", _folder_metrics(out, args.duration))
     rows = [
         ("synthetic corpus", f"{synth['clips']} train + {held['clips']} held-out clips, {args.duration:g} s each"),
@@ -398,16 +417,22 @@ def main(argv: list[str] | None = None) -> int:
     print("\n" + "\n".join(f"  {k:<{width}}  {v}" for k, v in rows))
     summary = {**scores, "rows": {k: {m: v for m, v in row.items() if m != "clips"} for k, row in scores["rows"].items()}}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    print("\n  held-out synthetic metrics (onset error in ms and FD-latent: lower is better; the rest higher):")
-    print(f"    {'model':<24} {'onset err':>9} {'onset F1':>9} {'off-screen':>10} {'timbre':>7} {'FD-latent':>9}")
+    print("\n  held-out synthetic metrics (onset error in ms, DeSync in s and FD-latent: lower is better; the rest "
+          "higher):")
+    if summary["sync_offset_acc"] is not None:
+        print(f"  synchrony encoder, held-out offsets: within one step {summary['sync_offset_acc']:.3f}, "
+              f"top-1 {summary['sync_offset_top1']:.3f}")
+    print(f"    {'model':<24} {'onset err':>9} {'onset F1':>9} {'DeSync':>7} {'off-screen':>10} {'timbre':>7} "
+          f"{'FD-latent':>9}")
+
     def cell(value: float | None, width: int, digits: int) -> str:
         return f"{value:{width}.{digits}f}" if value is not None else f"{'-':>{width}}"
 
     for key, name in ROWS.items():
         m = summary["rows"][key]
         print(f"    {name:<24} {cell(m['onset_error_ms'], 9, 1)} {cell(m['onset_f1'], 9, 3)} "
-              f"{cell(m['offscreen_presence'], 10, 3)} {cell(m['timbre_agreement'], 7, 3)} "
-              f"{cell(m.get('fd_latent'), 9, 3)}")
+              f"{cell(m.get('desync_s'), 7, 2)} {cell(m['offscreen_presence'], 10, 3)} "
+              f"{cell(m['timbre_agreement'], 7, 3)} {cell(m.get('fd_latent'), 9, 3)}")
     print(f"  (also in {out / 'summary.json'}; per-clip scores in {out / 'generate' / 'metrics.json'})")
     print("\n  Table-2 metrics of the post-trained outputs (reasonaudio-metrics; pretrained weights go in runs/weights/):")
     for name, value in table2["metrics"].items():

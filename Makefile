@@ -149,8 +149,8 @@ bench: | $(PY)  ## every CPU benchmark (vocoder, conditioner, MM-DiT, media deco
 gpu-check: | $(PY)  ## one GPU, < 10 min: dit_s bf16 TFLOP/s + MFU, 8 s sampling at batch 1/16, peak memory → docs/benchmarks.md
 	bash benchmarks/gpu_check.sh $(ARGS)
 
-resume-check: | $(PY)  ## killed + `--ckpt_path last` vs uninterrupted: pretrain and DPO on the demo's caches (needs make demo); exit 1 unless equal
-	$(PY) -m reasonaudio.experiments.resume_check --demo $(DEMO) $(ARGS)
+resume-check: | $(PY)  ## killed + `--ckpt_path last` vs uninterrupted on the demo (needs make demo): pretrain and DPO, or STAGES="vae vocoder reward sync ..."; exit 1 unless equal
+	$(PY) -m reasonaudio.experiments.resume_check --demo $(DEMO) $(if $(STAGES),--stages $(STAGES)) $(ARGS)
 
 tensorboard: | $(PY)  ## serve TensorBoard over runs/
 	.venv/bin/tensorboard --logdir $(RUNS)

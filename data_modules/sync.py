@@ -26,6 +26,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from data_modules.clips import SkippedSample
+from data_modules.resumable import ResumableLoader
 from data_modules.synthetic import SyntheticDataModule
 from reasonaudio.config import SYNC_FPS
 from reasonaudio.metrics.backbones import resample
@@ -97,9 +98,10 @@ class SyntheticSyncDataModule(SyntheticDataModule):
 
     def train_dataloader(self) -> DataLoader:
         data = self.memory["train"]
-        sampler = RandomSampler(data, replacement=True, num_samples=self.samples_per_epoch,
-                                generator=torch.Generator().manual_seed(self.seed))
-        return DataLoader(data, batch_size=self.batch_size, sampler=sampler, collate_fn=collate_memory_clips)
+        # ResumableLoader re-seeds the sampler's generator per epoch and checkpoints the position (exact resume).
+        sampler = RandomSampler(data, replacement=True, num_samples=self.samples_per_epoch, generator=torch.Generator())
+        return ResumableLoader(data, seed=self.seed, batch_size=self.batch_size, sampler=sampler,
+                               collate_fn=collate_memory_clips)
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.memory["val"], batch_size=self.batch_size, shuffle=False,

@@ -1,7 +1,8 @@
 """`make resume-check`: is a killed and resumed run the uninterrupted run, bit for bit?
 
-For pretraining (and, with ``--post-train``, LoRA post-training) on the demo's caches (`make demo`), the
-same ``reasonaudio fit`` command runs twice in subprocesses:
+For pretraining and LoRA post-training on the demo's caches (`make demo`), or the stages named by
+``--stages`` (also ``vae``, ``vocoder``, ``sync`` on the demo's corpus and ``reward`` on its caches; `make
+resume-check STAGES="vae vocoder reward sync"`), the same ``reasonaudio fit`` command runs twice in subprocesses:
 
 1. uninterrupted, into ``<out>/<check>/uninterrupted``;
 2. into ``<out>/<check>/killed``, SIGKILLed as soon as its ``--kill-after``-th step checkpoint exists, then
@@ -23,7 +24,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -43,6 +44,23 @@ def checkpoint_steps(runs: Path) -> list[int]:
     return sorted(int(p.stem[4:]) for p in runs.glob("*/checkpoints/step*.ckpt"))
 
 
+def _last_written(runs: Path, step: int) -> bool:
+    """Whether ``last.ckpt`` next to ``step<step>.ckpt`` under ``<runs>/*/checkpoints`` is at least as new as it."""
+    for path in runs.glob(f"*/checkpoints/step{step:07d}.ckpt"):
+        last = path.with_name("last.ckpt")
+        try:
+            if last.stat().st_mtime_ns >= path.stat().st_mtime_ns:
+                return True
+        except FileNotFoundError:
+            pass
+    return False
+
+
+def _logged(runs: Path, step: int, tag: str = "train/loss") -> bool:
+    """Whether the loss of the step checkpointed as ``step<step>.ckpt`` (logged at step ``step - 1``) is on disk."""
+    return any(step - 1 in logged_scalars(v, tag) for v in runs.glob("*") if v.is_dir())
+
+
 def fit_and_kill(args: Sequence[str], checkpoints: Path, step: int, log: Path | None = None,
                  timeout: float = 600.0, sig: int = signal.SIGKILL) -> int:
     """Start ``fit``; send ``sig`` once a step checkpoint of step >= ``step`` exists under ``checkpoints/*/checkpoints``.
@@ -57,6 +75,12 @@ def fit_and_kill(args: Sequence[str], checkpoints: Path, step: int, log: Path | 
             while True:
                 done = proc.poll() is not None
                 found = [s for s in checkpoint_steps(checkpoints) if s >= step]
+                if found and not _last_written(checkpoints, found[0]):
+                    found = []  # ModelCheckpoint writes last.ckpt right after the step file: wait for it
+                if found and not _logged(checkpoints, found[0]) and time.monotonic() - start < timeout / 2:
+                    # The step's loss reaches the event file just after its checkpoint; a kill in between
+                    # would lose that one point from the log (the resumed run starts after it).
+                    found = []
                 if found and not done:
                     proc.send_signal(sig)
                     status = proc.wait(timeout=timeout)
@@ -175,6 +199,33 @@ def post_train_args(demo: Path, steps: int, every: int, workers: int, duration: 
             f"--checkpoint.every_n_train_steps={every}"]
 
 
+def _stage_args(stage: str) -> Callable[[Path, int, int, int, float], list[str]]:
+    """``vae`` / ``vocoder`` / ``sync`` on the demo's synthetic corpus, ``reward`` on its feature caches (small batches)."""
+    def make(demo: Path, steps: int, every: int, workers: int, duration: float) -> list[str]:
+        common = [f"--trainer.max_steps={steps}", f"--trainer.val_check_interval={steps // 2}", "--trainer.limit_val_batches=1",
+                  "--trainer.num_sanity_val_steps=0", "--trainer.accelerator=cpu", "--trainer.log_every_n_steps=1",
+                  "--trainer.enable_progress_bar=false", f"--checkpoint.every_n_train_steps={every}",
+                  f"--data.init_args.num_workers={workers}"]
+        if stage == "reward":
+            data = [f"--data.init_args.train=[{demo / 'features_corpus'}]", f"--data.init_args.val=[{demo / 'features_heldout'}]",
+                    "--data.init_args.batch_size=4", "--model.init_args.export=null"]
+        else:
+            data = [f"--data.init_args.root={demo / 'corpus'}", f"--data.init_args.val_root={demo / 'heldout'}",
+                    f"--data.init_args.duration={duration}", "--data.init_args.batch_size=2"]
+            data += {"vae": ["--model.init_args.disc_start=2"],
+                     "vocoder": ["--model.init_args.segment_size=4096"],
+                     "sync": ["--model.init_args.export=null", "--model.init_args.pairs_per_clip=4",
+                              "--model.init_args.val_positions=1"]}[stage]
+        return ["--config", str(CONFIG_DIR / f"{stage}.yaml"), *common, *data]
+
+    return make
+
+
+STAGES = {"pretrain": pretrain_args, "post_train_dpo": post_train_args,
+          **{s: _stage_args(s) for s in ("vae", "vocoder", "reward", "sync")}}
+"""The stages ``--stages`` can check (``make resume-check STAGES="vae vocoder"``)."""
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--demo", type=Path, default=Path("runs/demo"), help="the demo's output folder (make demo)")
@@ -185,10 +236,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 2], help="DataLoader workers (one check each)")
     parser.add_argument("--duration", type=float, default=4.0, help="the demo's clip duration")
     parser.add_argument("--no-post-train", action="store_true", help="only the pretraining check")
+    parser.add_argument("--stages", nargs="+", choices=sorted(STAGES), default=None,
+                        help="stages to check (default: pretrain post_train_dpo; --no-post-train: pretrain)")
     args = parser.parse_args(argv)
     if not (args.demo / "features_corpus").is_dir():
         parser.error(f"{args.demo / 'features_corpus'} not found: run `make demo` first")
-    stages = [("pretrain", pretrain_args)] + ([] if args.no_post_train else [("post_train_dpo", post_train_args)])
+    names = args.stages or ["pretrain"] + ([] if args.no_post_train else ["post_train_dpo"])
+    stages = [(name, STAGES[name]) for name in names]
     results = []
     for stage, make_args in stages:
         for workers in args.workers:

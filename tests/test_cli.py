@@ -21,10 +21,17 @@ def _cli(monkeypatch, *args: str):
     return build_cli(["--config", str(CONFIG_DIR / "defaults.yaml"), *args, "--trainer.accelerator=cpu"], run=False)
 
 
+BUILT_ON = {"finetune.yaml": "pretrain.yaml"}
+"""Stages that take their model's architecture from another stage's config (finetune: the pretrained model's
+``net`` and ``conditioner``, which ``reasonaudio.experiments.finetune`` copies from the pretraining run)."""
+
+
 def _config_args(path: Path) -> list[str]:
-    """A stage alone; an overlay on the stage its folder is named after (generic overlays on ``vae``)."""
+    """A stage alone (on the stage it is built on); an overlay on the stage its folder is named after (generic
+    overlays on ``vae``)."""
     if path in STAGES:
-        return ["--config", str(path)]
+        base = ["--config", str(CONFIG_DIR / BUILT_ON[path.name])] if path.name in BUILT_ON else []
+        return [*base, "--config", str(path)]
     stage = CONFIG_DIR / f"{path.parent.name}.yaml"
     return ["--config", str(stage if stage.exists() else BASE), "--config", str(path)]
 

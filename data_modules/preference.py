@@ -231,12 +231,14 @@ class PreferenceDataModule(StoredPrefixTransfer):
 
     def train_dataloader(self) -> DataLoader:
         ds = PreferenceGroupDataset(self.cache, self.store, self.prefix_kv)
-        # A loader reloaded every epoch (online mode) draws anew: its seed counts the trainer's epochs.
+        # A loader reloaded every epoch (online mode) draws anew: its first pass is the trainer's epoch. Not
+        # in the seed: a resumed run rebuilds the loader at the restored epoch and the loader's restored state
+        # already names its pass, so an epoch added to the seed would shift every later pass's order.
         epoch = self.trainer.current_epoch if self.trainer is not None else self._epoch
         self._epoch += 1
         sampler = RandomSampler(ds, replacement=self.groups_per_epoch is not None,
                                 num_samples=self.groups_per_epoch, generator=torch.Generator())
-        return ResumableLoader(ds, seed=self.seed + epoch, batch_size=self.batch_size, sampler=sampler,
+        return ResumableLoader(ds, seed=self.seed, first_epoch=epoch, batch_size=self.batch_size, sampler=sampler,
                                num_workers=self.num_workers, collate_fn=collate_groups)
 
     def val_dataloader(self) -> DataLoader:

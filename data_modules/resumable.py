@@ -122,11 +122,16 @@ class ResumableLoader(DataLoader):
     Args:
         dataset: the map-style dataset.
         seed: the data seed (order, item draws, worker seeds).
+        first_epoch: the index of this loader's first pass. A loader made anew every ``n`` epochs
+            (``reload_dataloaders_every_n_epochs``) passes the trainer's epoch here, so its passes are keyed
+            by the trainer's epochs and draw anew; the seed must not carry the epoch (a loader rebuilt on
+            resume is made at a later epoch than the one it replaces, and its restored state already says
+            which pass it is in, so an epoch in the seed would be counted twice).
         **kwargs: ``DataLoader`` arguments; ``shuffle=True`` without a ``sampler`` draws a ``RandomSampler``
             from a generator of this loader. A given ``sampler`` is re-seeded through its ``generator``.
     """
 
-    def __init__(self, dataset: Dataset, seed: int = 0, **kwargs: Any):
+    def __init__(self, dataset: Dataset, seed: int = 0, first_epoch: int = 0, **kwargs: Any):
         if kwargs.get("batch_size", 1) is None or kwargs.get("batch_sampler") is not None:
             raise ValueError("ResumableLoader batches by batch_size (no batch_sampler, no batch_size=None)")
         if kwargs.pop("shuffle", False) and kwargs.get("sampler") is None:
@@ -134,7 +139,9 @@ class ResumableLoader(DataLoader):
         kwargs.setdefault("generator", torch.Generator())
         super().__init__(SeededItems(dataset), **kwargs)
         self.seed = seed
-        self.epoch = -1  # the pass under way (-1: none started)
+        if first_epoch < 0:
+            raise ValueError(f"first_epoch must be >= 0, got {first_epoch}")
+        self.epoch = first_epoch - 1  # the pass under way (first_epoch - 1: none started)
         self.batches_taken = 0
         self.skip = 0  # batches of the pass under way to leave out (set by a restored position)
         self.epoch_length: int | None = None  # batches per epoch when the trainer takes fewer than len(self)

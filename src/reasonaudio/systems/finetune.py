@@ -15,22 +15,18 @@
 """
 from __future__ import annotations
 
-import copy
-import json
-import shutil
 import warnings
 from pathlib import Path
 from typing import Sequence
 
 import torch
-import yaml
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
 from reasonaudio import flow
 from reasonaudio.systems.flow_matching import FlowMatchingPretrain
 from reasonaudio.systems.hparams import save_system_hparams
-from reasonaudio.systems.preference import MERGED, add_lora, load_export_into
+from reasonaudio.systems.preference import add_lora, export_state, load_export_into, write_export
 
 
 class FlowMatchingFinetune(FlowMatchingPretrain):
@@ -91,30 +87,11 @@ class FlowMatchingFinetune(FlowMatchingPretrain):
 
     def export_state(self) -> dict[str, torch.Tensor]:
         """The fine-tuned model in the EMA export's layout (``net.*`` with LoRA merged, ``conditioner.*``)."""
-        net = copy.deepcopy(self.net).merge_and_unload() if self.lora else self.net
-        state = {f"net.{k}": v for k, v in net.state_dict().items()}
-        state.update({f"conditioner.{k}": v for k, v in self.conditioner.state_dict().items()})
-        return {k: v.detach().cpu().contiguous() for k, v in state.items()}
+        return export_state(self, merge=self.lora)
 
     def save_export(self, folder: str | Path) -> Path:
         """Write ``model.safetensors`` + ``config.yaml`` (and ``adapter/`` with LoRA) into ``folder``."""
-        from safetensors.torch import save_file
-
-        out = Path(folder)
-        out.mkdir(parents=True, exist_ok=True)
-        if self.lora:
-            if self.hparams.pretrained:
-                self.net.peft_config["default"].base_model_name_or_path = str(Path(self.hparams.pretrained).resolve())
-            tmp = out / ".adapter.tmp"
-            shutil.rmtree(tmp, ignore_errors=True)
-            self.net.save_pretrained(str(tmp))
-            shutil.rmtree(out / "adapter", ignore_errors=True)
-            tmp.rename(out / "adapter")
-        save_file(self.export_state(), str(out / f".{MERGED}.tmp"))
-        (out / f".{MERGED}.tmp").replace(out / MERGED)
-        plain = json.loads(json.dumps(dict(self.hparams), default=repr))
-        (out / "config.yaml").write_text(yaml.safe_dump(plain, sort_keys=False))
-        return out
+        return write_export(self, folder, self.export_state(), adapter=self.lora)
 
     def on_train_end(self) -> None:
         if self.hparams.export and self.trainer.is_global_zero:

@@ -93,6 +93,40 @@ def _export_file(path: Path) -> Path:
     return path / MERGED if path.is_dir() else path
 
 
+def export_state(system: FlowMatchingPretrain, merge: bool) -> dict[str, torch.Tensor]:
+    """A system's weights in the EMA export's layout: ``net.*`` (its LoRA merged when ``merge``) and ``conditioner.*``."""
+    net = copy.deepcopy(system.net).merge_and_unload() if merge else system.net
+    state = {f"net.{k}": v for k, v in net.state_dict().items()}
+    state.update({f"conditioner.{k}": v for k, v in system.conditioner.state_dict().items()})
+    return {k: v.detach().cpu().contiguous() for k, v in state.items()}
+
+
+def write_export(system: FlowMatchingPretrain, folder: str | Path, state: dict[str, torch.Tensor],
+                 adapter: bool) -> Path:
+    """Write ``state`` as ``model.safetensors`` + ``config.yaml`` (the system's hyperparameters) into ``folder``,
+    and, with ``adapter``, the peft ``adapter/`` whose base is the system's ``pretrained`` export.
+
+    Each file is written under a temporary name and renamed, so an export is never half-written.
+    """
+    from safetensors.torch import save_file
+
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    if adapter:
+        if system.hparams.pretrained:
+            system.net.peft_config["default"].base_model_name_or_path = str(Path(system.hparams.pretrained).resolve())
+        tmp = out / ".adapter.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        system.net.save_pretrained(str(tmp))
+        shutil.rmtree(out / "adapter", ignore_errors=True)
+        tmp.rename(out / "adapter")
+    save_file(state, str(out / f".{MERGED}.tmp"))
+    (out / f".{MERGED}.tmp").replace(out / MERGED)
+    plain = json.loads(json.dumps(dict(system.hparams), default=repr))  # configs stay, objects become their repr
+    (out / "config.yaml").write_text(yaml.safe_dump(plain, sort_keys=False))
+    return out
+
+
 def load_export_into(system: FlowMatchingPretrain, path: str | Path) -> None:
     """Load an EMA / merged export (``model.safetensors`` or its folder) into a system, LoRA-wrapped or not.
 
@@ -228,29 +262,11 @@ class PreferencePostTrain(FlowMatchingPretrain):
 
     def merged_state(self) -> dict[str, torch.Tensor]:
         """The merged policy in the EMA export's layout (``net.*`` and the conditioner's saved weights)."""
-        merged = copy.deepcopy(self.net).merge_and_unload()
-        state = {f"net.{k}": v for k, v in merged.state_dict().items()}
-        state.update({f"conditioner.{k}": v for k, v in self.conditioner.state_dict().items()})
-        return {k: v.detach().cpu().contiguous() for k, v in state.items()}
+        return export_state(self, merge=True)
 
     def save_export(self, folder: str | Path) -> Path:
         """Write ``adapter/`` (peft) and the merged ``model.safetensors`` + ``config.yaml`` into ``folder``."""
-        from safetensors.torch import save_file
-
-        out = Path(folder)
-        out.mkdir(parents=True, exist_ok=True)
-        if self.hparams.pretrained:
-            self.net.peft_config["default"].base_model_name_or_path = str(Path(self.hparams.pretrained).resolve())
-        tmp = out / ".adapter.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        self.net.save_pretrained(str(tmp))
-        shutil.rmtree(out / "adapter", ignore_errors=True)
-        tmp.rename(out / "adapter")
-        save_file(self.merged_state(), str(out / f".{MERGED}.tmp"))
-        (out / f".{MERGED}.tmp").replace(out / MERGED)
-        plain = json.loads(json.dumps(dict(self.hparams), default=repr))  # configs stay, objects become their repr
-        (out / "config.yaml").write_text(yaml.safe_dump(plain, sort_keys=False))
-        return out
+        return write_export(self, folder, self.merged_state(), adapter=True)
 
     def on_train_end(self) -> None:
         if self.hparams.export and self.trainer.is_global_zero:

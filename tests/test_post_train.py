@@ -201,7 +201,9 @@ def test_post_training_from_stored_prefixes_equals_the_live_conditioner(setup):
     pretrained = load_file(str(d["pretrained"]))
     assert live.keys() == stored.keys() and any(not torch.equal(live[k], pretrained[k]) for k in live)  # it trained
     for k in live:
-        torch.testing.assert_close(stored[k], live[k], rtol=1e-4, atol=1e-5)  # stored prefix = live to ~1e-6
+        # The stored prefix equals the live one to ~1e-6 per forward; AdamW's normalised steps carry that into
+        # adapter differences of up to 1.6e-5 (measured in a clean clone) over the run.
+        torch.testing.assert_close(stored[k], live[k], rtol=1e-4, atol=1e-4)
     dm = PreferenceDataModule(str(d["root"] / "cache_train"), str(d["root"] / "groups"), batch_size=2,
                               prefix_kv="tiny_mllm")
     batch = next(iter(dm.train_dataloader()))

@@ -26,10 +26,10 @@ from torch import nn
 from reasonaudio import flow
 from reasonaudio.systems.flow_matching import FlowMatchingPretrain
 from reasonaudio.systems.hparams import save_system_hparams
-from reasonaudio.systems.preference import add_lora, export_state, load_export_into, write_export
+from reasonaudio.systems.preference import StartsFromExport, add_lora, export_state, write_export
 
 
-class FlowMatchingFinetune(FlowMatchingPretrain):
+class FlowMatchingFinetune(StartsFromExport, FlowMatchingPretrain):
     """Fine-tuning from a pretrained export (module docstring).
 
     Args:
@@ -67,23 +67,10 @@ class FlowMatchingFinetune(FlowMatchingPretrain):
         if lora_rank:
             self.conditioner.requires_grad_(False)
             self.net = add_lora(net, lora_rank, lora_alpha, lora_targets)
-        self._pretrained_loaded = False
 
     @property
     def lora(self) -> bool:
         return self.hparams.lora_rank > 0
-
-    def load_pretrained(self, path: str | None = None) -> None:
-        """Load the pretrained export into the DiT (under the adapters, with LoRA) and the conditioner."""
-        load_export_into(self, path or self.hparams.pretrained)
-        self._pretrained_loaded = True
-
-    def setup(self, stage: str) -> None:
-        # Loaded here, not in __init__, so configs instantiate without weights; a resumed fit then overwrites
-        # everything with its checkpoint.
-        if self.hparams.pretrained and not self._pretrained_loaded:
-            self.load_pretrained()
-        super().setup(stage)
 
     def export_state(self) -> dict[str, torch.Tensor]:
         """The fine-tuned model in the EMA export's layout (``net.*`` with LoRA merged, ``conditioner.*``)."""

@@ -185,7 +185,25 @@ def load_policy_weights(system: FlowMatchingPretrain, path: str | Path, base: st
 # --------------------------------------------------------------------------- system
 
 
-class PreferencePostTrain(FlowMatchingPretrain):
+class StartsFromExport:
+    """Mixin of the systems that start from a pretrained export (``hparams.pretrained``): it is loaded when
+    the stage starts, not in ``__init__``, so configs instantiate without weights; a resumed fit then
+    overwrites everything with its checkpoint."""
+
+    _pretrained_loaded = False
+
+    def load_pretrained(self, path: str | None = None) -> None:
+        """Load the pretrained export into the DiT (under the adapters, with LoRA) and the conditioner."""
+        load_export_into(self, path or self.hparams.pretrained)
+        self._pretrained_loaded = True
+
+    def setup(self, stage: str) -> None:
+        if self.hparams.pretrained and not self._pretrained_loaded:
+            self.load_pretrained()
+        super().setup(stage)  # after loading: stored prefix KV stores, if used, must be this backbone's
+
+
+class PreferencePostTrain(StartsFromExport, FlowMatchingPretrain):
     """Preference post-training with LoRA (module docstring).
 
     Args:
@@ -243,22 +261,9 @@ class PreferencePostTrain(FlowMatchingPretrain):
         self.net = add_lora(net, lora_rank, lora_alpha, lora_targets)
         self.reward = reward.requires_grad_(False) if reward is not None else None
         self.vae = vae.requires_grad_(False) if vae is not None else None
-        self._pretrained_loaded = False
         self._decoder = None
 
     # ----------------------------------------------------------------- weights
-
-    def load_pretrained(self, path: str | None = None) -> None:
-        """Load the pretrained export into the frozen DiT and conditioner (the reference model)."""
-        load_export_into(self, path or self.hparams.pretrained)
-        self._pretrained_loaded = True
-
-    def setup(self, stage: str) -> None:
-        # Loaded here, not in __init__, so that configs instantiate without weights; a resumed fit then
-        # overwrites everything with the checkpoint.
-        if self.hparams.pretrained and not self._pretrained_loaded:
-            self.load_pretrained()
-        super().setup(stage)  # after loading: stored prefix KV stores, if used, must be this backbone's
 
     def merged_state(self) -> dict[str, torch.Tensor]:
         """The merged policy in the EMA export's layout (``net.*`` and the conditioner's saved weights)."""

@@ -59,6 +59,7 @@ from reasonaudio.config import (SYNC_DIM, SYNC_FPS, SYNC_STRIDE, SYNC_TOKENS_PER
                                 SequenceConfig)
 from reasonaudio.media import resize_short_side_crop
 from reasonaudio.models.checkpoints import check_state_dict
+from reasonaudio.models.sync_correlation import CorrelationHead
 
 SYNC_SAMPLE_RATE = 16000
 """Audio rate of the Synchformer audio branch."""
@@ -123,6 +124,10 @@ class SynchformerConfig:
         num_offsets: offset classes of the head (21).
         max_offset: offset of the last class in seconds (2.0): classes are
             ``linspace(−max_offset, max_offset, num_offsets)``.
+        head: the offset head. ``"transformer"`` is Synchformer's (``transformer.*`` keys, what the
+            released checkpoint holds); ``"correlation"`` compares the two streams at each class's
+            lag (:class:`~reasonaudio.models.sync_correlation.CorrelationHead`, ``correlation.*``
+            keys), the head the CPU-trained synthetic model uses (docs/decisions.md).
     """
 
     image_size: int = 224
@@ -140,8 +145,11 @@ class SynchformerConfig:
     token_dim: int | None = None
     num_offsets: int = NUM_OFFSETS
     max_offset: float = MAX_OFFSET
+    head: Literal["transformer", "correlation"] = "transformer"
 
     def __post_init__(self) -> None:
+        if self.head not in ("transformer", "correlation"):
+            raise ValueError(f"head must be 'transformer' or 'correlation', got {self.head!r}")
         if self.image_size <= 0 or self.patch_size <= 0 or self.image_size % self.patch_size:
             raise ValueError(f"image_size {self.image_size} must be a positive multiple of "
                              f"patch_size {self.patch_size}")
@@ -806,8 +814,12 @@ class Synchformer(_SynchformerBase):
         self.afeat_extractor = ASTEncoder(config.dim, config.audio_depth, config.audio_heads, config.mlp_ratio)
         self.vproj = nn.Linear(config.visual_token_dim, config.sync_dim)
         self.aproj = nn.Linear(config.dim, config.sync_dim)
-        self.transformer = SyncTransformer(config.sync_dim, config.sync_depth, config.sync_heads, config.sync_tokens,
-                                           config.num_offsets)
+        if config.head == "transformer":
+            self.transformer = SyncTransformer(config.sync_dim, config.sync_depth, config.sync_heads,
+                                               config.sync_tokens, config.num_offsets)
+        else:
+            lags = torch.round(offset_grid(config.num_offsets, config.max_offset) * SYNC_FPS).long()
+            self.correlation = CorrelationHead(config.sync_dim, config.segments, lags)
         self.mel = SynchformerMel()
 
     def audio_windows(self, wav: torch.Tensor, hop: int = AUDIO_HOP) -> torch.Tensor:
@@ -858,7 +870,8 @@ class Synchformer(_SynchformerBase):
         if video.ndim != 3 or audio.ndim != 3 or video.shape[1] != want_v or audio.shape[1] != want_a:
             raise ValueError(f"the offset head takes {s} windows: video [B, {want_v}, D] and audio [B, {want_a}, D], "
                              f"got {tuple(video.shape)} and {tuple(audio.shape)} (use desync() for longer clips)")
-        return self.transformer(self.vproj(video), self.aproj(audio))
+        head = self.transformer if self.config.head == "transformer" else self.correlation
+        return head(self.vproj(video), self.aproj(audio))
 
     def window_offsets(self, video: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
         """Signed predicted offsets of the first and the last ``segments`` windows of each clip.

@@ -9,7 +9,7 @@ RUNS    := runs
 ARGS    ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup system-deps test test-fast demo synth check-fixtures bench gpu-check clean \
+.PHONY: help setup system-deps test test-fast demo study synth check-fixtures bench gpu-check clean \
         captions vae latent-stats vocoder bench-vocoder tiny-mllm sync features prefix_kv prefix-kv pretrain reward preference_data preference-data post-train post_train_sft post_train_rwr post_train_dpo post-train-compare finetune eval generate resume-check tensorboard
 
 $(PY):
@@ -36,6 +36,9 @@ test-fast: | $(PY)  ## tests not marked slow
 
 demo: | $(PY)  ## the pipeline on built-in synthetic data: corpus → codec → features → pretraining → generation
 	$(PY) -m reasonaudio.demo --out $(RUNS)/demo $(ARGS)
+
+study: | $(PY)  ## does pretraining learn timing? 3 training seeds + ablations on the synthetic benchmark (<= 60 min) → docs/study.md, runs/study/summary.json
+	$(PY) -m reasonaudio.experiments.study --out $(RUNS)/study $(ARGS)
 
 synth: | $(PY)  ## render the synthetic audio-visual corpus into runs/synth
 	$(DATA) synth --out $(RUNS)/synth --num-clips 32 --seed 0 $(ARGS)

@@ -32,8 +32,9 @@ from reasonaudio.media import validate_file
 class Pipeline:
     """Runs named steps once, atomically, with progress lines."""
 
-    def __init__(self, out: Path, settings: dict):
+    def __init__(self, out: Path, settings: dict, tag: str = "demo"):
         self.out = out
+        self.tag = tag
         self.settings = settings
         self.out.mkdir(parents=True, exist_ok=True)
         self.state_file = out / "steps.json"
@@ -47,7 +48,7 @@ class Pipeline:
         """Run ``fn(tmp_dir)`` unless ``name`` finished before; returns the step's summary."""
         final = self.out / name
         if name in self.state and final.exists():
-            print(f"[demo] {name}: done earlier, reusing {final}", flush=True)
+            print(f"[{self.tag}] {name}: done earlier, reusing {final}", flush=True)
             return self.state[name]
         # Everything recorded after a step that reruns was built from its old output.
         names = [k for k in self.state if k != "_settings"]
@@ -57,7 +58,7 @@ class Pipeline:
         shutil.rmtree(partial, ignore_errors=True)
         shutil.rmtree(final, ignore_errors=True)
         partial.mkdir(parents=True)
-        print(f"[demo] {name}: running ...", flush=True)
+        print(f"[{self.tag}] {name}: running ...", flush=True)
         t0 = time.perf_counter()
         summary = fn(partial)
         partial.rename(final)
@@ -66,7 +67,7 @@ class Pipeline:
         tmp = self.state_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.state, indent=2))
         tmp.replace(self.state_file)
-        print(f"[demo] {name}: finished in {summary['seconds']} s", flush=True)
+        print(f"[{self.tag}] {name}: finished in {summary['seconds']} s", flush=True)
         return summary
 
 

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from reasonaudio.experiments.study import INFERENCE_ROWS, ROW_NAMES, aggregate, mean_std, write_report
+from reasonaudio.experiments.study import INFERENCE_ROWS, ROW_NAMES, aggregate, mean_std, split_seeds, write_report
 
 
 def test_mean_std_is_the_population_statistic_of_the_values_present():
@@ -38,10 +38,14 @@ def test_summary_rows_have_the_issue_shape():
         for key, value in row.items():
             assert key == "seeds" or set(value) == {"mean", "std"}, (name, key)
     assert "desync_s" not in rows["chance"] and rows["chance"]["offscreen_presence"] == {"mean": None, "std": None}
+    summary = split_seeds({"sync_offset_acc": mean_std([0.98]), "sync_offset_top1": mean_std([0.97]), "rows": rows})
+    assert summary["seeds"]["pretrained"] == 3 and all(set(v) == {"mean", "std"} for r in summary["rows"].values()
+                                                        for v in r.values())
 
 
 def test_report_states_each_target_from_the_summary(tmp_path):
-    summary = {"sync_offset_acc": mean_std([0.98]), "sync_offset_top1": mean_std([0.97]), "rows": aggregate(_per_seed())}
+    summary = split_seeds({"sync_offset_acc": mean_std([0.98]), "sync_offset_top1": mean_std([0.97]),
+                           "rows": aggregate(_per_seed())})
     steps = {"corpus": {"clips": 96, "seconds": 10.0}, "heldout": {"clips": 16, "seed": 10000, "seconds": 1.0},
              "sync": {"steps": 150, "seconds": 80.0}}
     args = argparse.Namespace(duration=4.0, sample_steps=25, cfg=4.5, pretrain_steps=3000, seeds=3, vocoder_steps=400,

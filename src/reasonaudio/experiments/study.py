@@ -19,7 +19,7 @@ decoded, and ``chance`` random onsets at each clip's true rate.
 
 Outputs: ``runs/study/summary.json`` (the demo summary's shape, every value ``{"mean", "std"}`` over
 the seeds that produced it: the inference rows and ``pretrained`` over ``--seeds``, the rest over
-one), ``docs/study.md`` (tables, settings, machine, timings) and ``docs/study_onsets.png`` (onset
+one; how many per row under ``seeds``), ``docs/study.md`` (tables, settings, machine, timings) and ``docs/study_onsets.png`` (onset
 strength of 4 held-out clips: ground truth, pretrained, video dropped, true impacts marked). Steps
 are resumable like the demo's (``runs/study/steps.json``).
 """
@@ -79,6 +79,14 @@ def _pretrain(out: Path, steps: int, seed: int, caches: str, extra: list[str] = 
         f"--model.init_args.conditioner.init_args.model={out / 'mllm'}",
         f"--data.init_args.train=[{out / f'{caches}_corpus'}]", f"--data.init_args.val=[{out / f'{caches}_heldout'}]",
         f"--seed_everything={seed}", "--trainer.callbacks.init_args.export={tmp}/export", *extra], data_roots=False)
+
+
+def split_seeds(score: dict) -> dict:
+    """The summary file's shape: every metric of every row ``{"mean", "std"}``; the seed counts under ``seeds``."""
+    rows = {row: {k: v for k, v in metrics.items() if k != "seeds"} for row, metrics in score["rows"].items()}
+    seeds = {row: metrics["seeds"] for row, metrics in score["rows"].items()}
+    return {"sync_offset_acc": score["sync_offset_acc"], "sync_offset_top1": score["sync_offset_top1"],
+            "rows": rows, "seeds": seeds}
 
 
 def _clip_folder(out: Path) -> Callable[[Path], dict]:
@@ -257,7 +265,7 @@ def write_report(summary: dict, steps: dict, args: argparse.Namespace, path: Pat
         if key not in rows:
             continue
         r = rows[key]
-        lines.append(f"| {name} (`{key}`) | {r['seeds']} | {_cell(r.get('onset_f1'), 3)} | "
+        lines.append(f"| {name} (`{key}`) | {summary['seeds'][key]} | {_cell(r.get('onset_f1'), 3)} | "
                      f"{_cell(r.get('onset_error_ms'), 1)} | {_cell(r.get('desync_s'), 2)} | "
                      f"{_cell(r.get('offscreen_presence'), 3)} | {_cell(r.get('timbre_agreement'), 3)} | "
                      f"{_cell(r.get('fd_latent'), 3)} |")
@@ -368,8 +376,7 @@ def main(argv: list[str] | None = None) -> int:
             f"--model.init_args.conditioner.init_args.model={out / 'clip'}",
             "--model.init_args.conditioner.init_args.out_dim=64",
             f"--model.init_args.conditioner.init_args.num_frames={clip_frames(args.duration)}"]))
-    summary = pipe.step("score", _score(out, args, sync_weights))
-    summary = {k: v for k, v in summary.items() if k != "seconds"}
+    summary = split_seeds(pipe.step("score", _score(out, args, sync_weights)))
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     docs = Path(args.docs)
     docs.mkdir(parents=True, exist_ok=True)

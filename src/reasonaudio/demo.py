@@ -124,13 +124,29 @@ def _predict(args: list[str], out_dir: Path) -> Callable[[Path], dict]:
     return run
 
 
+def corpus_captions(out: Path) -> list[str]:
+    """Captions of the training and held-out corpora under ``out`` (the tiny text models' vocabulary)."""
+    return [json.loads(line)["caption"] for corpus in ("corpus", "heldout")
+            for line in (out / corpus / "manifest.jsonl").read_text().splitlines()]
+
+
+def codec_args(vocoder_steps: int, vae_steps: int, same_clips: str, vocoder_ckpt: Path) -> tuple[list[str], list[str]]:
+    """The demo codec's ``fit`` overrides: vocoder (cheap mel-only steps first, lr 1e-3; docs/decisions.md
+    "Demo codec"), then the VAE validated through that vocoder (``vocoder_ckpt``)."""
+    vocoder = ["--data.init_args.batch_size=4", same_clips, f"--model.init_args.disc_start={vocoder_steps * 5 // 8}",
+               "--model.init_args.mel_loss=multiscale", "--model.init_args.mel_weight=15",
+               "--model.init_args.optimizer.init_args.lr=1e-3", "--model.init_args.disc_optimizer.init_args.lr=1e-3"]
+    vae = [same_clips, f"--model.init_args.disc_start={vae_steps // 2}",
+           "--model.init_args.vocoder=reasonaudio.systems.vocoder.trained_generator",
+           f"--model.init_args.vocoder.init_args.path={vocoder_ckpt}"]
+    return vocoder, vae
+
+
 def _tiny_mllm(out: Path) -> Callable[[Path], dict]:
     def run(tmp: Path) -> dict:
         from reasonaudio.models.tiny_mllm import write_tiny_qwen_vl
 
-        captions = [json.loads(line)["caption"] for corpus in ("corpus", "heldout")
-                    for line in (out / corpus / "manifest.jsonl").read_text().splitlines()]
-        write_tiny_qwen_vl(tmp, captions)
+        write_tiny_qwen_vl(tmp, corpus_captions(out))
         return {"folder": str(out / "mllm")}
     return run
 
@@ -338,18 +354,10 @@ def main(argv: list[str] | None = None) -> int:
     sync = (pipe.step("sync", _fit("sync", out, args.sync_steps, [same_clips, "--model.init_args.export={tmp}/export"]))
             if args.sync_steps else None)
     sync_weights = out / "sync" / "export" / "synchformer.safetensors"  # the features steps load it by path
-    vocoder = pipe.step("vocoder", _fit("vocoder", out, args.vocoder_steps,
-                                        ["--data.init_args.batch_size=4", same_clips,
-                                         # docs/decisions.md "Demo codec": cheap mel-only steps first, lr 1e-3
-                                         f"--model.init_args.disc_start={args.vocoder_steps * 5 // 8}",
-                                         "--model.init_args.mel_loss=multiscale", "--model.init_args.mel_weight=15",
-                                         "--model.init_args.optimizer.init_args.lr=1e-3",
-                                         "--model.init_args.disc_optimizer.init_args.lr=1e-3"]))
     vocoder_ckpt = out / "vocoder" / "vocoder" / "version_0" / "checkpoints" / "last.ckpt"
-    vae = pipe.step("vae", _fit("vae", out, args.vae_steps, [
-        same_clips, f"--model.init_args.disc_start={args.vae_steps // 2}",
-        "--model.init_args.vocoder=reasonaudio.systems.vocoder.trained_generator",
-        f"--model.init_args.vocoder.init_args.path={vocoder_ckpt}"]))
+    vocoder_args, vae_args = codec_args(args.vocoder_steps, args.vae_steps, same_clips, vocoder_ckpt)
+    vocoder = pipe.step("vocoder", _fit("vocoder", out, args.vocoder_steps, vocoder_args))
+    vae = pipe.step("vae", _fit("vae", out, args.vae_steps, vae_args))
     vae_ckpt = out / "vae" / "vae" / "version_0" / "checkpoints" / "last.ckpt"
     pipe.step("latent_stats", _predict([
         "--config", "lightning_configs/vae.yaml", "--config", "lightning_configs/predict/latent_stats.yaml",

@@ -36,7 +36,8 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Callable
 
-from reasonaudio.demo import Pipeline, _check, _fit, _last_scalars, _latent_fd, _predict, _row, _synth, _tiny_mllm
+from reasonaudio.demo import (Pipeline, _check, _fit, _latent_fd, _predict, _row, _synth, _tiny_mllm, codec_args,
+                              corpus_captions)
 
 METRICS = ("onset_f1", "onset_error_ms", "desync_s", "offscreen_presence", "timbre_agreement", "fd_latent")
 """Per-row metrics of the summary, in table order."""
@@ -93,9 +94,7 @@ def _clip_folder(out: Path) -> Callable[[Path], dict]:
     def run(tmp: Path) -> dict:
         from reasonaudio.models.tiny_clip import write_tiny_clip
 
-        captions = [json.loads(line)["caption"] for corpus in ("corpus", "heldout")
-                    for line in (out / corpus / "manifest.jsonl").read_text().splitlines()]
-        write_tiny_clip(tmp, captions)
+        write_tiny_clip(tmp, corpus_captions(out))
         return {"folder": str(out / "clip")}
     return run
 
@@ -329,15 +328,10 @@ def main(argv: list[str] | None = None) -> int:
     pipe.step("check", _check(out))
     pipe.step("sync", _fit("sync", out, args.sync_steps, [same, "--model.init_args.export={tmp}/export"]))
     sync_weights = out / "sync" / "export" / "synchformer.safetensors"
-    pipe.step("vocoder", _fit("vocoder", out, args.vocoder_steps, [
-        "--data.init_args.batch_size=4", same, f"--model.init_args.disc_start={args.vocoder_steps * 5 // 8}",
-        "--model.init_args.mel_loss=multiscale", "--model.init_args.mel_weight=15",
-        "--model.init_args.optimizer.init_args.lr=1e-3", "--model.init_args.disc_optimizer.init_args.lr=1e-3"]))
     vocoder_ckpt = out / "vocoder" / "vocoder" / "version_0" / "checkpoints" / "last.ckpt"
-    pipe.step("vae", _fit("vae", out, args.vae_steps, [
-        same, f"--model.init_args.disc_start={args.vae_steps // 2}",
-        "--model.init_args.vocoder=reasonaudio.systems.vocoder.trained_generator",
-        f"--model.init_args.vocoder.init_args.path={vocoder_ckpt}"]))
+    vocoder_args, vae_args = codec_args(args.vocoder_steps, args.vae_steps, same, vocoder_ckpt)
+    pipe.step("vocoder", _fit("vocoder", out, args.vocoder_steps, vocoder_args))
+    pipe.step("vae", _fit("vae", out, args.vae_steps, vae_args))
     pipe.step("latent_stats", _predict([
         "--config", "lightning_configs/vae.yaml", "--config", "lightning_configs/predict/latent_stats.yaml",
         f"--data.init_args.root={out / 'corpus'}", f"--data.init_args.val_root={out / 'heldout'}", same,

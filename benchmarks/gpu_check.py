@@ -106,8 +106,8 @@ def forward_flops(net: MMDiT, batch: int, num_queries: int = NUM_QUERIES) -> int
 
     total = projection(b * t, net.latent_channels) + projection(b * q, net.query_dim) + projection(b * s, net.sync_dim)
     total += projection(b, freq) + _linear(b, 2 * width, width) + _linear(b, width, width)  # time embed, cond MLP
-    if net.sync_adaln is not None:
-        total += projection(b * s, net.sync_dim)
+    if net.sync_adaln is not None:  # project the sync tokens, then mix them onto the latent frames ([T, Ts] weights)
+        total += projection(b * s, net.sync_dim) + 2 * b * t * s * width
 
     def stream(tokens: int, pre_only: bool, per_token_cond: bool) -> int:
         cond_tokens = b * t if per_token_cond else b

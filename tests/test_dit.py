@@ -10,7 +10,7 @@ from torch import nn
 
 from reasonaudio import flow
 from reasonaudio.config import SequenceConfig, audio_preset
-from reasonaudio.models.dit import MMDiT, dit_l, dit_s, dit_tiny, rope_table
+from reasonaudio.models.dit import MMDiT, dit_l, dit_s, dit_tiny, rope_table, sync_latent_weights, sync_token_times
 
 
 def inputs(net: MMDiT, batch: int, seed: int = 0, num_queries: int = 77) -> dict[str, torch.Tensor]:
@@ -58,16 +58,49 @@ def test_shapes_8s_s16k_and_zero_init():
         net(**{**kw, "sync": kw["sync"][..., :512]})
 
 
+def test_sync_token_times_follow_the_windows():
+    times = sync_token_times(192)  # 8 s: 24 windows of 16 frames every 8, 8 tokens (2 frames) each
+    assert times[0] == pytest.approx(0.5 / 25) and times[7] == pytest.approx(14.5 / 25)  # window 0: frames 0 … 15
+    assert times[8] == pytest.approx(8.5 / 25)  # window 1 starts at frame 8: back 0.24 s from token 7
+    assert times[-1] == pytest.approx(198.5 / 25)  # last window: frames 184 … 199
+    uniform = torch.arange(192) * 8 / 192  # MMAudio's spread
+    assert (times - uniform).abs().max() > 0.28  # read as uniform, a token is up to 0.29 s off
+    with pytest.raises(ValueError, match="multiple of 8"):
+        sync_token_times(12)
+
+
 def test_rope_equal_times_get_equal_angles(net_8s):
     T, Ts = net_8s.latent_len, net_8s.sync_len
     audio, sync = net_8s.rope_audio, net_8s.rope_sync  # [L, K/2, (cos, sin)]
     assert audio.shape == (T, net_8s.head_dim // 2, 2) and sync.shape == (Ts, net_8s.head_dim // 2, 2)
-    # 4 s is latent 125 and sync token 96 (and 0 s is index 0 of both): bit-identical rotations
-    assert torch.equal(sync[96], audio[125]) and torch.equal(sync[0], audio[0])
-    # every sync token sits at latent time i · T / Ts
-    torch.testing.assert_close(sync, rope_table(torch.arange(Ts, dtype=torch.float64) * T / Ts, net_8s.head_dim))
+    # every sync token sits at the time it shows, in latents (31.25 per second at s16k)
+    positions = sync_token_times(Ts) * 31.25
+    torch.testing.assert_close(sync, rope_table(positions, net_8s.head_dim))
     angle = torch.atan2(sync[1, 0, 1], sync[1, 0, 0])  # lowest pair rotates 1 rad per latent
-    assert float(angle) == pytest.approx(T / Ts, abs=1e-6)
+    assert float(angle) == pytest.approx(2.5 / 25 * 31.25, abs=1e-6)
+    # a sync token and a latent at the same moment rotate alike: token 40 (1.62 s) and a latent there
+    torch.testing.assert_close(sync[40], rope_table(torch.tensor([1.62 * 31.25], dtype=torch.float64),
+                                                    net_8s.head_dim)[0])
+    # MMAudio's layout (latent_rate=None): token i at latent i · T / Ts, bit-identical to latent 125 at i = 96
+    torch.manual_seed(0)
+    uniform = MMDiT(20, 64, latent_len=T, sync_len=Ts, width=64, depth=2, joint_depth=1, num_heads=2)
+    assert torch.equal(uniform.rope_sync[96], uniform.rope_audio[125])
+    torch.testing.assert_close(uniform.rope_sync, rope_table(torch.arange(Ts, dtype=torch.float64) * T / Ts, 32))
+
+
+def test_sync_latent_weights_closed_form():
+    w = sync_latent_weights(88, 125, 31.25)  # 4 s at 31.25 latents / s: 11 windows end at frame 95
+    assert w.shape == (125, 88) and (w >= 0).all()
+    torch.testing.assert_close(w.sum(1), torch.ones(125))
+    # latent 50 (1.584 … 1.616 s) lies inside frames 40-41 (1.58 … 1.66 s): window 5 token 0 and window 4 token 4
+    expected = torch.zeros(88)
+    expected[[40, 36]] = 0.5
+    torch.testing.assert_close(w[50], expected)
+    # every latent reads tokens within a token of its own time; past the last window, the nearest token
+    times = sync_token_times(88).float()
+    covered = torch.arange(125) / 31.25 < 3.8  # the last token shows frames 94-95 (3.74 … 3.82 s)
+    assert ((w @ times - torch.arange(125) / 31.25)[covered].abs() <= 0.04 + 1e-6).all()
+    assert torch.equal(w[124], torch.nn.functional.one_hot(torch.tensor(87), 88).float())
 
 
 @torch.no_grad()
@@ -117,7 +150,7 @@ def test_other_duration_rebuilds_rotations():
     audio, sync = net.rotations(125, 88)
     assert net.rotations(125, 88)[0] is audio and (net.latent_len, net.sync_len) == (250, 192)
     assert torch.equal(audio, rope_8s[:125])  # the audio positions are the same 0 … 124
-    torch.testing.assert_close(sync, rope_table(torch.arange(88, dtype=torch.float64) * 125 / 88, 32))
+    torch.testing.assert_close(sync, rope_table(sync_token_times(88) * 31.25, 32))
     net.set_lengths(seq.latent_len, seq.sync_len)
     assert net.rope_audio.shape[0] == 125 and torch.equal(net.rope_sync, sync)
     with torch.no_grad():
@@ -166,14 +199,18 @@ def test_sync_adaln_switch():
     kw["has_video"][0] = False
     with torch.no_grad():
         a, b = injected(**kw), injected(**{**kw, "sync": other["sync"]})
-        c_audio = injected.sync_adaln(kw["sync"], injected.latent_len)
+        c_audio = injected.sync_adaln(kw["sync"], injected.sync_weights)
+        tokens = injected.sync_adaln.proj(kw["sync"] + injected.sync_adaln.segment_pos.repeat(2, 1))
     assert a.shape == (2, 32, 8) and torch.equal(a[0], b[0]) and not torch.allclose(a[1], b[1], atol=1e-3)
     assert c_audio.shape == (2, 32, 64)  # per-latent modulation
-    # nearest-exact upsampling: latent j reads sync token floor((j + 0.5) · Ts / T)
+    # each latent averages the tokens showing its moment
+    torch.testing.assert_close(injected.sync_weights, sync_latent_weights(16, 32, 31.25))
+    torch.testing.assert_close(c_audio, injected.sync_weights @ tokens)
+    # MMAudio's layout: nearest-exact upsampling, latent j reads sync token floor((j + 0.5) · Ts / T)
+    uniform = MMDiT(8, 64, latent_len=32, sync_len=16, width=64, depth=2, joint_depth=1, num_heads=2,
+                    sync_adaln=True)
     idx = ((torch.arange(32) + 0.5) * 16 / 32).floor().long()
-    with torch.no_grad():
-        tokens = injected.sync_adaln.proj(kw["sync"] + injected.sync_adaln.segment_pos.repeat(2, 1))
-    torch.testing.assert_close(c_audio, tokens[:, idx])
+    torch.testing.assert_close(uniform.sync_weights, torch.nn.functional.one_hot(idx, 16).float())
     with pytest.raises(ValueError, match="multiple of 8"):
         injected(**{**kw, "sync": kw["sync"][:, :12]})
 

@@ -16,10 +16,15 @@ sync streams are "pre-only" (as in MMAudio): nothing reads their outputs, so the
 and values, and hold no weights without a gradient (MMAudio's pre-only blocks still compute an
 unused query). The audio-only blocks that follow are the same block with one stream.
 
-Sync tokens and audio latents share one time axis: sync token i of Ts sits at latent index
-i · T / Ts, so a latent and a sync token at the same time get the same rotation, and relative
-positions in attention are time differences. (Synchformer windows overlap by half, so the 192
-tokens of 8 s are not exactly uniform in time; like MMAudio we treat them as uniform.)
+Sync tokens and audio latents share one time axis, in latent units (latent i at position i): sync
+token j of window w pools frames 8w + 2j and 8w + 2j + 1 of the 25-fps video (windows of 16 frames
+every 8), so it shows the moment (8w + 2j + 0.5) / 25 s and sits at that time × the latent rate
+(:func:`sync_token_times`). The windows overlap by half: the 192 tokens of 8 s cover 0 … 7.68 s
+twice, in an order that goes back 0.32 s at every window boundary. MMAudio spreads them uniformly
+instead (token i at i · T / Ts), which puts a token up to 0.3 s away from what it shows (docs/
+decisions.md, "Where the sync tokens sit in time"); ``latent_rate=None`` keeps that layout. A latent and
+a sync token showing the same moment get the same rotation, so relative positions in attention are
+time differences.
 
 Conditioning: adaLN reads ``c = t_embed(t) + cond_mlp([mean(queries), mean(sync)])`` (projected
 tokens, after null substitution), shape ``[B, 1, D]``. Dropped conditions (CFG dropout, T2A items
@@ -28,13 +33,15 @@ item is replaced by a learned null vector before projection (MMAudio's ``empty_*
 missing condition is never a tensor of zeros by accident. The final projection is zero-initialised
 and every adaLN gate starts at zero, so the initial velocity is exactly 0.
 
-``sync_adaln=True`` adds MMAudio's conditional synchronisation module as an ablation: sync tokens
-plus a learnable position-within-segment embedding (8 tokens per Synchformer window) are projected,
-upsampled to T with nearest-exact interpolation and added to ``c`` per token, so the audio stream's
-adaLN (joint blocks, audio-only blocks and the final layer) is modulated frame by frame. MMAudio's
-final layer reads the global ``c`` only (its issue #55, kept there for checkpoint compatibility);
-this network is not checkpoint-compatible with MMAudio anyway, so the final layer reads the
-per-token signal as well. Sync tokens stay attention tokens either way.
+``sync_adaln=True`` adds MMAudio's conditional synchronisation module: sync tokens plus a learnable
+position-within-segment embedding (8 tokens per Synchformer window) are projected, brought to the T
+latents and added to ``c`` per token, so the audio stream's adaLN (joint blocks, audio-only blocks
+and the final layer) is modulated frame by frame. Latent i reads the tokens whose frames overlap its
+span, weighted by the overlap (:func:`sync_latent_weights`; the nearest token past the last window);
+with ``latent_rate=None`` it reads token floor((i + 0.5) · Ts / T), MMAudio's nearest-exact upsampling.
+MMAudio's final layer reads the global ``c`` only (its issue #55, kept there for checkpoint
+compatibility); this network is not checkpoint-compatible with MMAudio anyway, so the final layer
+reads the per-token signal as well. Sync tokens stay attention tokens either way.
 
 RoPE tables follow the input lengths: those of the configured duration are non-persistent buffers
 (:meth:`MMDiT.set_lengths` changes it), any other duration's are built on first use and cached per
@@ -51,6 +58,47 @@ from einops import rearrange
 from torch import nn
 
 from reasonaudio import config
+
+# --------------------------------------------------------------------------- sync token times
+
+
+def sync_token_times(sync_len: int) -> torch.Tensor:
+    """``[Ts]`` float64 seconds: the moment each Synchformer token shows.
+
+    Window w starts at frame 8w; its token j pools frames 8w + 2j and 8w + 2j + 1 (temporal patch 2),
+    which show the scene at their index / 25 s, so the token shows (8w + 2j + 0.5) / 25 s.
+    """
+    per_window = config.SYNC_TOKENS_PER_WINDOW
+    if sync_len < 1 or sync_len % per_window:
+        raise ValueError(f"sync length {sync_len} is not a positive multiple of {per_window} tokens per "
+                         f"Synchformer window")
+    frames_per_token = config.SYNC_WINDOW // per_window
+    index = torch.arange(sync_len, dtype=torch.float64, device="cpu")
+    first = config.SYNC_STRIDE * (index // per_window) + frames_per_token * (index % per_window)
+    return (first + (frames_per_token - 1) / 2) / config.SYNC_FPS
+
+
+def sync_latent_weights(sync_len: int, latent_len: int, latent_rate: float) -> torch.Tensor:
+    """``[T, Ts]``: row i averages the sync tokens that show latent i's moments.
+
+    Latent i stands for the span (i ± 0.5) / ``latent_rate`` s and a token for its two frames,
+    (first − 0.5) / 25 … (first + 1.5) / 25 s; the weight is the length of their overlap, rows
+    normalised to sum 1. A latent that no token overlaps (after the last window: the 88 tokens of 4 s
+    end at 3.82 s) takes the token nearest in time.
+    """
+    if latent_len < 1 or not latent_rate > 0:
+        raise ValueError(f"need latent_len >= 1 and latent_rate > 0, got {latent_len}, {latent_rate}")
+    centre = sync_token_times(sync_len)  # [Ts]
+    half_token = config.SYNC_WINDOW / config.SYNC_TOKENS_PER_WINDOW / config.SYNC_FPS / 2
+    latent = torch.arange(latent_len, dtype=torch.float64, device="cpu") / latent_rate  # [T]
+    lo = torch.maximum(latent[:, None] - 0.5 / latent_rate, centre - half_token)
+    hi = torch.minimum(latent[:, None] + 0.5 / latent_rate, centre + half_token)
+    weights = (hi - lo).clamp(min=0)  # [T, Ts]
+    uncovered = weights.sum(1) == 0
+    nearest = (latent[:, None] - centre).abs().argmin(1)
+    weights[uncovered, nearest[uncovered]] = 1.0
+    return (weights / weights.sum(1, keepdim=True)).float()
+
 
 # --------------------------------------------------------------------------- rotary embedding
 
@@ -227,6 +275,9 @@ class SyncAdaLN(nn.Module):
         width: model width ``D``.
         tokens_per_segment: sync tokens per Synchformer window; each position gets a learned offset
             because the tokens of a window are not evenly spaced in time.
+
+    ``forward(sync [B, Ts, S], weights [T, Ts])``: ``weights`` (:func:`sync_latent_weights`, or
+    MMAudio's nearest-exact one-hot rows) bring the projected tokens to the T latents.
     """
 
     def __init__(self, sync_dim: int, width: int, tokens_per_segment: int = config.SYNC_TOKENS_PER_WINDOW):
@@ -234,13 +285,12 @@ class SyncAdaLN(nn.Module):
         self.segment_pos = nn.Parameter(torch.zeros(tokens_per_segment, sync_dim))  # zero-init as MMAudio
         self.proj = projection(sync_dim, width)
 
-    def forward(self, sync: torch.Tensor, latent_len: int) -> torch.Tensor:  # [B, Ts, S] → [B, T, D]
+    def forward(self, sync: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:  # [B, Ts, S], [T, Ts] → [B, T, D]
         if sync.shape[1] % self.segment_pos.shape[0]:
             raise ValueError(f"sync length {sync.shape[1]} is not a multiple of {self.segment_pos.shape[0]} "
                              f"tokens per Synchformer window")
         segments = sync.unflatten(1, (-1, self.segment_pos.shape[0])) + self.segment_pos  # [B, Ts/8, 8, S]
-        s = self.proj(segments.flatten(1, 2)).transpose(1, 2)  # [B, D, Ts]
-        return F.interpolate(s, size=latent_len, mode="nearest-exact").transpose(1, 2)
+        return weights @ self.proj(segments.flatten(1, 2))  # [B, T, D]
 
 
 # --------------------------------------------------------------------------- network
@@ -260,14 +310,20 @@ class MMDiT(nn.Module):
         joint_depth: leading joint (three-stream) blocks, 1 … ``depth``.
         num_heads: attention heads; ``width / num_heads`` must be even (RoPE rotates pairs).
         mlp_ratio: SwiGLU hidden width / ``width``.
-        sync_adaln: also modulate the audio stream per token with sync tokens (MMAudio's module, ablation).
+        sync_adaln: also modulate the audio stream per token with sync tokens (MMAudio's module).
         rope_theta: RoPE base.
+        latent_rate: latents per second. Given, every sync token sits at the moment it shows
+            (:func:`sync_token_times`); None spreads them uniformly, i · T / Ts (MMAudio).
     """
 
     def __init__(self, latent_channels: int, query_dim: int, sync_dim: int = config.SYNC_DIM, latent_len: int = 250,
                  sync_len: int = 192, width: int = 448, depth: int = 12, joint_depth: int = 9, num_heads: int = 7,
-                 mlp_ratio: float = 6.0, sync_adaln: bool = False, rope_theta: float = 10000.0):
+                 mlp_ratio: float = 6.0, sync_adaln: bool = False, rope_theta: float = 10000.0,
+                 latent_rate: float | None = None):
         super().__init__()
+        if latent_rate is not None and not latent_rate > 0:
+            raise ValueError(f"latent_rate must be positive or None, got {latent_rate}")
+        self.latent_rate = latent_rate
         if width % num_heads or (width // num_heads) % 2:
             raise ValueError(f"width / num_heads must be an even integer, got width={width}, num_heads={num_heads}")
         if not 1 <= joint_depth <= depth:
@@ -317,17 +373,30 @@ class MMDiT(nn.Module):
         if latent_len < 1 or sync_len < 1:
             raise ValueError(f"lengths must be positive, got latent_len={latent_len}, sync_len={sync_len}")
         self.latent_len, self.sync_len = latent_len, sync_len
-        audio, sync = self._rope_tables(latent_len, sync_len, self.null_sync.device)
+        audio, sync, weights = self._time_axis(latent_len, sync_len, self.null_sync.device)
         self.register_buffer("rope_audio", audio, persistent=False)  # [T, K/2, 2]
         self.register_buffer("rope_sync", sync, persistent=False)  # [Ts, K/2, 2]
-        self._rope_cache: dict[tuple[int, int, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
+        self.register_buffer("sync_weights", weights, persistent=False)  # [T, Ts]
+        self._rope_cache: dict[tuple[int, int, torch.device], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
-    def _rope_tables(self, latent_len: int, sync_len: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """Audio latents at positions 0 … T − 1; sync token i at latent index i · T / Ts (one time axis)."""
-        audio_pos = torch.arange(latent_len, dtype=torch.float64, device=device)
-        sync_pos = torch.arange(sync_len, dtype=torch.float64, device=device) * latent_len / sync_len
-        return rope_table(audio_pos, self.head_dim, self.rope_theta), rope_table(sync_pos, self.head_dim,
-                                                                                 self.rope_theta)
+    def sync_positions(self, latent_len: int, sync_len: int) -> torch.Tensor:
+        """``[Ts]`` float64 latent positions of the sync tokens (latent i at position i)."""
+        if self.latent_rate is None:
+            return torch.arange(sync_len, dtype=torch.float64, device="cpu") * latent_len / sync_len
+        return sync_token_times(sync_len) * self.latent_rate
+
+    def _time_axis(self, latent_len: int, sync_len: int,
+                   device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """RoPE tables of the latents (positions 0 … T − 1) and the sync tokens, and the ``[T, Ts]`` sync weights."""
+        audio_pos = torch.arange(latent_len, dtype=torch.float64, device="cpu")  # built on the CPU, even under meta
+        if self.latent_rate is None:  # MMAudio: nearest-exact, latent i reads token floor((i + 0.5) · Ts / T)
+            nearest = ((audio_pos + 0.5) * sync_len / latent_len).floor().long().clamp(max=sync_len - 1)
+            weights = F.one_hot(nearest, sync_len).float()
+        else:
+            weights = sync_latent_weights(sync_len, latent_len, self.latent_rate)
+        tables = (rope_table(audio_pos, self.head_dim, self.rope_theta),
+                  rope_table(self.sync_positions(latent_len, sync_len), self.head_dim, self.rope_theta), weights)
+        return tuple(x.to(device) for x in tables)
 
     def rotations(self, latent_len: int, sync_len: int) -> tuple[torch.Tensor, torch.Tensor]:
         """RoPE tables ``[T, K/2, 2]`` and ``[Ts, K/2, 2]`` for ``latent_len`` latents and ``sync_len`` sync tokens.
@@ -335,11 +404,14 @@ class MMDiT(nn.Module):
         The buffers at the configured lengths; for any other duration, built on first use and cached
         per (lengths, device).
         """
+        return self._time_axis_of(latent_len, sync_len)[:2]
+
+    def _time_axis_of(self, latent_len: int, sync_len: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if (latent_len, sync_len) == (self.latent_len, self.sync_len):
-            return self.rope_audio, self.rope_sync
+            return self.rope_audio, self.rope_sync, self.sync_weights
         key = (latent_len, sync_len, self.rope_audio.device)
         if key not in self._rope_cache:
-            self._rope_cache[key] = self._rope_tables(latent_len, sync_len, self.rope_audio.device)
+            self._rope_cache[key] = self._time_axis(latent_len, sync_len, self.rope_audio.device)
         return self._rope_cache[key]
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, queries: torch.Tensor, sync: torch.Tensor,
@@ -367,9 +439,8 @@ class MMDiT(nn.Module):
 
         t = t.reshape(-1).expand(batch)
         c = (self.time_embed(t) + self.cond_mlp(torch.cat([q.mean(1), s.mean(1)], dim=-1)))[:, None]  # [B, 1, D]
-        c_audio = c if self.sync_adaln is None else c + self.sync_adaln(sync, latent_len)  # [B, 1 | T, D]
-
-        rope_audio, rope_sync = self.rotations(latent_len, sync.shape[1])
+        rope_audio, rope_sync, sync_weights = self._time_axis_of(latent_len, sync.shape[1])
+        c_audio = c if self.sync_adaln is None else c + self.sync_adaln(sync, sync_weights.to(sync.dtype))  # [B, 1 | T, D]
         for block in self.joint_blocks:
             a, q, s = block([a, q, s], [c_audio, c, c], [rope_audio, None, rope_sync])
         for block in self.audio_blocks:
@@ -389,7 +460,7 @@ def _build(width: int, depth: int, joint_depth: int, num_heads: int, mlp_ratio: 
     return MMDiT(latent_channels=latent_channels or audio.latent_channels, query_dim=query_dim or width,
                  sync_dim=sync_dim, latent_len=latent_len or seq.latent_len, sync_len=sync_len or seq.sync_len,
                  width=width, depth=depth, joint_depth=joint_depth, num_heads=num_heads, mlp_ratio=mlp_ratio,
-                 sync_adaln=sync_adaln)
+                 sync_adaln=sync_adaln, latent_rate=audio.latent_rate)
 
 
 def dit_s(latent_channels: int | None = None, query_dim: int | None = None, sync_dim: int = config.SYNC_DIM,

@@ -12,10 +12,7 @@ import torch
 from reasonaudio.cli import CONFIG_DIR, build_cli
 
 REPO = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.slow
-
-
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 
 def _cli(args: list[str]):

@@ -3,6 +3,10 @@ from __future__ import annotations
 
 import copy
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -253,17 +257,37 @@ def test_rwr_with_equal_rewards_is_sft_on_every_candidate(conditioner):
 
 
 def test_condition_dropout_is_shared_within_a_group(conditioner):
+    """The rows the DPO loss compares (winner i and loser i of one pair) reach the network with the same
+    text / video dropout, conditions, noise and flow time: dropout is drawn once per group, not per row."""
     from reasonaudio.systems.preference import PreferencePostTrain
 
-    system = PreferencePostTrain(dit_tiny(duration=2.0, query_dim=64), copy.deepcopy(conditioner), DPO(),
-                                 text_drop=0.5, video_drop=0.0)
-    batch = _groups(g=3, k=4)
-    torch.manual_seed(7)
-    cond = system._conditions(batch)
-    assert cond["queries"].shape[0] == 3  # one condition per group, expanded to its pairs by index
+    torch.manual_seed(0)
+    system = PreferencePostTrain(_randomise(dit_tiny(duration=2.0, query_dim=64)), copy.deepcopy(conditioner), DPO(),
+                                 text_drop=0.5, video_drop=0.5)
+    system.log = system.log_dict = lambda *a, **kw: None
+    batch = _groups(g=6, k=4)
+    batch["has_text"], batch["has_video"] = torch.ones(6, dtype=torch.bool), torch.ones(6, dtype=torch.bool)
+    frames = torch.Generator().manual_seed(3)
+    batch["caption"] = ["a ball bounces", "a bell rings"] * 3
+    batch["mllm_video"] = [torch.randint(0, 256, (2, 3, 56, 56), dtype=torch.uint8, generator=frames) for _ in range(6)]
+    seen: list[tuple[tuple, dict]] = []
+    system.net.register_forward_pre_hook(lambda m, args, kwargs: seen.append((args, kwargs)), with_kwargs=True)
+    torch.manual_seed(11)
+    system.training_step(batch, 0)
+    (xt, t), cond = seen[0]  # the policy's pass ([2P] rows: winners, then losers)
+    p = xt.shape[0] // 2
+    assert p == 6
+    # the draw dropped text and video for some groups and kept them for others, so sharing is tested
+    kept_video = cond["has_video"][:p]
+    assert 0 < int(kept_video.sum()) < p, kept_video
+    for name in ("has_text", "has_video", "queries", "sync"):
+        assert torch.equal(cond[name][:p], cond[name][p:]), name  # winner row i == loser row i
+    assert torch.equal(t[:p], t[p:])
+    # x_t = (1 − t) x0 + t x1 with one x0 per pair: winner row − loser row = t · (x1_w − x1_l)
     pairs = system.objective.pairs(batch["rewards"])
-    expanded = cond["has_text"][pairs.group].repeat(2)
-    assert torch.equal(expanded[:3], expanded[3:])  # winner and loser rows carry the same dropout
+    x1 = batch["latents"]
+    expected = t[:p, None, None] * (x1[pairs.group, pairs.winner] - x1[pairs.group, pairs.loser])
+    torch.testing.assert_close(xt[:p] - xt[p:], expected, rtol=1e-5, atol=1e-5)
 
 
 def test_beta_dpo_in_the_system_uses_the_pairs_reward_gaps(conditioner):
@@ -273,3 +297,26 @@ def test_beta_dpo_in_the_system_uses_the_pairs_reward_gaps(conditioner):
     gaps = batch["rewards"].max(1).values - batch["rewards"].min(1).values  # arg-max vs arg-min pairs
     assert logged["train/beta"] == pytest.approx(5.0 * (1 + 0.6 * 0.9 * gaps.mean().item()), rel=1e-5)
     assert loss.item() == pytest.approx(math.log(2), abs=1e-7) and logged["train/implicit_acc"] == 0.5
+
+
+@pytest.mark.slow
+def test_dpo_batch_without_pairs_under_ddp(tmp_path):
+    """2 processes (gloo): rank 1's batches have no pair. Its step returns a zero loss that still reaches every
+    LoRA weight, so the gradient all-reduce runs on both ranks (``None`` would skip it on rank 1 and leave rank 0
+    waiting) and both ranks end with the same weights, moved by rank 0's pairs alone."""
+    mllm = write_tiny_qwen_vl(tmp_path / "mllm", ["a ball bounces", "a bell rings"])
+    worker = Path(__file__).with_name("dpo_ddp_worker.py")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(worker),
+           str(tmp_path), str(mllm)]
+    proc = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert r0["steps"] == r1["steps"] == 2
+    assert r1["returned"] == [0.0, 0.0]
+    assert all(loss > 0 for loss in r0["returned"])  # rank 0 has pairs: a real DPO loss
+    assert set(r0["weights"]) == set(r1["weights"]) and r0["weights"]
+    for name, w in r0["weights"].items():
+        assert torch.equal(w, r1["weights"][name]), name  # one all-reduce per step on both ranks
+    moved = max((w - r0["init"][name]).abs().max().item() for name, w in r0["weights"].items())
+    assert moved > 1e-4

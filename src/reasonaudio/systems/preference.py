@@ -294,7 +294,7 @@ class PreferencePostTrain(StartsFromExport, FlowMatchingPretrain):
             v_ref = self.net(xt, t, **cond)
         return v, v_ref, flow.target_velocity(x0, x1)
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         cond = self._conditions(batch)
         if self.objective.pairwise:
             return self._pairwise_step(batch["latents"], batch["rewards"], cond)
@@ -319,11 +319,11 @@ class PreferencePostTrain(StartsFromExport, FlowMatchingPretrain):
         return loss
 
     def _pairwise_step(self, latents: torch.Tensor, rewards: torch.Tensor, cond: dict[str, torch.Tensor]
-                       ) -> torch.Tensor | None:
+                       ) -> torch.Tensor:
         pairs = self.objective.pairs(rewards)
         p = len(pairs)
-        if p == 0:  # every group of the batch tied: nothing to prefer (Lightning skips the step)
-            return None
+        if p == 0:  # no pair above the margin in this batch: nothing to prefer
+            return self._no_pair_loss()
         x1 = torch.cat([latents[pairs.group, pairs.winner], latents[pairs.group, pairs.loser]])  # [2P, T, C]
         x0 = torch.randn_like(x1[:p]).repeat(2, 1, 1)  # one noise per pair
         t = flow.sample_t(p, self.hparams.t_mean, self.hparams.t_std, device=x1.device).repeat(2)  # one t per pair
@@ -344,6 +344,16 @@ class PreferencePostTrain(StartsFromExport, FlowMatchingPretrain):
                        "train/v_norm_ratio": v.detach().norm() / v_ref.norm().clamp_min(1e-12),
                        "train/pairs": float(p)}, batch_size=p)
         return out.loss
+
+    def _no_pair_loss(self) -> torch.Tensor:
+        """A zero loss that reaches every trainable parameter, so that the step still runs its backward.
+
+        Returning ``None`` would make Lightning skip the step on this rank only; under DDP its peers would
+        then wait in the gradient all-reduce (or fail). With zero gradients here, the all-reduce runs and the
+        other ranks' pairs are averaged with this rank's zeros, as any rank's small batch would be.
+        """
+        self.log("train/pairs", 0.0)
+        return sum(p.sum() for p in self.parameters() if p.requires_grad) * 0.0
 
     # ----------------------------------------------------------------- validation
 

@@ -5,9 +5,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy.stats import spearmanr
 
 from reasonaudio.experiments.post_train_compare import (MARKERS, _replace_block, frechet_distance, post_train_args,
-                                                        results_table)
+                                                        results_table, reward_ranking)
 
 
 def test_frechet_distance_closed_form():
@@ -46,3 +47,22 @@ def test_post_train_command_line():
     assert args[:2] == ["fit", "--config"] and args[2].endswith("lightning_configs/post_train_dpo.yaml")
     assert {"--seed_everything=3", "--trainer.max_steps=7", "--model.init_args.export=out/export",
             "--data.init_args.groups=groups", "--model.init_args.objective.init_args.beta=50"} <= set(args)
+
+
+def test_reward_ranking_closed_form():
+    # group 0: reward orders the errors perfectly; group 1: exactly backwards, one pair below the 50 ms gap,
+    # one reward tie (counted 1/2)
+    rewards = [np.array([0.9, 0.5, 0.1]), np.array([0.2, 0.6, 0.6, 0.995])]
+    errors = [np.array([0.01, 0.10, 0.30]), np.array([0.02, 0.20, 0.40, 0.43])]
+    out = reward_ranking(rewards, errors)
+    # group 0: 3 pairs, all right. group 1: pairs (0,1) (0,2) (0,3) (1,2) (1,3) (2,3); (2,3) differs by 30 ms → out;
+    # (1,2) is a reward tie → 1/2; the other four are wrong
+    assert out["pairs"] == 3 + 5
+    assert out["pair_agreement"] == pytest.approx((3 + 0.5) / 8)
+    assert out["spearman_within"] == pytest.approx((-1.0 + spearmanr(rewards[1], errors[1]).statistic) / 2)
+    assert out["spearman_within"] > -0.1  # one right group, one wrong: no agreement on average
+    assert out["saturated_low"] == 0.0 and out["saturated_high"] == pytest.approx(1 / 7)  # 0.995 ≥ 0.99
+    assert sum(out["histogram"]) == 7 and out["histogram"][9] == 2 and out["histogram"][1] == 1  # 0.9, 0.995; 0.1
+    perfect = reward_ranking([np.array([1.0, 0.0])], [np.array([0.0, 1.0])])
+    assert perfect["pair_agreement"] == 1.0 and perfect["spearman"] == pytest.approx(-1.0)
+    assert perfect["saturated_low"] == perfect["saturated_high"] == 0.5

@@ -265,20 +265,64 @@ def reward_accuracy(export: Path, caches: Sequence[Path], draws: int = 10) -> di
     return {k: v / seen for k, v in correct.items()}
 
 
-def reward_vs_ground_truth(groups: Path, corpus: Path, decode, sample_rate: int = 16000) -> dict[str, float]:
-    """Ground-truth onset error / F1 of the reward's winners and losers in the preference groups."""
+def reward_ranking(rewards: Sequence[np.ndarray], errors: Sequence[np.ndarray], min_error_gap: float = 0.05,
+                   reward_range: tuple[float, float] = (0.0, 1.0)) -> dict[str, Any]:
+    """How well a reward orders the candidates of each group like their ground-truth onset error.
+
+    ``rewards[g]`` and ``errors[g]`` (seconds) hold group g's K candidates. ``pair_agreement``: over the
+    candidate pairs of one group whose errors differ by at least ``min_error_gap``, the fraction in which the
+    higher reward goes with the lower error (a reward tie counts 1/2). ``spearman``: Spearman ρ between reward
+    and error over all candidates (negative when the reward is right), ``spearman_within``: the mean of the
+    groups' own ρ (groups with a constant reward or error left out). ``saturated_low`` / ``saturated_high``:
+    fraction of candidates in the lowest / highest 1 % of ``reward_range``; ``histogram``: counts in 10 equal
+    bins of that range.
+    """
+    from scipy.stats import spearmanr
+
+    agree, pairs, within = 0.0, 0, []
+    for r, e in zip(rewards, errors):
+        r, e = np.asarray(r, dtype=float), np.asarray(e, dtype=float)
+        i, j = np.triu_indices(len(r), k=1)
+        counted = np.abs(e[i] - e[j]) >= min_error_gap
+        right = np.sign(r[i] - r[j]) == np.sign(e[j] - e[i])
+        tie = r[i] == r[j]
+        agree += float(np.sum(counted & right & ~tie) + 0.5 * np.sum(counted & tie))
+        pairs += int(counted.sum())
+        if np.ptp(r) > 0 and np.ptp(e) > 0:
+            within.append(float(spearmanr(r, e).statistic))
+    flat_r, flat_e = np.concatenate([np.asarray(r, float) for r in rewards]), np.concatenate(
+        [np.asarray(e, float) for e in errors])
+    lo, hi = reward_range
+    edge = 0.01 * (hi - lo)
+    return {"pair_agreement": agree / pairs if pairs else float("nan"), "pairs": pairs,
+            "min_error_gap_s": min_error_gap, "spearman": float(spearmanr(flat_r, flat_e).statistic),
+            "spearman_within": float(np.mean(within)) if within else float("nan"), "candidates": int(flat_r.size),
+            "saturated_low": float(np.mean(flat_r <= lo + edge)), "saturated_high": float(np.mean(flat_r >= hi - edge)),
+            "histogram": np.histogram(flat_r, bins=10, range=reward_range)[0].tolist()}
+
+
+def reward_vs_ground_truth(groups: Path, corpus: Path, decode, sample_rate: int = 16000) -> dict[str, Any]:
+    """Ground truth against the reward in the preference groups: the onset error / F1 of each group's winner
+    and loser, and :func:`reward_ranking` over every candidate."""
     from data_modules.preference import PreferenceStore
     from reasonaudio.metrics import synthetic
 
     stats: dict[str, list[float]] = {"winner_error": [], "loser_error": [], "winner_f1": [], "loser_f1": []}
+    rewards, errors = [], []
     for path in PreferenceStore(groups).kept():
         g = PreferenceStore.load(path)
         gt = json.loads((corpus / "gt" / f"{g['id']}.json").read_text())
-        pick = torch.stack([g["latents"][g["rewards"].argmax()], g["latents"][g["rewards"].argmin()]])
-        for name, wav in zip(("winner", "loser"), decode(pick).numpy()):
-            stats[f"{name}_error"].append(synthetic.onset_sync_error(wav, sample_rate, gt))
-            stats[f"{name}_f1"].append(synthetic.onset_f1(wav, sample_rate, gt))
-    return {k: float(np.mean(v)) for k, v in stats.items()}
+        wavs = decode(g["latents"]).numpy()
+        error = np.array([synthetic.onset_sync_error(w, sample_rate, gt) for w in wavs])
+        f1 = np.array([synthetic.onset_f1(w, sample_rate, gt) for w in wavs])
+        best, worst = int(g["rewards"].argmax()), int(g["rewards"].argmin())
+        stats["winner_error"].append(error[best])
+        stats["loser_error"].append(error[worst])
+        stats["winner_f1"].append(f1[best])
+        stats["loser_f1"].append(f1[worst])
+        rewards.append(g["rewards"].float().numpy())
+        errors.append(error)
+    return {**{k: float(np.mean(v)) for k, v in stats.items()}, **reward_ranking(rewards, errors)}
 
 
 def _fmt(values: list[float], scale: float = 1.0, digits: int = 3) -> str:
@@ -371,7 +415,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     decode = make_decoder(mel_vae_tiny(), str(vae_ckpt), str(vocoder))
     agreement_file = out / "preference_data" / "reward_vs_ground_truth.json"
-    if not agreement_file.is_file():
+    if not agreement_file.is_file() or "pair_agreement" not in json.loads(agreement_file.read_text()):
         agreement = _timed("reward vs ground truth", reward_vs_ground_truth, groups, demo / "corpus", decode)
         agreement_file.write_text(json.dumps(agreement, indent=2))
     agreement = json.loads(agreement_file.read_text())
@@ -436,7 +480,11 @@ def main(argv: Sequence[str] | None = None) -> int:
              f"held-out clips: aligned {accuracy['aligned']:.2f}, shifted {accuracy['shifted']:.2f}, swapped "
              f"{accuracy['swapped']:.2f}. Reward winners vs losers on the training conditions (ground truth): onset "
              f"error {1000 * agreement['winner_error']:.0f} vs {1000 * agreement['loser_error']:.0f} ms, F1 "
-             f"{agreement['winner_f1']:.3f} vs {agreement['loser_f1']:.3f}. Time of all steps: "
+             f"{agreement['winner_f1']:.3f} vs {agreement['loser_f1']:.3f}; over every candidate, the reward orders "
+             f"{100 * agreement['pair_agreement']:.0f} % of the {agreement['pairs']} pairs whose errors differ by "
+             f"≥ 50 ms like the ground truth (Spearman ρ reward vs error {agreement['spearman']:.2f}, within groups "
+             f"{agreement['spearman_within']:.2f}); {100 * agreement['saturated_low']:.0f} % of candidates have "
+             f"P(aligned) ≤ 0.01, {100 * agreement['saturated_high']:.0f} % ≥ 0.99. Time of all steps: "
              f"{results['total_s'] / 60:.1f} min (2 shared CPU cores, one thread).")
     if unguided:
         notes += ("\n\nWithout guidance (cfg = 1; seed " + str(args.seeds[0]) + ", one generation per clip):\n\n"

@@ -48,7 +48,7 @@ def test_training_step_flops_are_forward_plus_backward():
     data (noisy latents, timestep features: no grad), plus 2.5× the attention's (5 products: scores recomputed)."""
     torch.manual_seed(0)
     batch, width, freq = 2, 64, 256
-    net = dit_tiny(audio_preset="s16k", duration=8.0, query_dim=448)
+    net = dit_tiny(audio_preset="s16k", duration=8.0, query_dim=448, sync_adaln=False)  # the paper's design
     x1, cond, _ = gpu_check.inputs(net, batch, torch.device("cpu"), torch.Generator().manual_seed(0))
     forward = gpu_check.forward_flops(net, batch)
     step = gpu_check.counted_flops(lambda: net(x1, torch.full((batch,), 0.5), **cond).square().mean().backward())

@@ -23,7 +23,7 @@ def _per_seed() -> dict:
                            "timbre_agreement": 0.5, "fd_latent": 0.2}
     return {"untrained": [row(0.3, 300.0)], "pretrained": [row(0.8, 40.0), row(0.9, 30.0), row(0.85, 50.0)],
             "video_dropped": [row(0.2, 250.0)] * 3, "text_dropped": [row(0.8, 40.0)] * 3,
-            "sync_random": [row(0.3, 200.0)], "no_queries": [row(0.7, 60.0)],
+            "sync_random": [row(0.3, 200.0)], "no_queries": [row(0.7, 60.0)], "joint_attention_only": [row(0.6, 80.0)],
             "vocoded_gt": [{**row(1.0, 5.0), "fd_latent": 0.0}],
             "chance": [{"onset_f1": 0.22, "onset_error_ms": 210.0, "offscreen_presence": None,
                         "timbre_agreement": None}]}

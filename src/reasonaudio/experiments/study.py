@@ -7,7 +7,10 @@ one —, the tiny MLLM and its stored prompts, then MM-DiT pretraining
 - with ``--seeds`` training seeds (different initialisation, data order and noise): the full model;
 - one seed on the random-sync caches (``sync_random``: the synchrony stream carries no timing);
 - one seed with frozen CLIP conditioning instead of the MLLM's learnable queries (``no_queries``:
-  the paper's baseline conditioning, Table 5 "CLIP": frame and caption tokens, 77 in all).
+  the paper's baseline conditioning, Table 5 "CLIP": frame and caption tokens, 77 in all);
+- one seed without the per-latent synchronisation module (``joint_attention_only``: the sync tokens
+  reach the audio only through joint attention, the paper's Figure 3; ``dit_tiny`` adds MMAudio's
+  module, see docs/decisions.md "Where the sync tokens sit in time").
 
 Every model generates audio for the same held-out clips from the same noise, and every row is
 scored against the synthetic ground truth: onset F1 and error, DeSync (trained synchrony encoder),
@@ -46,8 +49,11 @@ INFERENCE_ROWS = ("pretrained", "video_dropped", "text_dropped")
 ROW_NAMES = {"untrained": "untrained", "pretrained": "pretrained (full model)",
              "video_dropped": "video dropped at inference", "text_dropped": "text dropped at inference",
              "sync_random": "sync encoder random", "no_queries": "no learnable queries (CLIP)",
+             "joint_attention_only": "sync through joint attention only",
              "vocoded_gt": "ground truth (vocoded)", "chance": "chance (random onsets)"}
 """Summary row keys and their names in the tables."""
+RETRAINED = ("sync_random", "no_queries", "joint_attention_only")
+"""Ablations that retrain (one seed each)."""
 
 
 def mean_std(values: list[float | None]) -> dict[str, float | None]:
@@ -173,7 +179,8 @@ def _score(out: Path, args: argparse.Namespace, sync_weights: Path) -> Callable[
                     for clip_id, wav in zip(ids, wavs):
                         write_audio(tmp / row / f"{clip_id}.flac", wav, sr)
         for row, run_name, caches in (("sync_random", "pretrain_sync_random", "features_random"),
-                                      ("no_queries", "pretrain_no_queries", "features")):
+                                      ("no_queries", "pretrain_no_queries", "features"),
+                                      ("joint_attention_only", "pretrain_joint_attention_only", "features")):
             if not (out / run_name).exists():
                 continue
             print(f"[study] scoring {row}", flush=True)
@@ -290,7 +297,9 @@ def write_report(summary: dict, steps: dict, args: argparse.Namespace, path: Pat
         "learned null embeddings CFG uses; `sync_random`: feature caches made by a randomly initialised "
         "synchrony encoder (trained from scratch on them); `no_queries`: `CLIPConditioner` on a tiny random CLIP "
         f"({clip_frames(args.duration)} frame + {77 - clip_frames(args.duration)} caption tokens) in place of the "
-        "MLLM's learnable queries.",
+        "MLLM's learnable queries; `joint_attention_only`: `sync_adaln: false`, the sync tokens reach the audio "
+        "through joint attention alone (the paper's Figure 3), where the toy default also adds MMAudio's per-latent "
+        "synchronisation module (docs/decisions.md, \"Where the sync tokens sit in time\").",
         "- per-clip scores: `runs/study/score/per_clip.json`; per seed: `runs/study/score/per_seed.json`.",
         "", "![onset strength](study_onsets.png)", "",
         "Step timings (s): " + ", ".join(f"{k} {v['seconds']:.0f}" for k, v in steps.items()
@@ -313,13 +322,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pretrain-steps", type=int, default=3000, help="MM-DiT steps per training run")
     parser.add_argument("--sample-steps", type=int, default=25, help="Euler steps when generating")
     parser.add_argument("--cfg", type=float, default=4.5, help="classifier-free guidance scale")
-    parser.add_argument("--ablations", default="sync_random,no_queries",
+    parser.add_argument("--ablations", default=",".join(RETRAINED),
                         help="retrained ablations to run (comma-separated; '' for none)")
     args = parser.parse_args(argv)
     out = Path(args.out)
     ablations = {a for a in args.ablations.split(",") if a}
-    if ablations - {"sync_random", "no_queries"}:
-        parser.error(f"unknown ablations {sorted(ablations - {'sync_random', 'no_queries'})}")
+    if ablations - set(RETRAINED):
+        parser.error(f"unknown ablations {sorted(ablations - set(RETRAINED))}")
     pipe = Pipeline(out, {k: v for k, v in vars(args).items() if k not in ("out", "docs")}, tag="study")
     t0 = time.perf_counter()
     same = f"--data.init_args.duration={args.duration}"
@@ -370,6 +379,9 @@ def main(argv: list[str] | None = None) -> int:
             f"--model.init_args.conditioner.init_args.model={out / 'clip'}",
             "--model.init_args.conditioner.init_args.out_dim=64",
             f"--model.init_args.conditioner.init_args.num_frames={clip_frames(args.duration)}"]))
+    if "joint_attention_only" in ablations:
+        pipe.step("pretrain_joint_attention_only", _pretrain(out, args.pretrain_steps, 0, "features", [
+            duration, *stored, "--model.init_args.net.init_args.sync_adaln=false"]))
     summary = split_seeds(pipe.step("score", _score(out, args, sync_weights)))
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     docs = Path(args.docs)

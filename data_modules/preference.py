@@ -6,9 +6,11 @@ noise seeds and their rewards. Layout of a store folder (written by
 
     meta.json              the settings that made the groups (model, reward, K, sampler, seed, threshold);
                            a later run with other settings is refused
-    groups/<row:06d>.pt    a kept group: {"id", "row", "seeds" [K] long, "rewards" [K], "latents" [K, T, C]}
+    groups/<row:06d>.pt    a kept group: {"id", "row", "seeds" [K] long, "rewards" [K], "latents" [K, T, C]},
+                           with "gt_onset_error" / "gt_onset_f1" [K] when the stage was given the ground truth
     dropped/<row:06d>.pt   a group whose reward spread (max − min) was ≤ the threshold: the same without latents
-    summary.json           counts and reward statistics, rewritten as groups are added
+    summary.json           counts, reward and spread statistics, rewritten as groups are added; with ground
+                           truth also how the reward's winners and losers score on it (``ground_truth``)
 
 ``latents`` are the DiT's normalised latents as sampled. Every file is written to a hidden temporary
 name and renamed into place, so a killed run leaves whole groups or none; a rerun skips the rows
@@ -47,6 +49,26 @@ def _atomic_write(path: Path, write) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     write(tmp)
     tmp.replace(path)
+
+
+def ground_truth_of_pairs(groups: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the ground truth says of the reward's choices, over groups that carry ``gt_onset_error`` / ``gt_onset_f1``:
+    the onset error and F1 of each group's winner (arg-max reward) and loser (arg-min), the winner − loser error
+    difference with its standard error, and (``ranking``) :func:`reasonaudio.preference.reward_ranking` over every
+    candidate."""
+    from reasonaudio.preference import reward_ranking
+
+    best = [int(g["rewards"].argmax()) for g in groups]
+    worst = [int(g["rewards"].argmin()) for g in groups]
+    err_w = np.array([float(g["gt_onset_error"][i]) for g, i in zip(groups, best)])
+    err_l = np.array([float(g["gt_onset_error"][i]) for g, i in zip(groups, worst)])
+    diff = err_w - err_l
+    return {"pairs": len(groups), "winner_onset_error_s": float(err_w.mean()), "loser_onset_error_s": float(err_l.mean()),
+            "winner_minus_loser_error_s": float(diff.mean()),
+            "winner_minus_loser_error_sem_s": float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else None,
+            "winner_onset_f1": float(np.mean([float(g["gt_onset_f1"][i]) for g, i in zip(groups, best)])),
+            "loser_onset_f1": float(np.mean([float(g["gt_onset_f1"][i]) for g, i in zip(groups, worst)])),
+            "ranking": reward_ranking([g["rewards"].numpy() for g in groups], [g["gt_onset_error"].numpy() for g in groups])}
 
 
 class PreferenceStore:
@@ -90,13 +112,19 @@ class PreferenceStore:
         return {int(p.stem) for p in self.kept() + self.dropped()}
 
     def write(self, row: int, clip_id: str, seeds: torch.Tensor, rewards: torch.Tensor,
-              latents: torch.Tensor | None) -> None:
-        """Write one group atomically: kept with ``latents [K, T, C]``, dropped when ``latents`` is None."""
+              latents: torch.Tensor | None, ground_truth: dict[str, torch.Tensor] | None = None) -> None:
+        """Write one group atomically: kept with ``latents [K, T, C]``, dropped when ``latents`` is None.
+
+        ``ground_truth``: per-candidate scores against the clip's ground truth (``onset_error``,
+        ``onset_f1``, each ``[K]``), stored as ``gt_<name>`` when the stage knows the ground truth.
+        """
         kind = DROPPED if latents is None else KEPT
         folder = self.root / kind
         folder.mkdir(parents=True, exist_ok=True)
         group = {"id": clip_id, "row": int(row), "seeds": seeds.detach().cpu().long(),
                  "rewards": rewards.detach().cpu().float()}
+        for name, values in (ground_truth or {}).items():
+            group[f"gt_{name}"] = values.detach().cpu().float()
         if latents is not None:
             group["latents"] = latents.detach().cpu().float().contiguous()
         _atomic_write(folder / f"{int(row):06d}.pt", lambda p: torch.save(group, p))
@@ -119,7 +147,12 @@ class PreferenceStore:
                "reward_mean": float(rewards.mean()) if groups else float("nan"),
                "reward_std": float(rewards.std()) if rewards.numel() > 1 else float("nan"),
                "spread_mean": float(np.mean(spreads)) if spreads else float("nan"),
-               "spread_min": float(np.min(spreads)) if spreads else float("nan")}
+               "spread_min": float(np.min(spreads)) if spreads else float("nan"),
+               "spread_quantiles": ({str(q): float(np.quantile(spreads, q)) for q in (0.1, 0.25, 0.5, 0.75, 0.9)}
+                                    if spreads else {})}
+        judged = [g for g in groups[:kept] if "gt_onset_error" in g]  # the kept groups form the pairs
+        if judged:
+            out["ground_truth"] = ground_truth_of_pairs(judged)
         self.root.mkdir(parents=True, exist_ok=True)
         _atomic_write(self.root / SUMMARY, lambda p: p.write_text(json.dumps(out, indent=2)))
         return out

@@ -47,6 +47,16 @@ def test_demo_runs_and_resumes(tmp_path, monkeypatch, capsys):
     assert 0 < chance["onset_f1"] < 0.5
     assert re.search(rf"chance \(random onsets\) +{chance['onset_error_ms']:.1f} +{chance['onset_f1']:.3f}", first)
     assert state["preference_data"]["kept"] + state["preference_data"]["dropped"] == 4
+    # every candidate was decoded and scored against the corpus's ground truth: the summary's winners and losers
+    # are the kept groups' arg-max / arg-min candidates on those scores
+    from data_modules.preference import PreferenceStore
+    kept = [PreferenceStore.load(p) for p in sorted((out / "preference_data" / "groups" / "groups").glob("*.pt"))]
+    truth = state["preference_data"]["ground_truth"]
+    assert len(kept) == state["preference_data"]["kept"] == truth["pairs"] >= 1
+    assert all(g["gt_onset_error"].shape == (2,) and (g["gt_onset_f1"] <= 1).all() for g in kept)
+    assert truth["winner_onset_error_s"] == pytest.approx(
+        sum(float(g["gt_onset_error"][g["rewards"].argmax()]) for g in kept) / len(kept))
+    assert re.search(r"on the ground truth, winners vs losers: onset error \d+ vs \d+ ms", first)
     assert (out / "post_train" / "export" / "model.safetensors").is_file()
     assert (out / "post_train" / "export" / "adapter" / "adapter_config.json").is_file()
     assert (out / "reward" / "export" / "reward.safetensors").is_file()

@@ -8,7 +8,8 @@ import pytest
 from scipy.stats import spearmanr
 
 from reasonaudio.experiments.post_train_compare import (MARKERS, _replace_block, frechet_distance, post_train_args,
-                                                        results_table, reward_ranking)
+                                                        results_table)
+from reasonaudio.preference import reward_ranking
 
 
 def test_frechet_distance_closed_form():

@@ -173,3 +173,32 @@ def test_candidates_do_not_depend_on_the_batch(setup):
     together = sample_candidates(system, pair, candidate_seeds(pair["row"], 2, 0), steps=2)
     alone = sample_candidates(system, collate_groups([ds[1]]), candidate_seeds(torch.tensor([1]), 2, 0), steps=2)
     assert torch.allclose(together[1], alone[0], atol=1e-5)
+
+
+def test_summary_judges_the_reward_against_the_ground_truth(tmp_path):
+    """With per-candidate ground truth the store's summary says whether the reward's winners beat its losers."""
+    store = PreferenceStore(tmp_path)
+    seeds, latents = torch.arange(3), torch.zeros(3, 4, 2)
+    t = lambda *v: torch.tensor(v)  # noqa: E731
+    # group 0: the reward's winner is the best candidate; group 1: its winner is the worst; group 2 ties (dropped)
+    store.write(0, "a", seeds, t(0.9, 0.5, 0.1), latents, {"onset_error": t(0.01, 0.10, 0.30), "onset_f1": t(1.0, 0.5, 0.0)})
+    store.write(1, "b", seeds, t(0.8, 0.2, 0.4), latents, {"onset_error": t(0.20, 0.04, 0.10), "onset_f1": t(0.2, 0.9, 0.5)})
+    store.write(2, "c", seeds, t(0.5, 0.5, 0.5), None, {"onset_error": t(0.0, 1.0, 2.0), "onset_f1": t(1.0, 0.0, 0.0)})
+    assert PreferenceStore.load(tmp_path / "groups" / "000000.pt")["gt_onset_error"].shape == (3,)
+    summary = store.summary()
+    truth = summary["ground_truth"]
+    assert truth["pairs"] == 2  # the kept groups only
+    assert truth["winner_onset_error_s"] == pytest.approx((0.01 + 0.20) / 2)
+    assert truth["loser_onset_error_s"] == pytest.approx((0.30 + 0.04) / 2)
+    assert truth["winner_minus_loser_error_s"] == pytest.approx(((0.01 - 0.30) + (0.20 - 0.04)) / 2)
+    assert truth["winner_minus_loser_error_sem_s"] == pytest.approx(abs((0.01 - 0.30) - (0.20 - 0.04)) / 2, rel=1e-5)
+    assert (truth["winner_onset_f1"], truth["loser_onset_f1"]) == pytest.approx(((1.0 + 0.2) / 2, (0.0 + 0.9) / 2))
+    assert truth["ranking"]["pair_agreement"] == pytest.approx(3 / 6)  # group 0's three pairs right, group 1's three wrong
+    assert summary["spread_quantiles"]["0.5"] == pytest.approx(0.6)  # spreads 0.8, 0.6, 0.0
+    assert json.loads((tmp_path / "summary.json").read_text())["ground_truth"]["pairs"] == 2
+
+
+def test_ground_truth_needs_the_decoder(setup):
+    d = setup
+    with pytest.raises(ValueError, match="ground_truth scores decoded candidates"):
+        run_stage(d, d["root"] / "gt", f"--model.init_args.ground_truth={d['root']}")

@@ -80,6 +80,16 @@ def _synth(num_clips: int, seed: int, duration: float) -> Callable[[Path], dict]
     return run
 
 
+def _judged(truth: dict | None) -> str:
+    """The preference data's winners and losers on the ground truth, for the demo's report."""
+    if not truth:
+        return ""
+    return (f"; on the ground truth, winners vs losers: onset error {1000 * truth['winner_onset_error_s']:.0f} vs "
+            f"{1000 * truth['loser_onset_error_s']:.0f} ms, F1 {truth['winner_onset_f1']:.3f} vs "
+            f"{truth['loser_onset_f1']:.3f}; the reward orders {100 * truth['ranking']['pair_agreement']:.0f} % of "
+            f"{truth['ranking']['pairs']} candidate pairs ≥ 50 ms apart like the ground truth")
+
+
 def _check(corpus: Path) -> Callable[[Path], dict]:
     def run(tmp: Path) -> dict:
         files = sorted(corpus.glob("**/*.mp4"))
@@ -392,7 +402,8 @@ def main(argv: list[str] | None = None) -> int:
     prefs = pipe.step("preference_data", _cli(
         lambda tmp: preference_data_args(tmp / "groups", train_cache, pretrained, mllm,
                                          out / "reward" / "export" / "reward.safetensors", tmp / "logs",
-                                         args.candidates, args.sample_steps, duration=args.duration),
+                                         args.candidates, args.sample_steps, duration=args.duration,
+                                         ground_truth=(out / "corpus", out / "latent_stats" / "vae.ckpt", vocoder_ckpt)),
         lambda tmp: json.loads((tmp / "groups" / "summary.json").read_text())))
     post = pipe.step("post_train", _cli(
         lambda tmp: post_train_args("dpo", tmp, out / "preference_data" / "groups", train_cache, pretrained, mllm,
@@ -420,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
                               + ", ".join(f"{k.split('/')[-1]} {v:.2f}" for k, v in reward.items()
                                           if k.startswith("val/acc"))),
         ("preference data", f"{prefs['kept']} groups of {args.candidates} kept ({prefs['dropped']} dropped), "
-                            f"mean reward spread {prefs['spread_mean']:.3f}"),
+                            f"mean reward spread {prefs['spread_mean']:.3f}" + _judged(prefs.get("ground_truth"))),
         ("Flow-DPO (LoRA 64)", f"{post['steps']} steps; adapter + merged export in {out / 'post_train' / 'export'}"),
         ("Table-2 metrics", f"reasonaudio-metrics → {out / 'evaluate' / 'results.json'}"),
     ]

@@ -43,8 +43,9 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -282,3 +283,42 @@ class BetaDPO(DPO):
         inside = dpo_inside(err_w[keep], err_l[keep], ref_err_w[keep], ref_err_l[keep], beta)
         return DPOOutput(-F.logsigmoid(inside).mean(), inside.detach(), implicit_accuracy(inside.detach()), beta,
                          kept=keep)
+
+
+# --------------------------------------------------------------------------- judging a reward
+
+
+def reward_ranking(rewards: Sequence[np.ndarray], errors: Sequence[np.ndarray], min_error_gap: float = 0.05,
+                   reward_range: tuple[float, float] = (0.0, 1.0)) -> dict[str, Any]:
+    """How well a reward orders the candidates of each group like their ground-truth onset error.
+
+    ``rewards[g]`` and ``errors[g]`` (seconds) hold group g's K candidates. ``pair_agreement``: over the
+    candidate pairs of one group whose errors differ by at least ``min_error_gap``, the fraction in which the
+    higher reward goes with the lower error (a reward tie counts 1/2). ``spearman``: Spearman ρ between reward
+    and error over all candidates (negative when the reward is right), ``spearman_within``: the mean of the
+    groups' own ρ (groups with a constant reward or error left out). ``saturated_low`` / ``saturated_high``:
+    fraction of candidates in the lowest / highest 1 % of ``reward_range``; ``histogram``: counts in 10 equal
+    bins of that range.
+    """
+    from scipy.stats import spearmanr
+
+    agree, pairs, within = 0.0, 0, []
+    for r, e in zip(rewards, errors):
+        r, e = np.asarray(r, dtype=float), np.asarray(e, dtype=float)
+        i, j = np.triu_indices(len(r), k=1)
+        counted = np.abs(e[i] - e[j]) >= min_error_gap
+        right = np.sign(r[i] - r[j]) == np.sign(e[j] - e[i])
+        tie = r[i] == r[j]
+        agree += float(np.sum(counted & right & ~tie) + 0.5 * np.sum(counted & tie))
+        pairs += int(counted.sum())
+        if np.ptp(r) > 0 and np.ptp(e) > 0:
+            within.append(float(spearmanr(r, e).statistic))
+    flat_r, flat_e = np.concatenate([np.asarray(r, float) for r in rewards]), np.concatenate(
+        [np.asarray(e, float) for e in errors])
+    lo, hi = reward_range
+    edge = 0.01 * (hi - lo)
+    return {"pair_agreement": agree / pairs if pairs else float("nan"), "pairs": pairs,
+            "min_error_gap_s": min_error_gap, "spearman": float(spearmanr(flat_r, flat_e).statistic),
+            "spearman_within": float(np.mean(within)) if within else float("nan"), "candidates": int(flat_r.size),
+            "saturated_low": float(np.mean(flat_r <= lo + edge)), "saturated_high": float(np.mean(flat_r >= hi - edge)),
+            "histogram": np.histogram(flat_r, bins=10, range=reward_range)[0].tolist()}

@@ -94,9 +94,15 @@ def reward_args(out: Path, train_cache: Path, val_cache: Path, steps: int, seed:
 
 def preference_data_args(groups: Path, cache: Path, pretrained: Path, mllm: Path, reward: Path, logs: Path,
                          candidates: int = 8, sample_steps: int = 25, min_spread: float = 0.0, seed: int = 0,
-                         duration: float = 4.0) -> list[str]:
-    """``predict`` of ``preference_data.yaml``: K candidates per condition of ``cache`` into the store ``groups``."""
-    return ["predict", "--config", str(CONFIG_DIR / "preference_data.yaml"), *_model_args(mllm, duration),
+                         duration: float = 4.0, ground_truth: tuple[Path, Path, Path] | None = None) -> list[str]:
+    """``predict`` of ``preference_data.yaml``: K candidates per condition of ``cache`` into the store ``groups``.
+
+    ``ground_truth``: (corpus folder, VAE checkpoint, vocoder checkpoint) to score every candidate against the
+    synthetic ground truth (``PreferenceDataBuilder(ground_truth=...)``)."""
+    truth = [] if ground_truth is None else [
+        f"--model.init_args.ground_truth={ground_truth[0]}", "--model.init_args.vae=reasonaudio.models.vae.mel_vae_tiny",
+        f"--model.init_args.vae_checkpoint={ground_truth[1]}", f"--model.init_args.vocoder={ground_truth[2]}"]
+    return ["predict", "--config", str(CONFIG_DIR / "preference_data.yaml"), *_model_args(mllm, duration), *truth,
             f"--model.init_args.pretrained={pretrained}", f"--model.init_args.reward.init_args.checkpoint={reward}",
             f"--model.init_args.num_candidates={candidates}", f"--model.init_args.steps={sample_steps}",
             f"--model.init_args.min_spread={min_spread}", f"--model.init_args.seed={seed}",
@@ -265,42 +271,6 @@ def reward_accuracy(export: Path, caches: Sequence[Path], draws: int = 10) -> di
     return {k: v / seen for k, v in correct.items()}
 
 
-def reward_ranking(rewards: Sequence[np.ndarray], errors: Sequence[np.ndarray], min_error_gap: float = 0.05,
-                   reward_range: tuple[float, float] = (0.0, 1.0)) -> dict[str, Any]:
-    """How well a reward orders the candidates of each group like their ground-truth onset error.
-
-    ``rewards[g]`` and ``errors[g]`` (seconds) hold group g's K candidates. ``pair_agreement``: over the
-    candidate pairs of one group whose errors differ by at least ``min_error_gap``, the fraction in which the
-    higher reward goes with the lower error (a reward tie counts 1/2). ``spearman``: Spearman ρ between reward
-    and error over all candidates (negative when the reward is right), ``spearman_within``: the mean of the
-    groups' own ρ (groups with a constant reward or error left out). ``saturated_low`` / ``saturated_high``:
-    fraction of candidates in the lowest / highest 1 % of ``reward_range``; ``histogram``: counts in 10 equal
-    bins of that range.
-    """
-    from scipy.stats import spearmanr
-
-    agree, pairs, within = 0.0, 0, []
-    for r, e in zip(rewards, errors):
-        r, e = np.asarray(r, dtype=float), np.asarray(e, dtype=float)
-        i, j = np.triu_indices(len(r), k=1)
-        counted = np.abs(e[i] - e[j]) >= min_error_gap
-        right = np.sign(r[i] - r[j]) == np.sign(e[j] - e[i])
-        tie = r[i] == r[j]
-        agree += float(np.sum(counted & right & ~tie) + 0.5 * np.sum(counted & tie))
-        pairs += int(counted.sum())
-        if np.ptp(r) > 0 and np.ptp(e) > 0:
-            within.append(float(spearmanr(r, e).statistic))
-    flat_r, flat_e = np.concatenate([np.asarray(r, float) for r in rewards]), np.concatenate(
-        [np.asarray(e, float) for e in errors])
-    lo, hi = reward_range
-    edge = 0.01 * (hi - lo)
-    return {"pair_agreement": agree / pairs if pairs else float("nan"), "pairs": pairs,
-            "min_error_gap_s": min_error_gap, "spearman": float(spearmanr(flat_r, flat_e).statistic),
-            "spearman_within": float(np.mean(within)) if within else float("nan"), "candidates": int(flat_r.size),
-            "saturated_low": float(np.mean(flat_r <= lo + edge)), "saturated_high": float(np.mean(flat_r >= hi - edge)),
-            "histogram": np.histogram(flat_r, bins=10, range=reward_range)[0].tolist()}
-
-
 def reward_vs_ground_truth(groups: Path, corpus: Path, decode, sample_rate: int = 16000) -> dict[str, Any]:
     """Ground truth against the reward in the preference groups: the onset error / F1 of each group's winner
     and loser, and :func:`reward_ranking` over every candidate."""
@@ -322,6 +292,8 @@ def reward_vs_ground_truth(groups: Path, corpus: Path, decode, sample_rate: int 
         stats["loser_f1"].append(f1[worst])
         rewards.append(g["rewards"].float().numpy())
         errors.append(error)
+    from reasonaudio.preference import reward_ranking
+
     return {**{k: float(np.mean(v)) for k, v in stats.items()}, **reward_ranking(rewards, errors)}
 
 

@@ -9,6 +9,12 @@ rewards and latents — is written to the store (``data_modules/preference.py``)
 spread max − min is ≤ ``min_spread`` carry no preference: they are written to ``dropped/`` (without
 latents) and counted, never trained on. A rerun resumes: rows with a group are not sampled again.
 
+On the synthetic corpus the truth is known: with ``ground_truth`` (the corpus folder) every candidate
+is decoded and its onset error and F1 are stored with the group, and the run prints (and the store's
+``summary.json`` keeps) the reward's winners vs losers on the ground truth and how often the reward
+orders candidates like it (``reasonaudio.preference.reward_ranking``): the check of the preference
+signal that post-training can only be as good as.
+
 Pairing is the trainer's job (``reasonaudio.preference.preference_pairs``): winner = arg-max reward,
 loser = arg-min (the pair of extremes, as flow_grpo), or every ordered pair; all K candidates are kept
 so that SFT and RWR can use them too.
@@ -18,6 +24,7 @@ online mode of ``PreferencePostTrain``, with the current policy instead of the p
 """
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 from typing import Any, Callable
@@ -93,8 +100,9 @@ def score_candidates(reward: nn.Module, latents: torch.Tensor, batch: dict[str, 
 
 
 def write_groups(store, batch: dict[str, Any], seeds: torch.Tensor, rewards: torch.Tensor, latents: torch.Tensor,
-                 min_spread: float) -> tuple[int, int]:
-    """Write a batch of groups: kept if their reward spread exceeds ``min_spread``, else dropped.
+                 min_spread: float, ground_truth: list[dict[str, torch.Tensor]] | None = None) -> tuple[int, int]:
+    """Write a batch of groups: kept if their reward spread exceeds ``min_spread``, else dropped; with each,
+    its candidates' ground-truth scores when given (one dict per group).
 
     Returns:
         (kept, dropped) counts of this batch.
@@ -102,7 +110,8 @@ def write_groups(store, batch: dict[str, Any], seeds: torch.Tensor, rewards: tor
     kept = 0
     for i, (row, clip_id) in enumerate(zip(batch["row"].tolist(), batch["id"])):
         keep = float(rewards[i].max() - rewards[i].min()) > min_spread
-        store.write(row, clip_id, seeds[i], rewards[i], latents[i] if keep else None)
+        store.write(row, clip_id, seeds[i], rewards[i], latents[i] if keep else None,
+                    ground_truth[i] if ground_truth is not None else None)
         kept += keep
     return kept, len(batch["id"]) - kept
 
@@ -137,15 +146,19 @@ class PreferenceDataBuilder(FlowMatchingPretrain):
         method: ODE method.
         seed: base of the candidate seeds (:func:`candidate_seeds`).
         min_spread: groups with reward max − min ≤ this are dropped.
-        vae: the VAE architecture (only for rewards that read waveforms).
+        vae: the VAE architecture (for rewards that read waveforms, and for ``ground_truth``).
         vae_checkpoint: its ``VAETrain`` checkpoint.
         vocoder: a ``VocoderTrain`` checkpoint or BigVGAN folder.
+        ground_truth: a synthetic corpus folder with ``gt/<id>.json`` for the cache's clips: every candidate is
+            decoded and scored against it (onset error and F1, ``metrics/synthetic.py``), the scores are stored
+            with the group, and the run reports how the reward's winners and losers compare on them.
+        audio_preset: ``AudioConfig`` preset of the decoded audio (its sample rate), for ``ground_truth``.
     """
 
     def __init__(self, net: nn.Module, conditioner: nn.Module, reward: nn.Module, pretrained: str,
                  num_candidates: int = 8, steps: int = 25, cfg: float = 4.5, method: str = "euler", seed: int = 0,
                  min_spread: float = 0.0, vae: nn.Module | None = None, vae_checkpoint: str | None = None,
-                 vocoder: str | None = None):
+                 vocoder: str | None = None, ground_truth: str | None = None, audio_preset: str = "tiny"):
         with warnings.catch_warnings():  # the parent records its own argument subset; replaced just below
             warnings.filterwarnings("ignore", message=".*is an instance of `nn.Module`")
             super().__init__(net, conditioner)
@@ -169,6 +182,12 @@ class PreferenceDataBuilder(FlowMatchingPretrain):
         self.decode = make_decoder(self.vae, self.hparams.vae_checkpoint, self.hparams.vocoder)
         if self.reward.audio_input == "wav" and self.decode is None:
             raise ValueError(f"{type(self.reward).__name__} scores waveforms: set vae, vae_checkpoint and vocoder")
+        if self.hparams.ground_truth is not None:
+            if self.decode is None:
+                raise ValueError("ground_truth scores decoded candidates: set vae, vae_checkpoint and vocoder")
+            if not (Path(self.hparams.ground_truth) / "gt").is_dir():
+                raise FileNotFoundError(f"ground_truth {self.hparams.ground_truth}: no gt/ folder (a synthetic corpus "
+                                        "folder has gt/<id>.json per clip)")
         store = getattr(self.trainer.datamodule, "store", None) if self._trainer is not None else None
         if store is None:
             raise ValueError("PreferenceDataBuilder needs a data module with a preference store "
@@ -191,13 +210,47 @@ class PreferenceDataBuilder(FlowMatchingPretrain):
         seeds = candidate_seeds(batch["row"], h.num_candidates, h.seed)
         latents = sample_candidates(self, batch, seeds, h.steps, h.cfg, h.method)
         rewards = score_candidates(self.reward, latents, batch, self.decode)
-        kept, dropped = write_groups(self.store, batch, seeds, rewards, latents, h.min_spread)
+        truth = self.ground_truth_scores(latents, batch["id"]) if h.ground_truth is not None else None
+        kept, dropped = write_groups(self.store, batch, seeds, rewards, latents, h.min_spread, truth)
         self.counts = [self.counts[0] + kept, self.counts[1] + dropped]
         return {"kept": kept, "dropped": dropped}
 
+    @torch.no_grad()
+    def ground_truth_scores(self, latents: torch.Tensor, ids: list[str]) -> list[dict[str, torch.Tensor]]:
+        """Onset error (s) and F1 ``[K]`` of each clip's candidates ``[B, K, T, C]`` against ``gt/<id>.json``."""
+        from reasonaudio.config import audio_preset
+        from reasonaudio.metrics import synthetic
+
+        sr = audio_preset(self.hparams.audio_preset).sample_rate
+        wavs = self.decode(latents.flatten(0, 1)).view(*latents.shape[:2], -1).cpu().numpy()
+        scores = []
+        for clip_id, clip_wavs in zip(ids, wavs):
+            path = Path(self.hparams.ground_truth) / "gt" / f"{clip_id}.json"
+            if not path.is_file():
+                raise FileNotFoundError(f"{path}: no ground truth for clip {clip_id} (ground_truth must be the "
+                                        "corpus the cache was made from)")
+            gt = json.loads(path.read_text())
+            scores.append({"onset_error": torch.tensor([synthetic.onset_sync_error(w, sr, gt) for w in clip_wavs]),
+                           "onset_f1": torch.tensor([synthetic.onset_f1(w, sr, gt) for w in clip_wavs])})
+        return scores
+
     def on_predict_end(self) -> None:
         summary = self.store.summary()
+        spread = summary["spread_quantiles"]
         print(f"[preference_data] this run: {self.counts[0]} groups kept, {self.counts[1]} dropped (spread <= "
               f"{self.hparams.min_spread}); store {self.store.root}: {summary['kept']} kept, "
               f"{summary['dropped']} dropped, mean reward {summary['reward_mean']:.3f}, "
-              f"mean spread {summary['spread_mean']:.3f}", flush=True)
+              f"mean spread {summary['spread_mean']:.3f}"
+              + (f" (quantiles 10/50/90 %: {spread['0.1']:.3f} / {spread['0.5']:.3f} / {spread['0.9']:.3f})"
+                 if spread else ""), flush=True)
+        truth = summary.get("ground_truth")
+        if truth:
+            sem, rank = truth["winner_minus_loser_error_sem_s"], truth["ranking"]
+            print(f"[preference_data] against the ground truth ({truth['pairs']} winner/loser pairs): onset error "
+                  f"{1000 * truth['winner_onset_error_s']:.1f} ms (winners) vs {1000 * truth['loser_onset_error_s']:.1f}"
+                  f" ms (losers), difference {1000 * truth['winner_minus_loser_error_s']:+.1f}"
+                  + (f" ± {1000 * sem:.1f}" if sem is not None else "") + f" ms; F1 {truth['winner_onset_f1']:.3f} vs "
+                  f"{truth['loser_onset_f1']:.3f}; the reward orders {100 * rank['pair_agreement']:.0f} % of "
+                  f"{rank['pairs']} candidate pairs ≥ 50 ms apart like the ground truth (Spearman ρ reward vs error "
+                  f"{rank['spearman_within']:.2f} within groups); {100 * rank['saturated_low']:.0f} % of rewards "
+                  f"≤ 0.01, {100 * rank['saturated_high']:.0f} % ≥ 0.99", flush=True)

@@ -19,8 +19,8 @@ unused query). The audio-only blocks that follow are the same block with one str
 Sync tokens and audio latents share one time axis, in latent units (latent i at position i): sync
 token j of window w pools frames 8w + 2j and 8w + 2j + 1 of the 25-fps video (windows of 16 frames
 every 8), so it shows the moment (8w + 2j + 0.5) / 25 s and sits at that time × the latent rate
-(:func:`sync_token_times`). The windows overlap by half: the 192 tokens of 8 s cover 0 … 7.68 s
-twice, in an order that goes back 0.32 s at every window boundary. MMAudio spreads them uniformly
+(:func:`sync_token_times`). The windows overlap by half: the 192 tokens of 8 s cover 0 … 8 s, most
+frames twice, in an order that goes back 0.24 s at every window boundary. MMAudio spreads them uniformly
 instead (token i at i · T / Ts), which puts a token up to 0.3 s away from what it shows (docs/
 decisions.md, "Where the sync tokens sit in time"); ``latent_rate=None`` keeps that layout. A latent and
 a sync token showing the same moment get the same rotation, so relative positions in attention are

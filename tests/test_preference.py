@@ -277,7 +277,7 @@ def test_condition_dropout_is_shared_within_a_group(conditioner):
     (xt, t), cond = seen[0]  # the policy's pass ([2P] rows: winners, then losers)
     p = xt.shape[0] // 2
     assert p == 6
-    # the draw dropped text and video for some groups and kept them for others, so sharing is tested
+    # the draw dropped the video of some groups and kept that of others, so sharing is tested
     kept_video = cond["has_video"][:p]
     assert 0 < int(kept_video.sum()) < p, kept_video
     for name in ("has_text", "has_video", "queries", "sync"):

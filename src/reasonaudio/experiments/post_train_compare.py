@@ -273,28 +273,18 @@ def reward_accuracy(export: Path, caches: Sequence[Path], draws: int = 10) -> di
 
 def reward_vs_ground_truth(groups: Path, corpus: Path, decode, sample_rate: int = 16000) -> dict[str, Any]:
     """Ground truth against the reward in the preference groups: the onset error / F1 of each group's winner
-    and loser, and :func:`reward_ranking` over every candidate."""
-    from data_modules.preference import PreferenceStore
-    from reasonaudio.metrics import synthetic
+    and loser (``data_modules.preference.ground_truth_of_pairs``), and its ``ranking`` over every candidate."""
+    from data_modules.preference import PreferenceStore, ground_truth_of_pairs
+    from reasonaudio.systems.preference_data import candidate_onset_scores
 
-    stats: dict[str, list[float]] = {"winner_error": [], "loser_error": [], "winner_f1": [], "loser_f1": []}
-    rewards, errors = [], []
+    judged = []
     for path in PreferenceStore(groups).kept():
         g = PreferenceStore.load(path)
-        gt = json.loads((corpus / "gt" / f"{g['id']}.json").read_text())
-        wavs = decode(g["latents"]).numpy()
-        error = np.array([synthetic.onset_sync_error(w, sample_rate, gt) for w in wavs])
-        f1 = np.array([synthetic.onset_f1(w, sample_rate, gt) for w in wavs])
-        best, worst = int(g["rewards"].argmax()), int(g["rewards"].argmin())
-        stats["winner_error"].append(error[best])
-        stats["loser_error"].append(error[worst])
-        stats["winner_f1"].append(f1[best])
-        stats["loser_f1"].append(f1[worst])
-        rewards.append(g["rewards"].float().numpy())
-        errors.append(error)
-    from reasonaudio.preference import reward_ranking
-
-    return {**{k: float(np.mean(v)) for k, v in stats.items()}, **reward_ranking(rewards, errors)}
+        scores = candidate_onset_scores(decode(g["latents"]), sample_rate, corpus, g["id"])
+        judged.append({**g, **{f"gt_{k}": v for k, v in scores.items()}})
+    truth = ground_truth_of_pairs(judged)
+    return {"winner_error": truth["winner_onset_error_s"], "loser_error": truth["loser_onset_error_s"],
+            "winner_f1": truth["winner_onset_f1"], "loser_f1": truth["loser_onset_f1"], **truth["ranking"]}
 
 
 def _fmt(values: list[float], scale: float = 1.0, digits: int = 3) -> str:

@@ -116,6 +116,22 @@ def write_groups(store, batch: dict[str, Any], seeds: torch.Tensor, rewards: tor
     return kept, len(batch["id"]) - kept
 
 
+def candidate_onset_scores(wavs: torch.Tensor, sample_rate: int, corpus: str | Path,
+                           clip_id: str) -> dict[str, torch.Tensor]:
+    """Onset error (s) and F1 ``[K]`` of one clip's decoded candidates ``wavs [K, S]`` against the synthetic
+    corpus's ``gt/<clip_id>.json``."""
+    from reasonaudio.metrics import synthetic
+
+    path = Path(corpus) / "gt" / f"{clip_id}.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no ground truth for clip {clip_id} (the corpus must be the one the "
+                                "cache was made from)")
+    gt = json.loads(path.read_text())
+    wavs = wavs.cpu().numpy()
+    return {"onset_error": torch.tensor([synthetic.onset_sync_error(w, sample_rate, gt) for w in wavs]),
+            "onset_f1": torch.tensor([synthetic.onset_f1(w, sample_rate, gt) for w in wavs])}
+
+
 def make_decoder(vae: nn.Module | None, vae_checkpoint: str | None, vocoder: str | None) -> Decoder | None:
     """Latents → waveforms through the cache's VAE and a vocoder, or None when they are not configured."""
     if vae is None and vae_checkpoint is None and vocoder is None:
@@ -217,22 +233,12 @@ class PreferenceDataBuilder(FlowMatchingPretrain):
 
     @torch.no_grad()
     def ground_truth_scores(self, latents: torch.Tensor, ids: list[str]) -> list[dict[str, torch.Tensor]]:
-        """Onset error (s) and F1 ``[K]`` of each clip's candidates ``[B, K, T, C]`` against ``gt/<id>.json``."""
+        """:func:`candidate_onset_scores` of each clip's candidates ``[B, K, T, C]``."""
         from reasonaudio.config import audio_preset
-        from reasonaudio.metrics import synthetic
 
         sr = audio_preset(self.hparams.audio_preset).sample_rate
-        wavs = self.decode(latents.flatten(0, 1)).view(*latents.shape[:2], -1).cpu().numpy()
-        scores = []
-        for clip_id, clip_wavs in zip(ids, wavs):
-            path = Path(self.hparams.ground_truth) / "gt" / f"{clip_id}.json"
-            if not path.is_file():
-                raise FileNotFoundError(f"{path}: no ground truth for clip {clip_id} (ground_truth must be the "
-                                        "corpus the cache was made from)")
-            gt = json.loads(path.read_text())
-            scores.append({"onset_error": torch.tensor([synthetic.onset_sync_error(w, sr, gt) for w in clip_wavs]),
-                           "onset_f1": torch.tensor([synthetic.onset_f1(w, sr, gt) for w in clip_wavs])})
-        return scores
+        wavs = self.decode(latents.flatten(0, 1)).view(*latents.shape[:2], -1)
+        return [candidate_onset_scores(w, sr, self.hparams.ground_truth, clip_id) for clip_id, w in zip(ids, wavs)]
 
     def on_predict_end(self) -> None:
         summary = self.store.summary()

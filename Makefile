@@ -110,11 +110,19 @@ captions: | $(PY)  ## VGGSound-Think annotation: VIDEOS=manifest OUT=out.jsonl a
 	$(if $(OUT),,$(error OUT=path/to/captions.jsonl is required))
 	.venv/bin/reasonaudio-captions annotate --videos $(VIDEOS) --out $(OUT) \
 	    $(if $(BACKEND),--backend $(BACKEND),--base-url $(BASE_URL) --model $(MODEL)) $(ARGS)
-reward: | $(PY)  ## synchrony reward classifier from the feature caches → runs/reward/export/reward.safetensors
+# REWARD=sync (default): a second Synchformer's expected offset; REWARD=classifier: the paper's alignment classifier
+REWARD ?= sync
+REWARD_CONFIG_sync := --config $(CFG)/preference_data/synchrony_reward.yaml
+REWARD_CONFIG_classifier :=
+reward: | $(PY)  ## the preference reward: REWARD=sync → runs/reward_sync/export (a Synchformer from seed 1), REWARD=classifier → runs/reward/export
+ifeq ($(REWARD),classifier)
 	$(CLI) fit --config $(CFG)/reward.yaml $(ARGS)
+else
+	$(CLI) fit --config $(CFG)/sync.yaml --config $(CFG)/sync/reward.yaml $(ARGS)
+endif
 
-preference_data: | $(PY)  ## K scored candidates per condition from the pretrained EMA model (resumable) → runs/preference_data/groups
-	$(CLI) predict --config $(CFG)/preference_data.yaml $(ARGS)
+preference_data: | $(PY)  ## K candidates per condition from the pretrained EMA model, scored by the REWARD (resumable) → runs/preference_data/groups
+	$(CLI) predict --config $(CFG)/preference_data.yaml $(REWARD_CONFIG_$(REWARD)) $(ARGS)
 
 preference-data: preference_data  ## alias of preference_data
 
@@ -130,8 +138,9 @@ post_train_rwr: | $(PY)  ## reward-weighted regression (LoRA 64)
 post_train_dpo: | $(PY)  ## Flow-DPO, β = 5 (LoRA 64)
 	$(CLI) fit --config $(CFG)/post_train_dpo.yaml $(ARGS)
 
-post-train-compare: | $(PY)  ## SFT vs RWR vs DPO (+ β 1/2/50) from the demo's pretrained model, 3 seeds, ~35 min → docs/results.md (needs make demo)
-	$(PY) -m reasonaudio.experiments.post_train_compare --betas 1 2 50 --docs docs/results.md $(ARGS)
+post-train-compare: | $(PY)  ## Figure 4 at toy scale: SFT, RWR, DPO β 1/2/5/50, online DPO from the demo's model, 3 seeds → docs/results.{md,json}, docs/figure4.png (needs make demo)
+	$(PY) -m reasonaudio.experiments.post_train_compare --betas 1 2 50 --docs docs/results.md \
+		--results-json docs/results.json --figure docs/figure4.png $(ARGS)
 
 PAPER_TABLES := paper-table2 paper-table3 paper-table4 paper-table5 paper-table8 paper-table9 paper-table10
 .PHONY: $(PAPER_TABLES)

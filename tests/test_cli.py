@@ -46,7 +46,7 @@ def tiny_mllm(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("path", STAGES + OVERLAYS, ids=lambda p: str(p.relative_to(CONFIG_DIR)))
 def test_every_yaml_instantiates(monkeypatch, path, tiny_mllm):
-    needs_mllm = "conditioner" in path.read_text()
+    needs_mllm = any("conditioner" in Path(a).read_text() for a in _config_args(path) if a.endswith(".yaml"))
     extra = [f"--model.init_args.conditioner.init_args.model={tiny_mllm}"] if needs_mllm else []
     cli = _cli(monkeypatch, *_config_args(path), *extra)
     assert cli.model is not None and cli.datamodule is not None and cli.trainer is not None

@@ -17,7 +17,7 @@ def test_demo_runs_and_resumes(tmp_path, monkeypatch, capsys):
     out = tmp_path / "demo"
     args = ["--out", str(out), "--num-clips", "4", "--heldout-clips", "2", "--duration", "2", "--vae-steps", "2", "--vocoder-steps", "2",
             "--pretrain-steps", "2", "--sample-steps", "2", "--reward-steps", "2", "--candidates", "2",
-            "--post-train-steps", "2", "--sync-steps", "0"]  # 2 s clips cannot hold the ±1.2 s offset grid
+            "--post-train-steps", "2", "--sync-steps", "0", "--reward", "classifier"]  # 2 s clips cannot hold the ±1.2 s offset grid
     assert main(args) == 0
     first = capsys.readouterr().out
     assert re.search(r"decode check +6/6 mp4 files ok", first) and re.search(r"mel VAE +2 steps", first)
@@ -92,4 +92,4 @@ def test_demo_runs_and_resumes(tmp_path, monkeypatch, capsys):
         assert f"[demo] {step}: running" in second
     assert not (out / "post_train.partial").exists() and (out / "post_train" / "export" / "model.safetensors").is_file()
     with pytest.raises(ValueError, match="was built with"):
-        main([*args[:-1], "3"])  # other arguments would mix artifacts
+        main([*args[:-3], "3", "--reward", "classifier"])  # other arguments (--sync-steps 3) would mix artifacts

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from data_modules.preference import PreferenceStore
 from reasonaudio.cli import CONFIG_DIR, build_cli
 
 REPO = Path(__file__).resolve().parents[1]
@@ -102,7 +103,8 @@ def test_objective_fits_logs_and_exports(setup, objective):
     from reasonaudio.systems.preference import PreferencePostTrain, load_policy_weights
 
     d = setup
-    out = _post_train(d, objective, f"run_{objective}")
+    snapshots = ["--model.init_args.snapshot_every=1"] if objective == "dpo" else []
+    out = _post_train(d, objective, f"run_{objective}", *snapshots)
     run = out / f"post_train_{objective}" / "version_0"
     tags = _scalars(run)
     assert {"train/loss", "train/v_norm_ratio", "train/reward_margin", "val/loss", "val/onset_error", "val/onset_f1",
@@ -116,6 +118,13 @@ def test_objective_fits_logs_and_exports(setup, objective):
     assert adapter_config["r"] == 64 and adapter_config["base_model_name_or_path"] == str(d["pretrained"].resolve())
     assert (export / "adapter" / "adapter_model.safetensors").is_file() and (export / "config.yaml").is_file()
     assert set(load_file(str(export / "model.safetensors"))) == set(load_file(str(d["pretrained"])))  # the EMA layout
+    if snapshots:  # step 1 of 2 snapshotted (the last step is the export itself), between pretrained and final
+        assert [p.name for p in (export / "snapshots").iterdir()] == ["step_0000001"]
+        step1, final = (load_file(str(p / "model.safetensors")) for p in (export / "snapshots" / "step_0000001", export))
+        pre = load_file(str(d["pretrained"]))
+        changed = [k for k in final if not torch.equal(final[k], pre[k])]
+        assert changed and any(not torch.equal(step1[k], pre[k]) for k in changed)  # neither the start
+        assert any(not torch.equal(step1[k], final[k]) for k in changed)  # nor the end
 
     trained = PreferencePostTrain.load_from_checkpoint(run / "checkpoints" / "last.ckpt").eval()
     with torch.no_grad():
@@ -178,6 +187,43 @@ def test_online_mode_regenerates_groups_from_the_policy(setup):
     group = PreferenceStore.load(next((round_dir / "groups").glob("*.pt")))
     assert group["latents"].shape[0] == 2 and group["seeds"].min() >= 10_000_000 * 2  # apart from the offline seeds
     assert "online/kept" in _scalars(out / "post_train_dpo" / "version_0")
+
+
+def test_preference_data_scored_by_the_synchrony_reward(setup):
+    """The synchrony-reward overlay (make preference_data's default): candidates are decoded and scored by a separate
+    Synchformer reading each clip's video — the stored rewards are that reward of the decoded candidates."""
+    import yaml
+
+    from reasonaudio.experiments.post_train_compare import sync_reward_overrides
+    from reasonaudio.models.reward import SynchformerOffsetReward
+    from reasonaudio.models.synchformer import Synchformer, SynchformerConfig, save_synchformer
+    from reasonaudio.models.vae import mel_vae_tiny
+    from reasonaudio.systems.preference_data import make_decoder
+
+    d = setup
+    overlay = yaml.safe_load((CONFIG_DIR / "preference_data" / "synchrony_reward.yaml").read_text())
+    config = SynchformerConfig(**{**overlay["model"]["init_args"]["reward"]["init_args"]["synchformer"]["init_args"]
+                                  ["config"], "segments": 5})  # 2 s clips hold 5 windows
+    torch.manual_seed(3)
+    weights = save_synchformer(Synchformer(config), d["root"] / "reward_sync" / "synchformer.safetensors")
+    groups = d["root"] / "groups_sync"
+    _cli(["predict", "--config", str(CONFIG_DIR / "preference_data.yaml"),
+          *sync_reward_overrides(weights, [d["root"] / "train"], d["vae"], d["vocoder"]),
+          "--model.init_args.reward.init_args.synchformer.init_args.config.segments=5", *d["model"],
+          f"--model.init_args.pretrained={d['pretrained']}", "--model.init_args.num_candidates=3",
+          "--model.init_args.steps=2", f"--data.init_args.cache={d['root'] / 'cache_train'}",
+          f"--data.init_args.groups={groups}", f"--trainer.logger.init_args.save_dir={d['root'] / 'runs'}",
+          "--trainer.accelerator=cpu", "--trainer.enable_progress_bar=false"])
+    stored = [PreferenceStore.load(p) for p in PreferenceStore(groups).kept()]
+    assert len(stored) == 3
+    reward = SynchformerOffsetReward(Synchformer(config), str(weights), score="expected",
+                                     video_root=[str(d["root"] / "train")]).prepare()
+    decode = make_decoder(mel_vae_tiny(), str(d["vae"]), str(d["vocoder"]))
+    with torch.no_grad():
+        for g in stored:
+            direct = reward(decode(g["latents"]), reward.video_inputs({"id": [g["id"]] * 3}))
+            assert torch.allclose(g["rewards"], direct, atol=1e-4)
+            assert ((g["rewards"] > 0) & (g["rewards"] <= 1)).all() and g["rewards"].std() > 0
 
 
 def test_post_training_from_stored_prefixes_equals_the_live_conditioner(setup):

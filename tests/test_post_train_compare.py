@@ -1,14 +1,17 @@
-"""The comparison's own arithmetic: Fréchet distance, the results table (paired deltas), the docs block, the CLI lines."""
+"""The comparison's own arithmetic: Fréchet distance, 95 % intervals of paired deltas, the table and docs/results.json,
+the margin threshold, the docs block, the CLI lines."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-from reasonaudio.experiments.post_train_compare import (MARKERS, _replace_block, frechet_distance, post_train_args,
-                                                        results_table)
+from reasonaudio.experiments.post_train_compare import (MARKERS, ROWS, _replace_block, docs_results, frechet_distance,
+                                                        margin_threshold, mean_ci95, post_train_args, results_table,
+                                                        row_statistics)
 from reasonaudio.preference import reward_ranking
 
 
@@ -22,14 +25,62 @@ def test_frechet_distance_closed_form():
     assert frechet_distance(a, 2 * rng.normal(0, 1, (200_000, 3))) == pytest.approx(3.0, abs=0.05)
 
 
-def test_results_table_reports_mean_std_and_paired_deltas():
-    base = {"0": dict(onset_error=0.20, onset_f1=0.2, fd_latent=0.4, fd_mel=5.0, timbre_agreement=0.3),
-            "1": dict(onset_error=0.24, onset_f1=0.3, fd_latent=0.4, fd_mel=5.0, timbre_agreement=0.3)}
-    dpo = {"0": dict(base["0"], onset_error=0.10), "1": dict(base["1"], onset_error=0.16)}
-    table = results_table({"models": {"pretrained": base, "dpo": dpo}, "labels": {"dpo": "DPO"}})
-    rows = table.splitlines()
-    assert rows[2].startswith("| pretrained | 220.0 ± 28.3 | 0.250 ± 0.071 | — | — |")
-    assert rows[3].startswith("| DPO | 130.0 ± 42.4 | 0.250 ± 0.071 | -90.0 ± 14.1 | 0.000 ± 0.000 |")  # Δ per seed: −100, −80
+def _comparison() -> dict:
+    base = {str(i): dict(onset_error=e, onset_f1=0.2 + 0.05 * i, desync=0.1, reward=0.5, fd_latent=0.4, fd_mel=5.0,
+                         timbre_agreement=0.3) for i, e in enumerate([0.20, 0.24, 0.22])}
+    dpo = {s: dict(m, onset_error=m["onset_error"] + d) for (s, m), d in zip(base.items(), [-0.10, -0.08, -0.09])}
+    sft = {s: dict(m, onset_error=m["onset_error"] + d) for (s, m), d in zip(base.items(), [0.05, -0.05, 0.0])}
+    return {"models": {"pretrained": base, "dpo_beta5": dpo, "sft": sft}, "labels": {"dpo_beta5": "DPO"},
+            "reward_vs_ground_truth": {"pair_agreement": 0.7, "spearman": -0.3, "spearman_within": -0.2,
+                                       "saturated_low": 0.1, "saturated_high": 0.0},
+            "preference_pairs": {"dpo_pairs": 36}, "heldout_clips": 32, "machine": "cpu", "total_s": 600.0}
+
+
+def test_statistics_are_student_t_intervals_of_paired_differences():
+    t = 4.302652729911275  # Student t, 0.975 quantile, 2 degrees of freedom
+    stats = row_statistics(_comparison())
+    err = stats["pretrained"]["onset_error_ms"]  # 200, 240, 220 ms: sd 20
+    assert err["mean"] == pytest.approx(220.0) and err["n"] == 3
+    assert err["ci95"] == pytest.approx([220 - t * 20 / np.sqrt(3), 220 + t * 20 / np.sqrt(3)])
+    delta = stats["dpo_beta5"]["delta_onset_error_ms_vs_pretrained"]  # −100, −80, −90: sd 10
+    assert delta["mean"] == pytest.approx(-90.0)
+    assert delta["ci95"] == pytest.approx([-90 - t * 10 / np.sqrt(3), -90 + t * 10 / np.sqrt(3)])
+    assert stats["dpo_beta5"]["delta_desync_s_vs_pretrained"]["ci95"] == pytest.approx([0.0, 0.0])
+    assert "delta_onset_error_ms_vs_pretrained" not in stats["pretrained"]
+    assert mean_ci95([3.0])["ci95"] is None
+
+
+def test_results_table_marks_differences_whose_interval_excludes_zero():
+    rows = results_table(_comparison()).splitlines()
+    assert rows[2].startswith("| pretrained | 220.0 ± 49.7 | — | 0.250 ± 0.124 | — | 0.100 ± 0.000 | — |")
+    assert rows[3].startswith("| sft | 220.0 ± 74.5 | 0.0 ± 124.2 | ")  # Δ −50…+50 ms: not significant
+    assert rows[4].startswith("| DPO | 130.0 ± 74.5 | -90.0 ± 24.8 * | ")  # the ROWS order: sft before dpo
+
+
+def test_docs_results_has_the_issue_keys():
+    out = docs_results(_comparison())
+    assert out["reward_pair_agreement"] == 0.7 and out["reward_spearman"] == -0.3
+    assert list(out["rows"]) == ["pretrained", "sft", "dpo_beta5"] and set(ROWS) >= set(out["rows"])
+    assert ROWS == ("pretrained", "sft", "rwr", "dpo_beta1", "dpo_beta2", "dpo_beta5", "dpo_beta50", "dpo_beta5_online2")
+    row = out["rows"]["dpo_beta5"]
+    for key in ("onset_error_ms", "delta_onset_error_ms_vs_pretrained", "desync_s", "delta_desync_s_vs_pretrained",
+                "onset_f1", "fd_latent", "reward"):
+        assert set(row[key]) == {"mean", "ci95", "n"} and len(row[key]["ci95"]) == 2, key
+    json.dumps(out)  # plain JSON
+
+
+def test_margin_threshold_is_a_quantile_of_the_group_spreads(tmp_path: Path):
+    import torch
+
+    from data_modules.preference import PreferenceStore
+
+    store = PreferenceStore(tmp_path / "groups")
+    for row, spread in enumerate([0.1, 0.2, 0.3, 0.4, 0.5]):
+        store.write(row, f"c{row}", torch.arange(3), torch.tensor([0.5, 0.5 + spread, 0.5 - 0.0]),
+                    torch.zeros(3, 4, 2))
+    gap, spreads = margin_threshold(tmp_path / "groups", 0.25)
+    assert spreads.tolist() == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.5]) and gap == pytest.approx(0.2)
+    assert margin_threshold(tmp_path / "groups", 0.0)[0] == 0.0
 
 
 def test_docs_block_is_replaced_between_markers(tmp_path: Path):

@@ -190,6 +190,69 @@ def test_synchformer_offset_reward_closed_form():
         reward(wav[:, :10240], video)  # 1 audio window against 3 video windows
 
 
+class _LogitHead(torch.nn.Module):
+    """Replaces the offset head: returns the queued logits, one ``[B, C]`` per call."""
+
+    def __init__(self, logits: list[torch.Tensor]):
+        super().__init__()
+        self.queue = list(logits)
+
+    def forward(self, video: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+        return self.queue.pop(0)
+
+
+def test_expected_offset_reward_closed_form():
+    """score="expected": 1 − (E|o|_first + E|o|_last) / 2 / max_offset with E|o| = Σ softmax(logits)·|grid|."""
+    from reasonaudio.models.synchformer import (SYNCHFORMER_TINY, Synchformer, SynchformerConfig, expected_abs_offset,
+                                                offset_grid)
+
+    torch.manual_seed(0)
+    model = Synchformer(SynchformerConfig(**{**SYNCHFORMER_TINY.to_dict(), "segments": 2}))
+    grid = offset_grid()  # 21 classes, ±2 s
+    sure = torch.full((1, 21), -1e4)
+    sure[0, 10] = 0.0  # all mass on offset 0
+    assert expected_abs_offset(sure, 2.0).item() == pytest.approx(0.0, abs=1e-6)
+    assert expected_abs_offset(torch.zeros(1, 21), 2.0).item() == pytest.approx(float(grid.abs().mean()))
+    first, last = torch.randn(3, 21), torch.randn(3, 21)
+    model.transformer = _LogitHead([first, last])
+    reward = SynchformerOffsetReward(model, score="expected").prepare()
+    video = torch.randn(3, 3 * 8, 64)
+    wav = torch.randn(3, 10240 + 2 * 5120) * 0.1
+    expect = lambda logits: (logits.softmax(-1) * grid.abs()).sum(-1)  # noqa: E731
+    want = 1 - (expect(first) + expect(last)) / 2 / 2.0
+    got = reward(wav, reward.video_inputs({"sync": video}))
+    assert torch.allclose(got, want, atol=1e-6) and ((got >= 0) & (got <= 1)).all()
+    with pytest.raises(ValueError, match="score"):
+        SynchformerOffsetReward(model, score="mean")
+
+
+def test_synchrony_reward_reads_the_clip_video_with_its_own_visual_branch(tmp_path):
+    """video_root: the reward encodes <root>/videos/<id>.mp4 itself and scores exactly as with those tokens given;
+    a clip without a video is named in the error."""
+    from reasonaudio.media import load_video, write_video
+    from reasonaudio.models.synchformer import SYNCHFORMER_TINY, Synchformer, SynchformerConfig
+
+    torch.manual_seed(0)
+    model = Synchformer(SynchformerConfig(**{**SYNCHFORMER_TINY.to_dict(), "segments": 2}))
+    (tmp_path / "videos").mkdir()
+    frames = (torch.rand(2, 40, 32, 32, 3) * 255).to(torch.uint8)  # 1.6 s at 25 fps: 3 windows
+    for i in range(2):
+        write_video(tmp_path / "videos" / f"clip{i}.mp4", frames[i], 25)
+    reward = SynchformerOffsetReward(model, score="expected", video_root=[str(tmp_path / "none"), str(tmp_path)])
+    reward.prepare()
+    tokens = reward.video_inputs({"id": ["clip0", "clip1"]})
+    decoded = torch.stack([load_video(tmp_path / "videos" / f"clip{i}.mp4", 25, size=model.config.image_size).frames
+                           for i in range(2)])
+    with torch.no_grad():
+        assert torch.allclose(tokens, model.encode_video(decoded), atol=1e-5)
+        wav = torch.randn(2, 10240 + 2 * 5120) * 0.1
+        direct = SynchformerOffsetReward(model, score="expected").prepare()
+        assert torch.allclose(reward(wav, tokens), direct(wav, model.encode_video(decoded)), atol=1e-6)
+    assert set(reward._visual) == {"clip0", "clip1"}  # encoded once per clip
+    with pytest.raises(FileNotFoundError, match="clip9"):
+        reward.video_inputs({"id": ["clip9"]})
+
+
 def test_ground_truth_onset_reward(tmp_path):
     from data_modules.synthetic import render_audio, sample_scene
     from reasonaudio.metrics import synthetic

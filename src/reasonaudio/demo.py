@@ -4,8 +4,9 @@ Stages: synthesise the corpus (train and held-out sets) → decode-check every f
 synchrony encoder (Synchformer offset classification; its weights make the sync tokens) → fit
 the tiny BigVGAN vocoder → fit the tiny mel VAE, validated through that vocoder → its latent
 statistics → feature caches of both sets → a tiny local Qwen2.5-VL folder → each clip's MLLM prompt
-run once into the caches (stored prefix KV) → MM-DiT flow-matching pretraining from them → the synchrony reward classifier → preference data (K scored candidates per training
-condition from the pretrained model) → Flow-DPO post-training with LoRA → generation (flac + mp4) for
+run once into the caches (stored prefix KV) → MM-DiT flow-matching pretraining from them → the synchrony
+reward (a second Synchformer, trained from another seed) → preference data (K scored candidates per training
+condition from the pretrained model, each also judged against the ground truth) → Flow-DPO post-training with LoRA → generation (flac + mp4) for
 the held-out clips with the pretrained and the post-trained model, scored against the synthetic
 ground truth (not with the reward) next to the untrained model and the vocoded ground truth → the
 folder evaluator (``reasonaudio-metrics``) on the post-trained outputs.
@@ -348,7 +349,11 @@ def main(argv: list[str] | None = None) -> int:
                              "needs clips of at least 3.76 s)")
     parser.add_argument("--pretrain-steps", type=int, default=1500, help="MM-DiT optimisation steps")
     parser.add_argument("--sample-steps", type=int, default=25, help="Euler steps when generating")
-    parser.add_argument("--reward-steps", type=int, default=300, help="reward classifier optimisation steps")
+    parser.add_argument("--reward", choices=("sync", "classifier"), default="sync",
+                        help="preference reward: a second Synchformer's expected offset (needs clips of at least "
+                             "3.76 s) or the paper's alignment classifier (docs/post_training.md)")
+    parser.add_argument("--reward-steps", type=int, default=100,
+                        help="optimisation steps of the reward (its own Synchformer, seed 1; or the classifier)")
     parser.add_argument("--candidates", type=int, default=8, help="K candidates per training condition")
     parser.add_argument("--post-train-steps", type=int, default=100, help="Flow-DPO optimisation steps (LoRA)")
     parser.add_argument("--no-prefix-kv", action="store_true",
@@ -393,15 +398,29 @@ def main(argv: list[str] | None = None) -> int:
         f"--model.init_args.net.init_args.duration={args.duration}",
         f"--data.init_args.train=[{out / 'features_corpus'}]", f"--data.init_args.val=[{out / 'features_heldout'}]",
         *stored, "--trainer.callbacks.init_args.export={tmp}/export"], data_roots=False))
-    from reasonaudio.experiments.post_train_compare import post_train_args, preference_data_args, reward_args
+    from reasonaudio.experiments.post_train_compare import (post_train_args, preference_data_args, reward_args,
+                                                            sync_reward_args, sync_reward_overrides)
 
     mllm, pretrained = out / "mllm", out / "pretrain" / "export" / "model.safetensors"
-    train_cache, heldout_cache = out / "features_corpus", out / "features_heldout"
-    reward = pipe.step("reward", _cli(lambda tmp: reward_args(tmp, train_cache, heldout_cache, args.reward_steps),
-                                      lambda tmp: {"steps": args.reward_steps, **_last_scalars(tmp / "reward")}))
+    train_cache = out / "features_corpus"
+    # the reward is a Synchformer trained like the synchrony encoder from another seed: DeSync never scores with the
+    # network the policy was optimised against (docs/post_training.md "Reward")
+    if args.reward == "sync":
+        reward = pipe.step("reward", _cli(
+            lambda tmp: sync_reward_args(tmp, out / "corpus", out / "heldout", args.reward_steps, seed=1,
+                                         duration=args.duration),
+            lambda tmp: {"steps": args.reward_steps, **_last_scalars(tmp / "reward_sync")}))
+        scorer: Path | list[str] = sync_reward_overrides(out / "reward" / "export" / "synchformer.safetensors",
+                                                         [out / "corpus"], out / "latent_stats" / "vae.ckpt",
+                                                         vocoder_ckpt)
+    else:
+        reward = pipe.step("reward", _cli(
+            lambda tmp: reward_args(tmp, train_cache, out / "features_heldout", args.reward_steps),
+            lambda tmp: {"steps": args.reward_steps, **_last_scalars(tmp / "reward")}))
+        scorer = out / "reward" / "export" / "reward.safetensors"
     prefs = pipe.step("preference_data", _cli(
         lambda tmp: preference_data_args(tmp / "groups", train_cache, pretrained, mllm,
-                                         out / "reward" / "export" / "reward.safetensors", tmp / "logs",
+                                         scorer, tmp / "logs",
                                          args.candidates, args.sample_steps, duration=args.duration,
                                          ground_truth=(out / "corpus", out / "latent_stats" / "vae.ckpt", vocoder_ckpt)),
         lambda tmp: json.loads((tmp / "groups" / "summary.json").read_text())))
@@ -427,9 +446,12 @@ def main(argv: list[str] | None = None) -> int:
         ("stored prefix KV", "not used (--no-prefix-kv)" if args.no_prefix_kv else
                              f"{out / 'features_*' / 'prefix_kv' / 'demo'} (each clip's MLLM prompt, run once)"),
         ("MM-DiT pretraining", f"{args.pretrain_steps} steps (EMA export {pretrained})"),
-        ("reward classifier", f"{reward['steps']} steps, held-out accuracy: "
-                              + ", ".join(f"{k.split('/')[-1]} {v:.2f}" for k, v in reward.items()
-                                          if k.startswith("val/acc"))),
+        (("synchrony reward", f"{reward['steps']} steps of its own Synchformer (seed 1), held-out offsets: top-1 "
+                              f"{reward['val/acc']:.3f}, within one step {reward['val/acc_within_one']:.3f}; reward "
+                              "1 − E|offset| / 1.2 s") if args.reward == "sync" else
+         ("reward classifier", f"{reward['steps']} steps, held-out accuracy: "
+                               + ", ".join(f"{k.split('/')[-1]} {v:.2f}" for k, v in reward.items()
+                                           if k.startswith("val/acc")))),
         ("preference data", f"{prefs['kept']} groups of {args.candidates} kept ({prefs['dropped']} dropped), "
                             f"mean reward spread {prefs['spread_mean']:.3f}" + _judged(prefs.get("ground_truth"))),
         ("Flow-DPO (LoRA 64)", f"{post['steps']} steps; adapter + merged export in {out / 'post_train' / 'export'}"),

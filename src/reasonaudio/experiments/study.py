@@ -234,7 +234,8 @@ def _onset_figure(curves: dict, ids: list[str], gts: list[Path], sr: int, path: 
     plt.close(fig)
 
 
-def _machine() -> str:
+def machine_name() -> str:
+    """The CPU model and count (`lscpu`), for the figures a run records."""
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
         model = next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
@@ -257,7 +258,7 @@ def write_report(summary: dict, steps: dict, args: argparse.Namespace, path: Pat
     rows = summary["rows"]
     lines = [
         "# The study: does pretraining learn timing? (`make study`)", "",
-        f"Measured {date.today().isoformat()} on {_machine()}, {seconds / 60:.1f} min of steps in all; written by "
+        f"Measured {date.today().isoformat()} on {machine_name()}, {seconds / 60:.1f} min of steps in all; written by "
         "`src/reasonaudio/experiments/study.py` from `runs/study/summary.json` (never by hand).", "",
         f"Held-out synthetic clips: {steps['heldout']['clips']} (seed {steps['heldout']['seed']}), training clips: "
         f"{steps['corpus']['clips']}, {args.duration:g} s each. Values are mean ± std over training seeds "

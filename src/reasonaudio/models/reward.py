@@ -14,8 +14,8 @@ Legend: B batch, T audio frames (VAE latents), C their channels, Ts Synchformer 
 * Rewards (a common interface, :class:`Reward`):
 
   - :class:`ClassifierReward`: latents + sync tokens ``[B, Ts, S]`` → P(aligned) (the paper's reward);
-  - :class:`SynchformerOffsetReward`: waveform + sync tokens of the same visual branch →
-    ``(2 − |offset|) / 4``;
+  - :class:`SynchformerOffsetReward`: waveform + the clip's video (or the cache's sync tokens of the same
+    visual branch) → ``1 − E|offset| / max_offset`` (the default) or ``(2 − |offset|) / 4``;
   - :class:`GroundTruthOnsetReward`: waveform + the clips' ground truth (impact times) →
     ``½ (onset F1 + exp(−onset error / τ))`` (synthetic corpus only).
 
@@ -215,26 +215,42 @@ def load_classifier_state(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 class SynchformerOffsetReward(Reward):
-    """``(2 − |offset|) / 4`` from a full Synchformer's offset head (av-benchmark's DeSync as |offset|).
+    """A synchrony reward from a full Synchformer's offset head, over the first and the last ``config.segments``
+    windows of each clip (av-benchmark's DeSync windows).
 
-    ``|offset|`` is the mean |predicted offset| of the first and the last ``config.segments`` windows
-    (``Synchformer.desync``), so the reward lies in [0, 0.5]. The video input is the cache's sync
-    tokens, which must come from this model's visual branch (same weights).
+    * ``score="argmax"``: ``(2 − |offset|) / 4`` with ``|offset|`` the mean |arg-max offset| (DeSync), in
+      [0, 0.5]; it changes only in steps of the offset grid (0.2 s).
+    * ``score="expected"``: ``1 − E|offset| / max_offset`` with ``E|offset|`` the mean expected |offset| under
+      the head's softmax (:func:`~reasonaudio.models.synchformer.expected_abs_offset`), in [0, 1]; continuous,
+      so it also orders candidates whose arg-max offsets tie. The suite's default reward (docs/post_training.md).
+
+    The video input is the cache's sync tokens (``video_root`` None), which must then come from this model's
+    visual branch, or — for a separately trained model — the clip's own video, ``<video_root>/<id>.mp4`` or
+    ``<video_root>/videos/<id>.mp4``, decoded at 25 fps and encoded once per clip by this model.
 
     Args:
         synchformer: a ``reasonaudio.models.synchformer.Synchformer``.
-        checkpoint: ``synchformer_state_dict.pth`` (loaded strictly by :meth:`prepare`).
+        checkpoint: its weights, ``synchformer_state_dict.pth`` or a ``make sync`` export (loaded strictly by
+            :meth:`prepare`).
         sample_rate: rate of the waveforms it is given (resampled to 16 kHz).
+        score: ``"argmax"`` or ``"expected"`` (above).
+        video_root: folder(s) of the clips' videos, searched in order (None: read the cache's sync tokens).
     """
 
     audio_input = "wav"
 
-    def __init__(self, synchformer: nn.Module, checkpoint: str | None = None, sample_rate: int = 16000):
+    def __init__(self, synchformer: nn.Module, checkpoint: str | None = None, sample_rate: int = 16000,
+                 score: Literal["argmax", "expected"] = "argmax", video_root: str | list[str] | None = None):
         super().__init__()
+        if score not in ("argmax", "expected"):
+            raise ValueError(f"score must be 'argmax' or 'expected', got {score!r}")
         self.synchformer = synchformer
         self.checkpoint = checkpoint
         self.sample_rate = sample_rate
+        self.score = score
+        self.video_root = [video_root] if isinstance(video_root, (str, Path)) else video_root
         self._loaded = checkpoint is None
+        self._visual: dict[str, torch.Tensor] = {}  # clip id → this model's visual tokens [Ts, D]
 
     def prepare(self) -> SynchformerOffsetReward:
         if not self._loaded:
@@ -243,21 +259,50 @@ class SynchformerOffsetReward(Reward):
         self.requires_grad_(False)
         return self.eval()
 
+    def video_file(self, clip_id: str) -> Path:
+        """The video of ``clip_id``: the first ``<root>/<id>.mp4`` or ``<root>/videos/<id>.mp4`` of ``video_root``.
+
+        Raises:
+            FileNotFoundError: no root holds it.
+        """
+        for root in map(Path, self.video_root):
+            for path in (root / f"{clip_id}.mp4", root / "videos" / f"{clip_id}.mp4"):
+                if path.is_file():
+                    return path
+        raise FileNotFoundError(f"SynchformerOffsetReward: no video for clip {clip_id!r} in {self.video_root} "
+                                f"(looked for {clip_id}.mp4 and videos/{clip_id}.mp4)")
+
+    @torch.no_grad()
     def video_inputs(self, batch: dict[str, Any]) -> torch.Tensor:
-        if "sync" not in batch:
-            raise ValueError("SynchformerOffsetReward needs Synchformer tokens ('sync') in the batch")
-        return batch["sync"]
+        if self.video_root is None:
+            if "sync" not in batch:
+                raise ValueError("SynchformerOffsetReward needs Synchformer tokens ('sync') in the batch")
+            return batch["sync"]
+        from reasonaudio.media import load_video
+
+        for clip_id in batch["id"]:
+            if clip_id not in self._visual:
+                frames = load_video(self.video_file(clip_id), SYNC_FPS, size=self.synchformer.config.image_size).frames
+                self._visual[clip_id] = self.synchformer.encode_video(frames[None])[0].cpu()
+        return torch.stack([self._visual[i] for i in batch["id"]])
 
     def forward(self, audio: torch.Tensor, video: torch.Tensor) -> torch.Tensor:
-        from reasonaudio.models.synchformer import SYNC_SAMPLE_RATE
+        from reasonaudio.config import SYNC_TOKENS_PER_WINDOW
+        from reasonaudio.models.synchformer import AUDIO_TOKENS_PER_WINDOW, SYNC_SAMPLE_RATE
 
         wav = audio.float()
         if self.sample_rate != SYNC_SAMPLE_RATE:
             import torchaudio.functional as AF
 
             wav = AF.resample(wav, self.sample_rate, SYNC_SAMPLE_RATE)
-        desync = self.synchformer.desync(video.to(wav.device).float(), self.synchformer.encode_audio(wav))
-        return (2.0 - desync.abs()) / 4.0
+        a = self.synchformer.encode_audio(wav)
+        v = video.to(wav.device).float()
+        windows = min(v.shape[1] // SYNC_TOKENS_PER_WINDOW, a.shape[1] // AUDIO_TOKENS_PER_WINDOW)  # common span
+        v, a = v[:, :windows * SYNC_TOKENS_PER_WINDOW], a[:, :windows * AUDIO_TOKENS_PER_WINDOW]
+        if self.score == "expected":
+            offset = self.synchformer.window_offsets(v, a, expected=True).mean(dim=1)
+            return 1.0 - offset / self.synchformer.config.max_offset
+        return (2.0 - self.synchformer.desync(v, a).abs()) / 4.0
 
 
 class GroundTruthOnsetReward(Reward):

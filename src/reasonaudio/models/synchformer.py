@@ -232,6 +232,23 @@ def offset_grid(num_classes: int = NUM_OFFSETS, max_offset: float = MAX_OFFSET) 
     return grid.float()
 
 
+def expected_abs_offset(logits: torch.Tensor, max_offset: float = MAX_OFFSET) -> torch.Tensor:
+    """Expected |offset| in seconds under the softmax of the offset logits, ``Σ_c p_c |o_c|``.
+
+    A continuous counterpart of ``|predicted_offset|``: it moves with the head's confidence, not only when
+    the arg-max class changes (the synchrony reward's score; docs/post_training.md).
+
+    Args:
+        logits: ``[..., C]`` offset logits.
+        max_offset: offset of the last class in seconds.
+
+    Returns:
+        ``[...]`` seconds in ``[0, max_offset]``.
+    """
+    grid = offset_grid(logits.shape[-1], max_offset).to(logits.device, torch.float32)
+    return (logits.float().softmax(dim=-1) * grid.abs()).sum(dim=-1)
+
+
 def predicted_offset(logits: torch.Tensor, max_offset: float = MAX_OFFSET) -> torch.Tensor:
     """Offset in seconds of the arg-max class.
 
@@ -873,12 +890,13 @@ class Synchformer(_SynchformerBase):
         head = self.transformer if self.config.head == "transformer" else self.correlation
         return head(self.vproj(video), self.aproj(audio))
 
-    def window_offsets(self, video: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+    def window_offsets(self, video: torch.Tensor, audio: torch.Tensor, expected: bool = False) -> torch.Tensor:
         """Signed predicted offsets of the first and the last ``segments`` windows of each clip.
 
         Args:
             video: ``[B, S·8, D]`` tokens, S ≥ ``segments`` (24 for 8 s).
             audio: ``[B, S·6, D]`` tokens with the same S.
+            expected: give the expected |offset| of each (:func:`expected_abs_offset`) instead.
 
         Returns:
             ``[B, 2]`` seconds (positive: the audio is early); both columns are one window when
@@ -891,8 +909,9 @@ class Synchformer(_SynchformerBase):
             raise ValueError(f"DeSync needs the same number (>= {s}) of whole windows in both streams, got "
                              f"video {tuple(video.shape)} and audio {tuple(audio.shape)}")
         v, a = s * SYNC_TOKENS_PER_WINDOW, s * AUDIO_TOKENS_PER_WINDOW
-        first = predicted_offset(self.offset_logits(video[:, :v], audio[:, :a]), self.config.max_offset)
-        last = predicted_offset(self.offset_logits(video[:, -v:], audio[:, -a:]), self.config.max_offset)
+        read = expected_abs_offset if expected else predicted_offset
+        first = read(self.offset_logits(video[:, :v], audio[:, :a]), self.config.max_offset)
+        last = read(self.offset_logits(video[:, -v:], audio[:, -a:]), self.config.max_offset)
         return torch.stack([first, last], dim=1)
 
     def desync(self, video: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:

@@ -27,7 +27,8 @@ Legend: G groups per batch (one condition each), K candidates per group, P pairs
   whose ``base_model_name_or_path`` is the pretrained export, ``adapter_model.safetensors``) and
   ``<export>/model.safetensors`` + ``config.yaml``, the adapter merged into the DiT in the layout of
   ``callbacks/ema.py``'s export, so ``FlowMatchingPretrain.load_ema`` and ``reasonaudio-generate``
-  read it like a pretrained export. :func:`load_policy_weights` reads either form.
+  read it like a pretrained export. :func:`load_policy_weights` reads either form. With
+  ``snapshot_every`` = N the same pair is also written every N steps to ``<export>/snapshots/step_<step>/``.
 * **Online mode** (``online_every`` = N > 0): every N steps the current policy samples new groups for
   every condition of the cache, scored with ``reward``, into ``<groups>/online/step_<step>/``, and
   training continues on them. An epoch is then exactly N steps: the data module must draw
@@ -236,6 +237,8 @@ class PreferencePostTrain(StartsFromExport, FlowMatchingPretrain):
         vae_checkpoint: its checkpoint.
         vocoder: vocoder checkpoint or BigVGAN folder.
         audio_preset: ``AudioConfig`` preset of the codec (the sample rate of decoded audio).
+        snapshot_every: also write the export every this many steps into ``<export>/snapshots/step_<step>/``
+            (0: only the final one), for curves of any metric against the training step (paper Figure 4).
     """
 
     def __init__(self, net: nn.Module, conditioner: nn.Module, objective: nn.Module, pretrained: str | None = None,
@@ -247,7 +250,7 @@ class PreferencePostTrain(StartsFromExport, FlowMatchingPretrain):
                  online_candidates: int = 8, online_min_spread: float = 0.0, sample_steps: int = 25,
                  sample_cfg: float = 4.5, val_ground_truth: list[str] | None = None, val_items: int = 4,
                  vae: nn.Module | None = None, vae_checkpoint: str | None = None, vocoder: str | None = None,
-                 audio_preset: str = "tiny"):
+                 audio_preset: str = "tiny", snapshot_every: int = 0):
         with warnings.catch_warnings():  # the parent records its own argument subset; replaced just below
             warnings.filterwarnings("ignore", message=".*is an instance of `nn.Module`")
             super().__init__(net, conditioner, text_drop, video_drop, t_mean, t_std, val_t_grid, val_noise_seed,
@@ -256,6 +259,8 @@ class PreferencePostTrain(StartsFromExport, FlowMatchingPretrain):
         save_system_hparams(self, ["net", "conditioner", "objective", "optimizer", "lr_scheduler", "reward", "vae"])
         if online_every < 0 or (online_every and reward is None):
             raise ValueError(f"online_every must be >= 0 and needs a reward, got {online_every}, reward={reward}")
+        if snapshot_every < 0 or (snapshot_every and not export):
+            raise ValueError(f"snapshot_every must be >= 0 and needs export, got {snapshot_every}, export={export}")
         self.objective = objective
         self.conditioner.requires_grad_(False)
         self.net = add_lora(net, lora_rank, lora_alpha, lora_targets)
@@ -272,6 +277,15 @@ class PreferencePostTrain(StartsFromExport, FlowMatchingPretrain):
     def save_export(self, folder: str | Path) -> Path:
         """Write ``adapter/`` (peft) and the merged ``model.safetensors`` + ``config.yaml`` into ``folder``."""
         return write_export(self, folder, self.merged_state(), adapter=True)
+
+    def snapshot_folder(self, step: int) -> Path:
+        """Where the snapshot of ``step`` goes (``snapshot_every``)."""
+        return Path(self.hparams.export) / "snapshots" / f"step_{step:07d}"
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        every, step = self.hparams.snapshot_every, self.global_step
+        if every and step % every == 0 and step < self.trainer.max_steps and self.trainer.is_global_zero:
+            self.save_export(self.snapshot_folder(step))
 
     def on_train_end(self) -> None:
         if self.hparams.export and self.trainer.is_global_zero:

@@ -254,13 +254,16 @@ class HeldOut:
         return self._visual
 
 
-def load_model(pretrain_config: Sequence[str], weights: Path):
-    """A ``FlowMatchingPretrain`` of ``pretrain.yaml`` (with overrides) holding ``weights`` (an export or adapter)."""
+def load_model(pretrain_config: Sequence[str], weights: Path, system=None):
+    """A ``FlowMatchingPretrain`` of ``pretrain.yaml`` (with overrides) holding ``weights`` (an export or adapter);
+    ``system``: one built earlier, whose weights are replaced (building one costs seconds, loading weights
+    milliseconds)."""
     from reasonaudio.cli import build_cli
     from reasonaudio.systems.preference import load_policy_weights
 
-    system = build_cli(["--config", str(CONFIG_DIR / "pretrain.yaml"), *pretrain_config, "--trainer.logger=false"],
-                       run=False).model
+    if system is None:
+        system = build_cli(["--config", str(CONFIG_DIR / "pretrain.yaml"), *pretrain_config,
+                            "--trainer.logger=false"], run=False).model
     load_policy_weights(system, weights)
     return system.eval()
 
@@ -275,8 +278,9 @@ def load_reward(export: Path):
     return ClassifierReward(AlignmentClassifier(**config), str(export)).prepare()
 
 
-def load_sync_reward(checkpoint: Path, video_roots: Sequence[Path]):
-    """The synchrony reward of ``preference_data/synchrony_reward.yaml`` with the Synchformer ``checkpoint``."""
+def load_sync_reward(checkpoint: Path):
+    """The synchrony reward of ``preference_data/synchrony_reward.yaml`` with the Synchformer ``checkpoint``
+    (video by file: :meth:`~reasonaudio.models.reward.SynchformerOffsetReward.encode_videos`)."""
     import yaml
 
     from reasonaudio.models.reward import SynchformerOffsetReward
@@ -285,8 +289,7 @@ def load_sync_reward(checkpoint: Path, video_roots: Sequence[Path]):
     overlay = CONFIG_DIR / "preference_data" / "synchrony_reward.yaml"
     spec = yaml.safe_load(overlay.read_text())["model"]["init_args"]["reward"]
     config = SynchformerConfig(**spec["init_args"]["synchformer"]["init_args"]["config"])
-    return SynchformerOffsetReward(Synchformer(config), str(checkpoint), score=spec["init_args"]["score"],
-                                   video_root=[str(r) for r in video_roots]).prepare()
+    return SynchformerOffsetReward(Synchformer(config), str(checkpoint), score=spec["init_args"]["score"]).prepare()
 
 
 @torch.no_grad()
@@ -308,8 +311,8 @@ def _reward_and_desync(latents: torch.Tensor, wavs: torch.Tensor, heldout: HeldO
     n, m = latents.shape[:2]
     out = {}
     cut = wavs.flatten(0, 1)[:, :round(float(heldout.gts[0]["duration"]) * sample_rate)]  # not codec padding
-    if reward is not None and reward.audio_input == "wav":
-        video = reward.video_inputs({"id": heldout.ids}).repeat_interleave(m, 0)
+    if reward is not None and reward.audio_input == "wav":  # by file: the held-out sets reuse clip ids
+        video = reward.encode_videos(heldout.videos).repeat_interleave(m, 0)
         out["reward"] = float(torch.cat([reward(cut[i:i + 16], video[i:i + 16]) for i in range(0, n * m, 16)]).mean())
     elif reward is not None:
         out["reward"] = float(reward(latents.flatten(0, 1), heldout.sync.repeat_interleave(m, 0)).mean())
@@ -661,11 +664,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     classifier = _timed("reward classifier", train_reward, out / "reward", train_cache, demo / "features_heldout",
                         args.reward_steps)
     accuracy = reward_accuracy(classifier, [c for c, _ in heldout_sets])
-    video_roots = [corpus for _, corpus in heldout_sets] + [demo / "corpus"]
     if args.reward == "sync":
         reward_weights = _timed("synchrony reward", train_sync_reward, out / "reward_sync", demo / "corpus",
                                 demo / "heldout", args.reward_sync_steps)
-        scorer: Path | list[str] = sync_reward_overrides(reward_weights, video_roots, vae_ckpt, vocoder)
+        # the training clips' videos only: every synthetic set names its clips synth_000000, ...
+        scorer: Path | list[str] = sync_reward_overrides(reward_weights, [demo / "corpus"], vae_ckpt, vocoder)
     else:
         reward_weights = scorer = classifier
 
@@ -728,9 +731,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     heldout = HeldOut(heldout_sets)
     reference_wavs = decode(heldout.latents)
-    reward_model = load_sync_reward(reward_weights, video_roots) if args.reward == "sync" else load_reward(classifier)
+    reward_model = load_sync_reward(reward_weights) if args.reward == "sync" else load_reward(classifier)
     sync_model = load_sync_model(sync_weights)
     model_args = _model_args(mllm, 4.0)
+    system = load_model(model_args, pretrained)
+    policy = lambda weights: load_model(model_args, weights, system)  # noqa: E731  one system, weights swapped
     evals_dir = out / "eval"
     evals_dir.mkdir(exist_ok=True)
     models: dict[str, dict[str, dict[str, float]]] = {"pretrained": {}}
@@ -739,7 +744,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, seed, weights in todo:
         file = evals_dir / f"{name}_seed{seed}.json"
         if not file.is_file():
-            scores = _timed(f"evaluate {name} seed {seed}", evaluate, load_model(model_args, weights), heldout, decode,
+            scores = _timed(f"evaluate {name} seed {seed}", evaluate, policy(weights), heldout, decode,
                             noise_set=seed, samples=args.eval_samples, steps=args.sample_steps,
                             reference_wavs=reference_wavs, reward=reward_model, sync_model=sync_model)
             file.write_text(json.dumps(scores, indent=2))
@@ -753,12 +758,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             for seed, export in per_seed.items():
                 file = evals_dir / f"{name}_seed{seed}_curve.json"
                 if not file.is_file():
-                    points = {0: pretrained, **{int(p.name[5:]): p for p in sorted((export / "snapshots").glob("step_*"))},
-                              args.steps: export}
-                    curve = {str(step): _timed(f"curve {name} seed {seed} step {step}", curve_point,
-                                               load_model(model_args, weights), clips, decode, reward_model, sync_model,
-                                               noise_set=seed, steps=args.sample_steps)
-                             for step, weights in points.items()}
+                    start = evals_dir / f"pretrained_seed{seed}_curve.json"  # step 0 of every run of this seed
+                    if not start.is_file():
+                        start.write_text(json.dumps(_timed(
+                            f"curve pretrained seed {seed}", curve_point, policy(pretrained), clips, decode,
+                            reward_model, sync_model, noise_set=seed, steps=args.sample_steps), indent=2))
+                    points = {int(p.name[5:]): p for p in sorted((export / "snapshots").glob("step_*"))}
+                    curve = {"0": json.loads(start.read_text()),
+                             **{str(step): _timed(f"curve {name} seed {seed} step {step}", curve_point, policy(weights),
+                                                  clips, decode, reward_model, sync_model, noise_set=seed,
+                                                  steps=args.sample_steps)
+                                for step, weights in {**points, args.steps: export}.items()}}
                     file.write_text(json.dumps(curve, indent=2))
                 curves.setdefault(name, {})[str(seed)] = json.loads(file.read_text())
 
@@ -770,7 +780,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name, weights in [("pretrained", pretrained)] + [(n, exports[n][seed]) for n in plain]:
             file = evals_dir / f"{name}_seed{seed}_cfg1.json"
             if not file.is_file():
-                scores = _timed(f"evaluate {name} seed {seed} at cfg 1", evaluate, load_model(model_args, weights),
+                scores = _timed(f"evaluate {name} seed {seed} at cfg 1", evaluate, policy(weights),
                                 heldout, decode, noise_set=seed, samples=1, steps=args.sample_steps, cfg=1.0)
                 file.write_text(json.dumps(scores, indent=2))
             unguided[name] = json.loads(file.read_text())

@@ -226,7 +226,9 @@ class SynchformerOffsetReward(Reward):
 
     The video input is the cache's sync tokens (``video_root`` None), which must then come from this model's
     visual branch, or — for a separately trained model — the clip's own video, ``<video_root>/<id>.mp4`` or
-    ``<video_root>/videos/<id>.mp4``, decoded at 25 fps and encoded once per clip by this model.
+    ``<video_root>/videos/<id>.mp4``, decoded at 25 fps and encoded once per file by this model. Clip ids are
+    looked up in the roots in order, so the roots must not hold different clips under one id (the synthetic
+    sets all start at ``synth_000000``: give the one set the cache was made from).
 
     Args:
         synchformer: a ``reasonaudio.models.synchformer.Synchformer``.
@@ -250,7 +252,7 @@ class SynchformerOffsetReward(Reward):
         self.score = score
         self.video_root = [video_root] if isinstance(video_root, (str, Path)) else video_root
         self._loaded = checkpoint is None
-        self._visual: dict[str, torch.Tensor] = {}  # clip id → this model's visual tokens [Ts, D]
+        self._visual: dict[str, torch.Tensor] = {}  # video file → this model's visual tokens [Ts, D]
 
     def prepare(self) -> SynchformerOffsetReward:
         if not self._loaded:
@@ -273,18 +275,22 @@ class SynchformerOffsetReward(Reward):
                                 f"(looked for {clip_id}.mp4 and videos/{clip_id}.mp4)")
 
     @torch.no_grad()
+    def encode_videos(self, paths: Sequence[str | Path]) -> torch.Tensor:
+        """This model's visual tokens ``[B, Ts, D]`` of video files (25 fps), each file encoded once."""
+        from reasonaudio.media import load_video
+
+        for path in map(str, paths):
+            if path not in self._visual:
+                frames = load_video(path, SYNC_FPS, size=self.synchformer.config.image_size).frames
+                self._visual[path] = self.synchformer.encode_video(frames[None])[0].cpu()
+        return torch.stack([self._visual[str(p)] for p in paths])
+
     def video_inputs(self, batch: dict[str, Any]) -> torch.Tensor:
         if self.video_root is None:
             if "sync" not in batch:
                 raise ValueError("SynchformerOffsetReward needs Synchformer tokens ('sync') in the batch")
             return batch["sync"]
-        from reasonaudio.media import load_video
-
-        for clip_id in batch["id"]:
-            if clip_id not in self._visual:
-                frames = load_video(self.video_file(clip_id), SYNC_FPS, size=self.synchformer.config.image_size).frames
-                self._visual[clip_id] = self.synchformer.encode_video(frames[None])[0].cpu()
-        return torch.stack([self._visual[i] for i in batch["id"]])
+        return self.encode_videos([self.video_file(i) for i in batch["id"]])
 
     def forward(self, audio: torch.Tensor, video: torch.Tensor) -> torch.Tensor:
         from reasonaudio.config import SYNC_TOKENS_PER_WINDOW

@@ -540,7 +540,7 @@ def figure4(curves: dict[str, dict[str, dict[str, dict[str, float]]]], labels: d
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    for (key, title, scale), ax in zip((("reward", "reward P(aligned) ↑", 1.0), ("desync", "DeSync (s) ↓", 1.0),
+    for (key, title, scale), ax in zip((("reward", "reward ↑", 1.0), ("desync", "DeSync (s) ↓", 1.0),
                                         ("onset_error", "onset error (ms) ↓ (ground truth)", 1000.0)), axes):
         for name, per_seed in curves.items():
             steps = sorted({int(k) for points in per_seed.values() for k in points})
@@ -616,7 +616,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sample-steps", type=int, default=25, help="Euler steps of every sampler")
     parser.add_argument("--snapshot-every", type=int, default=25,
                         help="curves (Figure 4): evaluate the policy every this many steps (0: no curves)")
-    parser.add_argument("--curve-clips", type=int, default=8, help="held-out clips of the curves (one generation each)")
+    parser.add_argument("--curve-clips", type=int, default=32,
+                        help="held-out clips of the curves, the first of the evaluation's (one generation each)")
     parser.add_argument("--docs", type=Path, default=None, help="markdown file whose marked block gets the table")
     parser.add_argument("--results-json", type=Path, default=None,
                         help="also write the scripts' summary (docs/results.json shape) here")
@@ -639,7 +640,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     # Settings that change finished outputs must not change on a rerun; seeds, objectives and betas only add runs.
     fixed = ("demo", "steps", "lr", "reward", "reward_steps", "reward_sync_steps", "candidates", "min_spread", "margin_quantile", "extra_heldout",
-             "eval_samples", "sample_steps", "snapshot_every", "curve_clips")
+             "eval_samples", "sample_steps", "snapshot_every")  # curves made with other clips are redone
     settings = {k: str(getattr(args, k)) if isinstance(getattr(args, k), Path) else getattr(args, k) for k in fixed}
     settings_file = out / "settings.json"
     if settings_file.is_file() and json.loads(settings_file.read_text()) != settings:
@@ -753,24 +754,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     # curves: every snapshot of every run on the first --curve-clips held-out clips (step 0: the pretrained model)
     curves: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
     if args.snapshot_every:
-        clips = HeldOut(heldout_sets[:1], limit=args.curve_clips)
+        clips = HeldOut(heldout_sets, limit=args.curve_clips)
         for name, per_seed in exports.items():
             for seed, export in per_seed.items():
                 file = evals_dir / f"{name}_seed{seed}_curve.json"
-                if not file.is_file():
+                if not file.is_file() or json.loads(file.read_text()).get("clips") != clips.ids:
                     start = evals_dir / f"pretrained_seed{seed}_curve.json"  # step 0 of every run of this seed
-                    if not start.is_file():
+                    if not start.is_file() or json.loads(start.read_text()).get("clips") != clips.ids:
                         start.write_text(json.dumps(_timed(
                             f"curve pretrained seed {seed}", curve_point, policy(pretrained), clips, decode,
-                            reward_model, sync_model, noise_set=seed, steps=args.sample_steps), indent=2))
+                            reward_model, sync_model, noise_set=seed, steps=args.sample_steps) | {"clips": clips.ids},
+                            indent=2))
                     points = {int(p.name[5:]): p for p in sorted((export / "snapshots").glob("step_*"))}
-                    curve = {"0": json.loads(start.read_text()),
+                    first = {k: v for k, v in json.loads(start.read_text()).items() if k != "clips"}
+                    curve = {"clips": clips.ids, "0": first,
                              **{str(step): _timed(f"curve {name} seed {seed} step {step}", curve_point, policy(weights),
                                                   clips, decode, reward_model, sync_model, noise_set=seed,
                                                   steps=args.sample_steps)
                                 for step, weights in {**points, args.steps: export}.items()}}
                     file.write_text(json.dumps(curve, indent=2))
-                curves.setdefault(name, {})[str(seed)] = json.loads(file.read_text())
+                curve = json.loads(file.read_text())
+                curves.setdefault(name, {})[str(seed)] = {k: v for k, v in curve.items() if k != "clips"}
 
     # diagnostic: the first seed of every objective sampled without guidance (cfg = 1)
     unguided: dict[str, dict[str, float]] = {}

@@ -249,6 +249,10 @@ def test_synchrony_reward_reads_the_clip_video_with_its_own_visual_branch(tmp_pa
         direct = SynchformerOffsetReward(model, score="expected").prepare()
         assert torch.allclose(reward(wav, tokens), direct(wav, model.encode_video(decoded)), atol=1e-6)
     assert sorted(reward._visual) == [str(tmp_path / "videos" / f"clip{i}.mp4") for i in range(2)]  # once per file
+    small = SynchformerOffsetReward(model, score="expected", video_root=str(tmp_path), cached_videos=1).prepare()
+    assert torch.allclose(small.video_inputs({"id": ["clip0", "clip1"]}), tokens)  # clip0 left the cache for clip1
+    assert list(small._visual) == [str(tmp_path / "videos" / "clip1.mp4")]
+    assert torch.allclose(small.video_inputs({"id": ["clip0"]}), tokens[:1])  # encoded again, the same
     with pytest.raises(FileNotFoundError, match="clip9"):
         reward.video_inputs({"id": ["clip9"]})
 

@@ -17,7 +17,8 @@ def test_demo_runs_and_resumes(tmp_path, monkeypatch, capsys):
     out = tmp_path / "demo"
     args = ["--out", str(out), "--num-clips", "4", "--heldout-clips", "2", "--duration", "2", "--vae-steps", "2", "--vocoder-steps", "2",
             "--pretrain-steps", "2", "--sample-steps", "2", "--reward-steps", "2", "--candidates", "2",
-            "--post-train-steps", "2", "--sync-steps", "0", "--reward", "classifier"]  # 2 s clips cannot hold the ±1.2 s offset grid
+            "--post-train-steps", "2", "--sync-steps", "0",  # 2 s clips cannot hold the ±1.2 s offset grid,
+            "--reward", "classifier"]  # nor the synchrony reward's
     assert main(args) == 0
     first = capsys.readouterr().out
     assert re.search(r"decode check +6/6 mp4 files ok", first) and re.search(r"mel VAE +2 steps", first)

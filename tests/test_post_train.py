@@ -120,7 +120,8 @@ def test_objective_fits_logs_and_exports(setup, objective):
     assert set(load_file(str(export / "model.safetensors"))) == set(load_file(str(d["pretrained"])))  # the EMA layout
     if snapshots:  # step 1 of 2 snapshotted (the last step is the export itself), between pretrained and final
         assert [p.name for p in (export / "snapshots").iterdir()] == ["step_0000001"]
-        step1, final = (load_file(str(p / "model.safetensors")) for p in (export / "snapshots" / "step_0000001", export))
+        step1, final = (load_file(str(p / "model.safetensors"))
+                        for p in (export / "snapshots" / "step_0000001", export))
         pre = load_file(str(d["pretrained"]))
         changed = [k for k in final if not torch.equal(final[k], pre[k])]
         assert changed and any(not torch.equal(step1[k], pre[k]) for k in changed)  # neither the start

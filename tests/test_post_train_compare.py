@@ -61,7 +61,8 @@ def test_docs_results_has_the_issue_keys():
     out = docs_results(_comparison())
     assert out["reward_pair_agreement"] == 0.7 and out["reward_spearman"] == -0.3
     assert list(out["rows"]) == ["pretrained", "sft", "dpo_beta5"] and set(ROWS) >= set(out["rows"])
-    assert ROWS == ("pretrained", "sft", "rwr", "dpo_beta1", "dpo_beta2", "dpo_beta5", "dpo_beta50", "dpo_beta5_online2")
+    assert ROWS == ("pretrained", "sft", "rwr", "dpo_beta1", "dpo_beta2", "dpo_beta5", "dpo_beta50",
+                    "dpo_beta5_online2")
     row = out["rows"]["dpo_beta5"]
     for key in ("onset_error_ms", "delta_onset_error_ms_vs_pretrained", "desync_s", "delta_desync_s_vs_pretrained",
                 "onset_f1", "fd_latent", "reward"):

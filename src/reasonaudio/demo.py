@@ -6,10 +6,10 @@ the tiny BigVGAN vocoder → fit the tiny mel VAE, validated through that vocode
 statistics → feature caches of both sets → a tiny local Qwen2.5-VL folder → each clip's MLLM prompt
 run once into the caches (stored prefix KV) → MM-DiT flow-matching pretraining from them → the synchrony
 reward (a second Synchformer, trained from another seed) → preference data (K scored candidates per training
-condition from the pretrained model, each also judged against the ground truth) → Flow-DPO post-training with LoRA → generation (flac + mp4) for
-the held-out clips with the pretrained and the post-trained model, scored against the synthetic
-ground truth (not with the reward) next to the untrained model and the vocoded ground truth → the
-folder evaluator (``reasonaudio-metrics``) on the post-trained outputs.
+condition from the pretrained model, each also judged against the ground truth) → Flow-DPO post-training
+with LoRA → generation (flac + mp4) for the held-out clips with the pretrained and the post-trained model,
+scored against the synthetic ground truth (not with the reward) next to the untrained model and the vocoded
+ground truth → the folder evaluator (``reasonaudio-metrics``) on the post-trained outputs.
 
 Each step writes into a temporary folder and renames it into place when it has finished, then
 records itself in ``runs/demo/steps.json``; a rerun with the same arguments skips recorded steps
@@ -352,13 +352,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reward", choices=("sync", "classifier"), default="sync",
                         help="preference reward: a second Synchformer's expected offset (needs clips of at least "
                              "3.76 s) or the paper's alignment classifier (docs/post_training.md)")
-    parser.add_argument("--reward-steps", type=int, default=100,
-                        help="optimisation steps of the reward (its own Synchformer, seed 1; or the classifier)")
+    parser.add_argument("--reward-steps", type=int, default=None,
+                        help="optimisation steps of the reward: its own Synchformer, seed 1 (default 100), or the "
+                             "classifier (default 300)")
     parser.add_argument("--candidates", type=int, default=8, help="K candidates per training condition")
     parser.add_argument("--post-train-steps", type=int, default=100, help="Flow-DPO optimisation steps (LoRA)")
     parser.add_argument("--no-prefix-kv", action="store_true",
                         help="pretrain with the MLLM prompt run live every step instead of the stored prefix KV")
     args = parser.parse_args(argv)
+    if args.reward_steps is None:
+        args.reward_steps = 100 if args.reward == "sync" else 300
     out = Path(args.out)
     pipe = Pipeline(out, {k: v for k, v in vars(args).items() if k != "out"})
     t0 = time.perf_counter()
@@ -404,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
     mllm, pretrained = out / "mllm", out / "pretrain" / "export" / "model.safetensors"
     train_cache = out / "features_corpus"
     # the reward is a Synchformer trained like the synchrony encoder from another seed: DeSync never scores with the
-    # network the policy was optimised against (docs/post_training.md "Reward")
+    # network the policy was optimised against (docs/post_training.md, "Which reward")
     if args.reward == "sync":
         reward = pipe.step("reward", _cli(
             lambda tmp: sync_reward_args(tmp, out / "corpus", out / "heldout", args.reward_steps, seed=1,

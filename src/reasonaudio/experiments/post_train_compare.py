@@ -13,7 +13,8 @@ interrupted comparison resumes where it stopped:
 1. **held-out clips** — the demo's held-out set plus ``--extra-heldout`` new synthetic clips (their own
    seed), whose features come from the demo's VAE and Synchformer weights (``features.yaml``);
 2. **rewards** — ``--reward sync`` (the default): the synchrony reward's own Synchformer (``sync.yaml`` +
-   ``sync/reward.yaml``, another seed than DeSync's), scoring ``1 − E|offset| / 1.2 s`` (``preference_data/synchrony_reward.yaml``);
+   ``sync/reward.yaml``, another seed than DeSync's), scoring ``1 − E|offset| / 1.2 s``
+   (``preference_data/synchrony_reward.yaml``);
    the paper's alignment classifier (``reward.yaml``) is trained too, its held-out accuracy per negative type
    measured (10 draws of windows and shifts) and its ranking of the same candidates reported beside;
 3. **preference data** — ``preference_data.yaml``: K candidates per training condition from the
@@ -117,8 +118,8 @@ def sync_reward_args(out: Path, corpus: Path, heldout: Path, steps: int, seed: i
 
 def sync_reward_overrides(checkpoint: Path, video_roots: Sequence[Path], vae_checkpoint: Path,
                           vocoder: Path) -> list[str]:
-    """Overrides that make a stage's reward the synchrony reward (``preference_data/synchrony_reward.yaml``) of ``checkpoint``,
-    reading the clips' videos under ``video_roots`` and decoding with the given codec."""
+    """Overrides that make a stage's reward the synchrony reward (``preference_data/synchrony_reward.yaml``) of
+    ``checkpoint``, reading the clips' videos under ``video_roots`` and decoding with the given codec."""
     return ["--config", str(CONFIG_DIR / "preference_data" / "synchrony_reward.yaml"),
             f"--model.init_args.reward.init_args.checkpoint={checkpoint}",
             f"--model.init_args.reward.init_args.video_root=[{', '.join(map(str, video_roots))}]",
@@ -305,7 +306,8 @@ def _sample(system, heldout: HeldOut, noise_set: int, samples: int, steps: int, 
 @torch.no_grad()
 def _reward_and_desync(latents: torch.Tensor, wavs: torch.Tensor, heldout: HeldOut, reward, sync_model,
                        sample_rate: int) -> dict[str, float]:
-    """Mean reward of ``latents [N, M, T, C]`` (or of their audio) and mean DeSync (s) of their audio ``wavs [N, M, S]``."""
+    """Mean reward of ``latents [N, M, T, C]`` (or of their audio) and mean DeSync (s) of their audio
+    ``wavs [N, M, S]``."""
     from reasonaudio.metrics.desync import desync_seconds
 
     n, m = latents.shape[:2]
@@ -639,8 +641,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise SystemExit(f"post_train_compare: {path} not found: run `make demo` first (or pass --demo)")
     out.mkdir(parents=True, exist_ok=True)
     # Settings that change finished outputs must not change on a rerun; seeds, objectives and betas only add runs.
-    fixed = ("demo", "steps", "lr", "reward", "reward_steps", "reward_sync_steps", "candidates", "min_spread", "margin_quantile", "extra_heldout",
-             "eval_samples", "sample_steps", "snapshot_every")  # curves made with other clips are redone
+    fixed = ("demo", "steps", "lr", "reward", "reward_steps", "reward_sync_steps", "candidates", "min_spread",
+             "margin_quantile", "extra_heldout", "eval_samples", "sample_steps", "snapshot_every")
+    # (--curve-clips is not fixed: curves made on other clips are redone)
     settings = {k: str(getattr(args, k)) if isinstance(getattr(args, k), Path) else getattr(args, k) for k in fixed}
     settings_file = out / "settings.json"
     if settings_file.is_file() and json.loads(settings_file.read_text()) != settings:
@@ -680,7 +683,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                      ground_truth=(demo / "corpus", vae_ckpt, vocoder))
     agreement_file = out / "preference_data" / "reward_vs_ground_truth.json"
     if not agreement_file.is_file() or "alternatives" not in json.loads(agreement_file.read_text()):
-        alternatives = {"alignment_classifier": classifier_scores(classifier, train_cache)} if args.reward == "sync" else {}
+        alternatives = ({"alignment_classifier": classifier_scores(classifier, train_cache)} if args.reward == "sync"
+                        else {})
         agreement = _timed("reward vs ground truth", reward_vs_ground_truth, groups, alternatives)
         agreement_file.write_text(json.dumps(agreement, indent=2))
     agreement = json.loads(agreement_file.read_text())
@@ -824,8 +828,9 @@ def main(argv: Sequence[str] | None = None) -> int:
              f"lowest 1 % of its range, {100 * agreement['saturated_high']:.0f} % in the highest.")
     for name, alt in agreement.get("alternatives", {}).items():
         notes += (f" The {name.replace('_', ' ')} (held-out accuracy: aligned {accuracy['aligned']:.2f}, shifted "
-                  f"{accuracy['shifted']:.2f}, swapped {accuracy['swapped']:.2f}) orders {100 * alt['pair_agreement']:.0f} "
-                  f"% of the same pairs like the ground truth (within-group ρ {alt['spearman_within']:.2f}; "
+                  f"{accuracy['shifted']:.2f}, swapped {accuracy['swapped']:.2f}) orders "
+                  f"{100 * alt['pair_agreement']:.0f} % of the same pairs like the ground truth (within-group ρ "
+                  f"{alt['spearman_within']:.2f}; "
                   f"{100 * alt['saturated_high']:.0f} % of candidates at P(aligned) ≥ 0.99).")
     notes += f" Time of all steps: {results['total_s'] / 60:.1f} min ({results['machine']}, one thread)."
     if unguided:

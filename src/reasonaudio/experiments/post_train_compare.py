@@ -217,13 +217,13 @@ class HeldOut:
 
     Args:
         sets: ``(feature cache, corpus folder)`` pairs.
-        limit: keep only the first ``limit`` clips (the curves of :func:`curve_point` use a few).
+        limit: keep only the first ``limit`` clips (``--curve-clips``).
     """
 
     def __init__(self, sets: Sequence[tuple[Path, Path]], limit: int | None = None):
         from data_modules.preference import _RowDataset, collate_groups
 
-        self.batches, self.gts, self.videos, self.ids = [], [], [], []
+        self.batches, self.gts, self.videos = [], [], []
         for cache, corpus in sets:
             ds = _RowDataset(cache)
             for start in range(0, len(ds), 8):
@@ -235,13 +235,17 @@ class HeldOut:
                 self.batches.append(batch)
                 self.gts += [json.loads((corpus / "gt" / f"{i}.json").read_text()) for i in batch["id"]]
                 self.videos += [corpus / "videos" / f"{i}.mp4" for i in batch["id"]]
-                self.ids += list(batch["id"])
         self.latents = torch.cat([b["latent"] for b in self.batches])  # [N, T, C] posterior means, normalised
         self.sync = torch.cat([b["sync"] for b in self.batches])  # [N, Ts, S] the cache's sync tokens
         self._visual: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.gts)
+
+    @property
+    def ids(self) -> list[str]:
+        """Clip ids, in order (the sets reuse ids: a clip is its video file)."""
+        return [v.stem for v in self.videos]
 
     def visual_tokens(self, sync_model) -> torch.Tensor:
         """The DeSync model's visual tokens of every clip's video, ``[N, Sv·8, D]`` (decoded once)."""
@@ -353,19 +357,6 @@ def evaluate(system, heldout: HeldOut, decode, noise_set: int, samples: int = 2,
     return out
 
 
-@torch.no_grad()
-def curve_point(system, clips: HeldOut, decode, reward, sync_model, noise_set: int, steps: int = 25,
-                cfg: float = 4.5, sample_rate: int = 16000) -> dict[str, float]:
-    """One point of the Figure-4 curves: mean reward, DeSync and onset error of one generation per clip."""
-    from reasonaudio.metrics import synthetic
-
-    latents = _sample(system, clips, noise_set, 1, steps, cfg)
-    wavs = decode(latents.flatten(0, 1)).view(len(clips), 1, -1)
-    err = [synthetic.onset_sync_error(w[0], sample_rate, gt) for w, gt in zip(wavs.numpy(), clips.gts)]
-    return {"onset_error": float(np.mean(err)),
-            **_reward_and_desync(latents, wavs, clips, reward, sync_model, sample_rate)}
-
-
 # --------------------------------------------------------------------------- the comparison
 
 
@@ -386,15 +377,9 @@ def _timed(label: str, fn, *args, **kwargs):
 def reward_accuracy(export: Path, caches: Sequence[Path], draws: int = 10) -> dict[str, float]:
     """Held-out accuracy of the classifier per example type (aligned, shifted, swapped), over ``draws`` draws."""
     from data_modules.features import CachedFeatureDataModule
-    from reasonaudio.models.reward import AlignmentClassifier, load_classifier_state
-    import yaml
-
     from reasonaudio.systems.reward import RewardTrain
 
-    config = yaml.safe_load((CONFIG_DIR / "reward.yaml").read_text())["model"]["init_args"]["classifier"]["init_args"]
-    classifier = AlignmentClassifier(**config)
-    classifier.load_state_dict(load_classifier_state(export))
-    system = RewardTrain(classifier.eval())
+    system = RewardTrain(load_reward(export).classifier)
     dm = CachedFeatureDataModule(train=[str(c) for c in caches], val=[str(c) for c in caches], batch_size=64)
     dm.setup("fit")
     correct: dict[str, float] = {}
@@ -535,7 +520,7 @@ def results_table(results: dict[str, Any]) -> str:
 def figure4(curves: dict[str, dict[str, dict[str, dict[str, float]]]], labels: dict[str, str], path: Path) -> Path:
     """The paper's Figure 4 layout: reward and DeSync of held-out generations against the post-training step, one
     line per method (mean over seeds, bars: min and max). ``curves[method][seed][step]`` holds
-    :func:`curve_point`'s values."""
+    :func:`evaluate`'s values (one generation per clip)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -758,23 +743,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     # curves: every snapshot of every run on the first --curve-clips held-out clips (step 0: the pretrained model)
     curves: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
     if args.snapshot_every:
-        clips = HeldOut(heldout_sets, limit=args.curve_clips)
+        clips = heldout if args.curve_clips >= len(heldout) else HeldOut(heldout_sets, limit=args.curve_clips)
+        point = lambda system, seed: evaluate(system, clips, decode, noise_set=seed, samples=1,  # noqa: E731
+                                              steps=args.sample_steps, reward=reward_model, sync_model=sync_model)
         for name, per_seed in exports.items():
             for seed, export in per_seed.items():
                 file = evals_dir / f"{name}_seed{seed}_curve.json"
                 if not file.is_file() or json.loads(file.read_text()).get("clips") != clips.ids:
                     start = evals_dir / f"pretrained_seed{seed}_curve.json"  # step 0 of every run of this seed
                     if not start.is_file() or json.loads(start.read_text()).get("clips") != clips.ids:
-                        start.write_text(json.dumps(_timed(
-                            f"curve pretrained seed {seed}", curve_point, policy(pretrained), clips, decode,
-                            reward_model, sync_model, noise_set=seed, steps=args.sample_steps) | {"clips": clips.ids},
-                            indent=2))
+                        scores = _timed(f"curve pretrained seed {seed}", point, policy(pretrained), seed)
+                        start.write_text(json.dumps(scores | {"clips": clips.ids}, indent=2))
                     points = {int(p.name[5:]): p for p in sorted((export / "snapshots").glob("step_*"))}
                     first = {k: v for k, v in json.loads(start.read_text()).items() if k != "clips"}
                     curve = {"clips": clips.ids, "0": first,
-                             **{str(step): _timed(f"curve {name} seed {seed} step {step}", curve_point, policy(weights),
-                                                  clips, decode, reward_model, sync_model, noise_set=seed,
-                                                  steps=args.sample_steps)
+                             **{str(step): _timed(f"curve {name} seed {seed} step {step}", point, policy(weights), seed)
                                 for step, weights in {**points, args.steps: export}.items()}}
                     file.write_text(json.dumps(curve, indent=2))
                 curve = json.loads(file.read_text())

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -112,9 +112,11 @@ class CachedFeatureDataset(Dataset):
     from the store of that name, which the conditioner reads instead of the frames).
     """
 
-    def __init__(self, root: str | Path, sample_latent: bool = True, prefix_kv: str | None = None):
+    def __init__(self, root: str | Path, sample_latent: bool = True, prefix_kv: str | None = None,
+                 text: Literal["caption", "label"] = "caption", video: bool = True):
         self.cache = FeatureCache(root)
         self.sample_latent = sample_latent
+        self.text, self.video = check_text_and_video(text, video, prefix_kv)
         self.prefix_kv = self.cache.prefix_store(prefix_kv) if prefix_kv else None
         if "latent_stats" not in self.cache.meta:
             raise ValueError(f"{self.cache.root / META} has no latent_stats: the cache was not finished by "
@@ -122,6 +124,9 @@ class CachedFeatureDataset(Dataset):
         stats = self.cache.meta["latent_stats"]
         self.latent_mean, self.latent_std = torch.tensor(stats["mean"]), torch.tensor(stats["std"])
         self.valid = self.cache.written_rows()
+        if text != "caption" and (lacking := [int(r) for r in self.valid if text not in self.cache.rows[int(r)]]):
+            raise ValueError(f"{self.cache.root / 'index.jsonl'}: {len(lacking)} clips have no {text!r} (first: row "
+                             f"{lacking[0]}), so they cannot be read with text={text!r}")
         if self.prefix_kv is not None:
             read_meta(self.prefix_kv)  # a clear error when the store is missing or unreadable
             held = stored_rows(self.prefix_kv)
@@ -143,8 +148,9 @@ class CachedFeatureDataset(Dataset):
             std = torch.from_numpy(np.array(self.cache.arrays["latent_std"][row]))
             latent = mean + std * torch.randn_like(std)
         latent = (latent - self.latent_mean) / self.latent_std  # [T, C]
-        item = {"id": meta["id"], "latent": latent, "caption": meta["caption"], "has_video": meta["has_video"],
-                "has_text": bool(meta["caption"].strip()), "corpus": meta.get("corpus", "")}
+        caption = str(meta[self.text])
+        item = {"id": meta["id"], "latent": latent, "caption": caption, "has_video": meta["has_video"] and self.video,
+                "has_text": bool(caption.strip()), "corpus": meta.get("corpus", "")}
         if "sync" in self.cache.arrays:
             item["sync"] = torch.from_numpy(np.array(self.cache.arrays["sync"][row]))
         if self.prefix_kv is not None:
@@ -153,9 +159,20 @@ class CachedFeatureDataset(Dataset):
             if stored.clip != expected:
                 raise ValueError(f"{stored.source}: stale stored prefix, made from {stored.clip} but the cache's row {row} "
                                  f"is now {expected}; rebuild the store with `make prefix-kv`")
-        elif (frames := self.cache.frames(row)) is not None:
+        elif self.video and (frames := self.cache.frames(row)) is not None:
             item["mllm_video"] = frames
         return item
+
+
+def check_text_and_video(text: str, video: bool, prefix_kv: str | None) -> tuple[str, bool]:
+    """The ``text`` / ``video`` options of the feature datasets, checked: a stored prefix KV was made from the
+    captions and the frames, so it cannot stand for another text or for no video."""
+    if text not in ("caption", "label"):
+        raise ValueError(f"text must be 'caption' or 'label', got {text!r}")
+    if prefix_kv and (text != "caption" or not video):
+        raise ValueError(f"prefix_kv {prefix_kv!r} was stored from the captions and the videos: it cannot be used with "
+                         f"text={text!r}, video={video}; set prefix_kv: null")
+    return text, bool(video)
 
 
 def collate_features(items: list[dict[str, Any]]) -> dict[str, Any]:
@@ -225,13 +242,17 @@ class CachedFeatureDataModule(StoredPrefixTransfer):
         prefix_kv: name of the stored prefix KV store (``<cache>/prefix_kv/<name>``, stage ``prefix_kv``) every
             cache has: items carry ``mllm_kv`` instead of MLLM frames, and the conditioner skips the
             prompt's forward pass. None: the conditioner reads frames and captions live.
+        text: the items' text: each clip's ``caption`` or its class ``label`` (Table 8's text formats).
+        video: False reads every item as text-to-audio (``has_video`` false: no MLLM frames, null sync
+            tokens), e.g. to evaluate text-only generation on video clips' captions (Table 3 at toy scale).
     """
 
     def __init__(self, train: list[str], val: list[str] | None = None, weights: list[float] | None = None,
                  samples_per_epoch: int | None = None, batch_size: int = 16, num_workers: int = 0, seed: int = 0,
-                 prefix_kv: str | None = None):
+                 prefix_kv: str | None = None, text: Literal["caption", "label"] = "caption", video: bool = True):
         super().__init__()
         self.prefix_kv = prefix_kv
+        self.text, self.video = check_text_and_video(text, video, prefix_kv)
         check_weights(weights, len(train))
         self.train_roots, self.val_roots = list(train), list(val or [])
         self.weights = weights
@@ -241,8 +262,9 @@ class CachedFeatureDataModule(StoredPrefixTransfer):
         self.seed = seed
 
     def setup(self, stage: str | None = None) -> None:
-        self.train_sets = [CachedFeatureDataset(r, prefix_kv=self.prefix_kv) for r in self.train_roots]
-        self.val_sets = [CachedFeatureDataset(r, sample_latent=False, prefix_kv=self.prefix_kv) for r in self.val_roots]
+        options = {"prefix_kv": self.prefix_kv, "text": self.text, "video": self.video}
+        self.train_sets = [CachedFeatureDataset(r, **options) for r in self.train_roots]
+        self.val_sets = [CachedFeatureDataset(r, sample_latent=False, **options) for r in self.val_roots]
         empty = [r for r, ds in zip(self.train_roots, self.train_sets) if len(ds) == 0]
         if empty:
             raise ValueError(f"feature caches with no written clips: {empty}")

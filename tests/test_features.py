@@ -112,3 +112,29 @@ def test_cached_datamodule_mixes_and_samples(tmp_path, vae_ckpt, monkeypatch):
     assert not torch.allclose(train_item["latent"], mean[0] - 0.5)  # training re-samples mean + std · ε
     meta = json.loads((tmp_path / "a" / "meta.json").read_text())
     assert meta["split"] == "train" and meta["source"] == "SyntheticDataModule"
+
+
+def test_items_read_as_labels_or_without_video(tmp_path, vae_ckpt, monkeypatch):
+    monkeypatch.chdir(REPO)
+    monkeypatch.setattr(sys, "argv", ["reasonaudio"])
+    cache = tmp_path / "a"
+    _extract(tmp_path, vae_ckpt, cache, corpus="a", clips=2)
+    rows = [json.loads(line) for line in (cache / "index.jsonl").read_text().splitlines()]
+    plain = CachedFeatureDataModule(train=[str(cache)], val=[str(cache)], batch_size=2)
+    labels = CachedFeatureDataModule(train=[str(cache)], val=[str(cache)], batch_size=2, text="label", video=False)
+    for dm in (plain, labels):
+        dm.setup("fit")
+    a, b = next(iter(plain.val_dataloader())), next(iter(labels.val_dataloader()))
+    assert a["caption"] == [r["caption"] for r in rows] and b["caption"] == [r["label"] for r in rows]
+    assert a["caption"] != b["caption"] and b["has_text"].all()
+    assert a["has_video"].all() and not b["has_video"].any() and b["mllm_video"] == [None, None]
+    assert torch.equal(a["latent"], b["latent"]) and torch.equal(a["sync"], b["sync"])  # the net nulls sync itself
+    with pytest.raises(ValueError, match="prefix_kv 'demo' was stored from the captions"):
+        CachedFeatureDataModule(train=[str(cache)], prefix_kv="demo", video=False)
+    with pytest.raises(ValueError, match="text must be 'caption' or 'label'"):
+        CachedFeatureDataModule(train=[str(cache)], text="keywords")
+    for r in rows:
+        r.pop("label")
+    (cache / "index.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(ValueError, match=r"index.jsonl: 2 clips have no 'label'"):
+        CachedFeatureDataModule(train=[str(cache)], text="label").setup("fit")

@@ -71,7 +71,8 @@ def _finetune(base: dict, out: Path, *extra: str) -> None:
     from reasonaudio.experiments.finetune import main
 
     args = ["--data", str(base["videos"]), "--out", str(out), "--pretrain-config", str(base["pretrain"]),
-            "--pretrained", str(base["export"]), "--captions", str(base["captions"]), "--steps", "2", "--batch-size", "2",
+            "--pretrained", str(base["export"]), *(("--captions", str(base["captions"])) if base["captions"] else ()),
+            "--steps", "2", "--batch-size", "2",
             "--lr", "0.01", *[a for f in base["features"] for a in ("--features-config", str(f))], *extra,
             "--", "--trainer.accelerator=cpu", "--trainer.enable_progress_bar=false", "--trainer.log_every_n_steps=1"]
     with pytest.MonkeyPatch.context() as mp:
@@ -113,3 +114,33 @@ def test_full_finetune_from_a_lightning_checkpoint(base, tmp_path):
     assert tuned.keys() == pretrained.keys() and not (out / "export" / "adapter").exists()
     assert not torch.equal(tuned["conditioner.queries"], pretrained["conditioner.queries"])
     assert not torch.equal(tuned["net.audio_in.0.weight"], pretrained["net.audio_in.0.weight"])
+
+
+def test_captions_from_the_annotation_backend(base, tmp_path):
+    """--captions-backend: the VGGSound-Think pipeline annotates the folder's clips over real HTTP (a scripted VLM
+    on loopback answering every step from one synthetic clip's caption), and the features stage caches them."""
+    from test_captions_pipeline import manifest_captions, structured_answer
+    from test_captions_server import API_KEY, Answer, ScriptedServer
+
+    from data_modules.features import CachedFeatureDataset
+    from data_modules.synthetic import synthesize_corpus
+    from reasonaudio.captions.format import parse_caption
+
+    corpus = synthesize_corpus(tmp_path / "synth", num_clips=1, seed=0, duration=1.0, size=32, progress=False)
+    caption = manifest_captions(corpus)["synth_000000"]
+    parts = parse_caption(caption)
+    answers = {"gist": parts.hint, "grounding": parts.grounding, "structured": structured_answer(parts.tracks)}
+    with ScriptedServer(lambda request: Answer(answers[request.request_id.split(":")[1]])) as server:
+        config = tmp_path / "backend.yaml"
+        config.write_text(f"backend: openai\nbase_url: {server.url}\nmodel: scripted\napi_key: {API_KEY}\nframes: 1\n"
+                          "image_format: png\ntimeout: 5\nbackoff: 0.01\n")
+        base = dict(base, captions=None)
+        out = tmp_path / "ft"
+        _finetune(base, out, "--lora-rank", "4", "--captions-backend", str(config))
+    assert {r.request_id.split(":")[0] for r in server.log} == set(CLIPS)  # each clip annotated, 3 steps each
+    assert len(server.log) == 3 * len(CLIPS)
+    records = [json.loads(line) for line in (out / "captions.jsonl").read_text().splitlines()]
+    assert sorted(r["id"] for r in records) == list(CLIPS) and {r["caption"] for r in records} == {caption}
+    ds = CachedFeatureDataset(out / "features")
+    assert {ds[i]["id"]: ds[i]["caption"] for i in range(len(ds))} == {c: caption for c in CLIPS}
+    assert (out / "export" / "model.safetensors").is_file()

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from reasonaudio.experiments.paper_tables import PAPER_DIR, TABLES, main, paper_value, validate_args
+from reasonaudio.experiments.paper_tables import (PAPER_DIR, TABLES, TOY, main, paper_value, toy_train_args,
+                                                 validate_args)
 from reasonaudio.metrics.table import columns, write_tables
 
 PAPER = Path(__file__).resolve().parents[2] / "shared" / "paper" / "000_7e94c07eda9983a6.txt"
@@ -86,3 +87,50 @@ def test_row_overlays_compose_with_the_eval_config(table, row, net, conditioner,
     assert model["conditioner"]["class_path"] == f"reasonaudio.models.conditioners.{conditioner}"
     assert model["conditioner"]["init_args"].get("out_dim") == out_dim
     assert model["conditioner"]["init_args"].get("num_queries") == queries
+
+
+def test_every_row_has_a_toy_counterpart_or_says_why_not():
+    for name, table in TABLES.items():
+        assert set(TOY[name]) == set(table.rows), name
+    assert [k for t in TOY.values() for k, r in t.items() if r.skip] == ["large", "large"]  # one toy model size
+
+
+@pytest.mark.parametrize("table, row, conditioner, queries", [
+    ("table5", "mllm", "MLLMQueryConditioner", 77), ("table9", "q32", "MLLMQueryConditioner", 32),
+    ("table5", "clip", "CLIPConditioner", None), ("table5", "llm", "MLLMTextOnlyQueryConditioner", 77),
+    ("table5", "clip_llm", "CLIPLLMConditioner", None), ("table5", "omni", "OmniThinkerQueryConditioner", 77)])
+def test_toy_rows_resolve_to_their_conditioner(table, row, conditioner, queries, monkeypatch):
+    """A toy row's `fit` command line resolves to the row's conditioner on the tiny model folders."""
+    import contextlib
+    import io
+    import sys
+
+    import yaml
+
+    from reasonaudio.cli import main as cli_main
+
+    monkeypatch.setattr(sys, "argv", ["reasonaudio"])
+    folders = {"mllm": "runs/demo/mllm", "clip": "toy/clip", "omni": "toy/omni", "frames": 8}
+    args = [a.replace("{tmp}", "out") for a in toy_train_args(TOY[table][row], Path("runs/demo"), folders, 300, 0, 4.0)]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
+        cli_main([*args, "--print_config"])
+    config = yaml.safe_load(out.getvalue())
+    cond = config["model"]["init_args"]["conditioner"]
+    assert cond["class_path"] == f"reasonaudio.models.conditioners.{conditioner}"
+    assert cond["init_args"].get("num_queries") == queries and config["trainer"]["max_steps"] == 300
+    assert config["model"]["init_args"]["net"]["init_args"]["duration"] == 4.0
+    if conditioner == "CLIPLLMConditioner":
+        clip, llm = cond["init_args"]["clip"], cond["init_args"]["llm"]
+        assert (clip["init_args"]["model"], clip["init_args"]["num_frames"], clip["init_args"]["num_tokens"]) == (
+            "toy/clip", 8, 77)
+        assert llm["init_args"]["model"] == "runs/demo/mllm" and llm["init_args"]["num_queries"] == 77
+    elif conditioner != "CLIPConditioner":
+        assert cond["init_args"]["model"] == {"omni": "toy/omni"}.get(row, "runs/demo/mllm")
+
+
+def test_toy_run_takes_no_checkpoints_and_needs_a_demo(tmp_path):
+    with pytest.raises(SystemExit, match="takes no --ckpt"):
+        main(["table2", "--toy", "--ckpt", "small=x.ckpt", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit, match="steps.json not found .*run `make demo` first"):
+        main(["table2", "--toy", "--demo", str(tmp_path / "nothing"), "--out", str(tmp_path)])

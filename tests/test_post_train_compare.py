@@ -10,8 +10,8 @@ import pytest
 from scipy.stats import spearmanr
 
 from reasonaudio.experiments.post_train_compare import (MARKERS, ROWS, _replace_block, docs_results, frechet_distance,
-                                                        margin_threshold, mean_ci95, post_train_args, results_table,
-                                                        row_statistics)
+                                                        margin_threshold, mean_ci95, parse_variant, post_train_args,
+                                                        results_table, row_statistics)
 from reasonaudio.preference import reward_ranking
 
 
@@ -119,3 +119,11 @@ def test_reward_ranking_closed_form():
     perfect = reward_ranking([np.array([1.0, 0.0])], [np.array([0.0, 1.0])])
     assert perfect["pair_agreement"] == 1.0 and perfect["spearman"] == pytest.approx(-1.0)
     assert perfect["saturated_low"] == perfect["saturated_high"] == 0.5
+
+
+def test_variant_rows_parse_into_objective_overrides():
+    assert parse_variant("dpo_all=pairs=all,reduction=mean") == ("dpo_all", [("pairs", "all"), ("reduction", "mean")])
+    assert parse_variant("x=beta=2") == ("x", [("beta", "2")])
+    for bad in ("dpo_all", "dpo_all=", "dpo all=pairs=all", "dpo_beta5=pairs=all", "v=pairs"):
+        with pytest.raises(SystemExit, match="--variant"):
+            parse_variant(bad)

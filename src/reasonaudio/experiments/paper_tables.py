@@ -2,6 +2,7 @@
 
     python -m reasonaudio.experiments.paper_tables table2 --ckpt small=PATH [--ckpt large=PATH]
         [--results ROW=results.csv ...] [--out runs/paper_tables] [-- extra `reasonaudio validate` arguments]
+    python -m reasonaudio.experiments.paper_tables table5 --toy [--demo runs/demo] [--toy-steps 300]
 
 For every row given a checkpoint (``--ckpt ROW=PATH``) the driver runs
 ``reasonaudio validate --config lightning_configs/paper/<row's eval config> [row overlay] --ckpt_path PATH``
@@ -13,13 +14,25 @@ numbers and say ``not run``; a metric the evaluation could not compute shows its
 found: …``). Paper values are copied from the paper's text (the table named in :data:`TABLES`); baselines
 of other papers are left out. Figure 4 (post-training methods and β) has no numbers in the text: its
 comparison is ``make post-train-compare``.
+
+``--toy`` smoke-runs a table at toy scale on the artifacts of a finished ``make demo`` (:data:`TOY`): every
+row trains its counterpart (``dit_tiny`` with the row's conditioner on the tiny models, same steps and seed)
+and is evaluated by the same ``validate`` of its paper eval config and overlay, pointed at the demo's tiny
+codec and held-out clips, with DeSync (the demo's trained Synchformer) and the synthetic ground truth's onset
+F1 and timbre agreement added. It writes ``<out>/toy/<table>.md``; steps are resumable and rows that train
+the same model are shared across tables (``<out>/toy/steps.json``).
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
+import importlib
+import json
 import math
+import re
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -104,7 +117,75 @@ TABLES: dict[str, Table] = {
 }
 """The paper's numbers (``is_`` holds IS: ``is`` is a keyword) and how each row is evaluated."""
 
-TITLES = {"fd": "FD ↓", "kl": "KL ↓", "is": "IS ↑", "clap": "CLAP ↑", "ib": "IB ↑", "desync": "DeSync ↓"}
+TITLES = {"fd": "FD ↓", "kl": "KL ↓", "is": "IS ↑", "clap": "CLAP ↑", "ib": "IB ↑", "desync": "DeSync ↓",
+          "onset_f1": "onset F1 ↑", "timbre_agreement": "timbre ↑"}
+
+
+# --------------------------------------------------------------------------- toy scale
+
+@dataclass(frozen=True)
+class ToyRow:
+    """A row's counterpart at toy scale (``--toy``), on the artifacts of a finished ``make demo``.
+
+    Every toy row trains its own ``dit_tiny`` from ``pretrain.yaml`` with the same steps, seed and data, with
+    the tiny MLLM read out by :data:`TOY_QUERIES` queries unless ``conditioner`` replaces it, and the prompt
+    run live in every row (the demo's stored prefix KV would fit only some); rows of several tables that
+    train the same thing share one run.
+
+    Attributes:
+        conditioner: ``fit`` overrides of the conditioner; ``{mllm}``, ``{clip}``, ``{omni}`` name the tiny
+            model folders and ``{frames}`` the MLLM frame count of a clip (2 fps).
+        data: data overrides of training and evaluation.
+        eval_data: data overrides of the evaluation only (text-to-audio: no video; Table 8: the text format).
+        skip: why the row has no toy counterpart (the table says so).
+    """
+
+    conditioner: tuple[str, ...] = ()
+    data: tuple[str, ...] = ()
+    eval_data: tuple[str, ...] = ()
+    skip: str = ""
+
+
+TOY_QUERIES = 77
+"""The paper's number of learnable queries, kept at toy scale so that Table 9's rows vary around it."""
+_COND = "--model.init_args.conditioner"
+_ONE_SIZE = ToyRow(skip="no toy counterpart: the toy scale has one model size (dit_tiny)")
+_TEXT_ONLY = ("--data.init_args.video=false",)
+TOY: dict[str, dict[str, ToyRow]] = {
+    "table2": {"small": ToyRow(), "large": _ONE_SIZE},
+    "table3": {"small": ToyRow(eval_data=_TEXT_ONLY), "large": _ONE_SIZE},
+    "table4": {"small": ToyRow()},
+    "table5": {
+        "mllm": ToyRow(),
+        "clip": ToyRow((f"{_COND}=reasonaudio.models.conditioners.CLIPConditioner", f"{_COND}.init_args.model={{clip}}",
+                        f"{_COND}.init_args.out_dim=64", f"{_COND}.init_args.num_frames={{frames}}",
+                        f"{_COND}.init_args.num_tokens={TOY_QUERIES}")),
+        "llm": ToyRow((f"{_COND}=reasonaudio.models.conditioners.MLLMTextOnlyQueryConditioner",
+                       f"{_COND}.init_args.model={{mllm}}", f"{_COND}.init_args.out_dim=64",
+                       f"{_COND}.init_args.num_queries={TOY_QUERIES}")),
+        "clip_llm": ToyRow((f"{_COND}=reasonaudio.models.conditioners.CLIPLLMConditioner",
+                            f"{_COND}.init_args.clip=reasonaudio.models.conditioners.CLIPConditioner",
+                            f"{_COND}.init_args.clip.init_args.model={{clip}}",
+                            f"{_COND}.init_args.clip.init_args.out_dim=64",
+                            f"{_COND}.init_args.clip.init_args.num_frames={{frames}}",
+                            f"{_COND}.init_args.clip.init_args.num_tokens={TOY_QUERIES}",
+                            f"{_COND}.init_args.llm=reasonaudio.models.conditioners.MLLMTextOnlyQueryConditioner",
+                            f"{_COND}.init_args.llm.init_args.model={{mllm}}",
+                            f"{_COND}.init_args.llm.init_args.out_dim=64",
+                            f"{_COND}.init_args.llm.init_args.num_queries={TOY_QUERIES}")),
+        "omni": ToyRow((f"{_COND}=reasonaudio.models.conditioners.OmniThinkerQueryConditioner",
+                        f"{_COND}.init_args.model={{omni}}", f"{_COND}.init_args.out_dim=64",
+                        f"{_COND}.init_args.num_queries={TOY_QUERIES}"))},
+    # Table 8 is one model read with two text formats (the paper's two test sets): here its captions or labels
+    "table8": {"think": ToyRow(), "vggsound": ToyRow(eval_data=("--data.init_args.text=label",))},
+    "table9": {f"q{n}": ToyRow(() if n == TOY_QUERIES else (f"{_COND}.init_args.num_queries={n}",))
+               for n in (128, 77, 64, 32)},
+    "table10": {"small": ToyRow()},
+}
+"""Each paper row's toy counterpart (a test checks every row of :data:`TABLES` has one)."""
+TOY_METRICS = ("desync", "onset_f1", "timbre_agreement")
+"""Metrics every toy evaluation adds: DeSync by the demo's trained tiny Synchformer, and the synthetic
+ground truth's onset F1 and timbre agreement."""
 
 
 def paper_value(row: Row, metric: str) -> float | None:
@@ -148,20 +229,23 @@ def _cell(value: float | str | None) -> str:
     return "n/a" if math.isnan(value) else f"{value:.3g}" if abs(value) >= 10 else f"{value:.2f}"
 
 
-def to_markdown(name: str, ours: Mapping[str, Mapping[str, float | str]], checkpoints: Mapping[str, str]) -> str:
-    """The table: per row the paper's value and ours for every metric, the checkpoint, the CLAP checkpoint."""
+def to_markdown(name: str, ours: Mapping[str, Mapping[str, float | str]], checkpoints: Mapping[str, str],
+                extra: Sequence[str] = (), heading: str = "") -> str:
+    """The table: per row the paper's value and ours for every metric (then ours for the ``extra`` metrics),
+    the checkpoint, the CLAP checkpoint; ``heading`` is added to the title."""
     table = TABLES[name]
+    extra = [m for m in extra if m not in table.metrics]
     header = ["model"] + [f"{TITLES[m]} {side}" for m in table.metrics for side in ("paper", "ours")]
-    header += ["checkpoint", "CLAP checkpoint"]
-    lines = [f"### {table.title} ({table.source})", "", "| " + " | ".join(header) + " |",
+    header += [f"{TITLES.get(m, m)} ours" for m in extra] + ["checkpoint", "CLAP checkpoint"]
+    lines = [f"### {table.title} ({table.source}){heading}", "", "| " + " | ".join(header) + " |",
              "|" + "---|" * len(header)]
     for key, row in table.rows.items():
         results = ours.get(key)
+        ours_cell = lambda m: "not run" if results is None else _cell(results.get(m, "not configured"))  # noqa: E731
         cells = [row.label]
         for m in table.metrics:
-            cells += [_cell(paper_value(row, m)),
-                      "not run" if results is None else _cell(results.get(m, "not configured"))]
-        cells += [checkpoints.get(key, "—"), clap_checkpoint(row.eval_config)]
+            cells += [_cell(paper_value(row, m)), ours_cell(m)]
+        cells += [ours_cell(m) for m in extra] + [checkpoints.get(key, "—"), clap_checkpoint(row.eval_config)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -180,6 +264,109 @@ def newest_results(folder: Path) -> Path:
         raise FileNotFoundError(f"no results.csv under {folder}: the evaluation wrote no table (GenerationMetrics "
                                 "table: true)")
     return found[-1]
+
+
+def demo_vocoder(demo: Path) -> Path:
+    return demo / "vocoder" / "vocoder" / "version_0" / "checkpoints" / "last.ckpt"
+
+
+def demo_caches(demo: Path) -> list[str]:
+    """The data overrides that point a feature data module at the demo's training and held-out caches."""
+    return [f"--data.init_args.train=[{demo / 'features_corpus'}]",
+            f"--data.init_args.val=[{demo / 'features_heldout'}]"]
+
+
+def demo_settings(demo: Path) -> dict:
+    """The settings of a finished ``make demo`` folder, after checking the artifacts a toy run reads."""
+    state = demo / "steps.json"
+    needed = [state, demo / "features_corpus", demo / "features_heldout", demo / "heldout", demo / "mllm",
+              demo / "latent_stats" / "vae.ckpt", demo_vocoder(demo)]
+    missing = [str(p) for p in needed if not p.exists()]
+    if missing:
+        raise SystemExit(f"paper_tables --toy: {missing[0]} not found (and {len(missing) - 1} more): run `make demo` "
+                         "first (or pass --demo)")
+    return json.loads(state.read_text())["_settings"]
+
+
+def toy_train_args(row: ToyRow, demo: Path, folders: Mapping[str, object], steps: int, seed: int,
+                   duration: float) -> list[str]:
+    """``fit`` of ``pretrain.yaml`` for a toy row on the demo's caches (``{tmp}``: the run's folder)."""
+    replaces_class = any(a.startswith(f"{_COND}=") for a in row.conditioner)
+    base = [] if replaces_class else [f"{_COND}.init_args.model={folders['mllm']}",
+                                      f"{_COND}.init_args.num_queries={TOY_QUERIES}"]
+    return ["fit", "--config", str(CONFIG_DIR / "pretrain.yaml"), f"--seed_everything={seed}",
+            f"--trainer.max_steps={steps}", "--trainer.limit_val_batches=0", "--trainer.accelerator=cpu",
+            "--trainer.log_every_n_steps=5", "--trainer.logger.init_args.save_dir={tmp}",
+            "--trainer.logger.init_args.name=pretrain", "--trainer.callbacks.init_args.export={tmp}/export",
+            f"--model.init_args.net.init_args.duration={duration}", *base,
+            *(a.format(**folders) for a in row.conditioner), *demo_caches(demo), *row.data]
+
+
+def toy_validate_args(name: str, key: str, ckpt: Path, out: Path, demo: Path) -> list[str]:
+    """The row's ``validate`` (its paper eval config and overlay, :func:`validate_args`) pointed at the demo:
+    its tiny codec, held-out caches and clips, CPU fp32, plus :data:`TOY_METRICS`."""
+    row, metrics = TOY[name][key], "--trainer.callbacks.init_args.metrics"
+    sync = demo / "sync" / "export" / "synchformer.safetensors"
+    desync = ([f"{metrics}.desync.class_path=reasonaudio.metrics.desync.DeSync",
+               f"{metrics}.desync.init_args.synchformer={sync}"] if sync.is_file() else [])
+    return [*validate_args(name, key, ckpt, out),
+            "--trainer.callbacks.init_args.vae=reasonaudio.models.vae.mel_vae_tiny",
+            f"--trainer.callbacks.init_args.vae_checkpoint={demo / 'latent_stats' / 'vae.ckpt'}",
+            f"--trainer.callbacks.init_args.vocoder={demo_vocoder(demo)}",
+            "--trainer.callbacks.init_args.audio_preset=tiny",
+            f"--trainer.callbacks.init_args.corpora=[{demo / 'heldout'}]",
+            *desync, f"{metrics}.onset_f1.class_path=reasonaudio.metrics.synthetic_metrics.OnsetF1",
+            f"{metrics}.timbre_agreement.class_path=reasonaudio.metrics.synthetic_metrics.TimbreAgreement",
+            *demo_caches(demo), "--data.init_args.batch_size=8", "--data.init_args.num_workers=0",
+            "--trainer.accelerator=cpu",
+            "--trainer.devices=1", "--trainer.precision=32", *row.data, *row.eval_data]
+
+
+def run_toy(name: str, demo: Path, out: Path, steps: int, seed: int = 0) -> str:
+    """Smoke-run a table at toy scale (module docstring); returns its Markdown, also written to ``<out>/<name>.md``."""
+    from reasonaudio.demo import Pipeline, corpus_captions
+    from reasonaudio.experiments.post_train_compare import run_cli
+
+    duration = float(demo_settings(demo)["duration"])
+    pipe = Pipeline(out, {"demo": str(demo), "steps": steps, "seed": seed}, tag="paper_tables")
+    folders: dict[str, object] = {"mllm": demo / "mllm", "frames": max(1, round(2 * duration))}
+    rows = TOY[name]
+    needed = {f for row in rows.values() for arg in row.conditioner for f in re.findall(r"{(\w+)}", arg)}
+    writers = {"clip": "reasonaudio.models.tiny_clip:write_tiny_clip",
+               "omni": "reasonaudio.models.tiny_mllm:write_tiny_qwen_omni_thinker"}
+    for folder, target in writers.items():
+        if folder in needed:
+            module, function = target.split(":")
+            write = getattr(importlib.import_module(module), function)
+            pipe.step(folder, lambda tmp, write=write: {"folder": str(write(tmp, corpus_captions(demo)))})
+            folders[folder] = out / folder
+    ours: dict[str, dict[str, float | str]] = {}
+    checkpoints: dict[str, str] = {}
+    started = time.perf_counter()
+    for key, row in rows.items():
+        if row.skip:
+            checkpoints[key] = f"not run: {row.skip}"
+            continue
+        train = toy_train_args(row, demo, folders, steps, seed, duration)
+        model = "model_" + hashlib.sha1("\0".join(train).encode()).hexdigest()[:12]
+        pipe.step(model, lambda tmp, train=train: run_cli([a.replace("{tmp}", str(tmp)) for a in train]) or
+                  {"args": train})
+        ckpt = out / model / "pretrain" / "version_0" / "checkpoints" / "last.ckpt"
+        evaluation = pipe.step(f"{name}_{key}", lambda tmp, key=key, ckpt=ckpt: (
+            run_cli(toy_validate_args(name, key, ckpt, tmp, demo)) or
+            {"results": read_results(newest_results(tmp))}))
+        ours[key], checkpoints[key] = evaluation["results"], str(ckpt)
+    minutes = (time.perf_counter() - started) / 60
+    note = (f"\nToy scale (a wiring check, not comparable with the paper): the synthetic corpus of `{demo}` "
+            f"({duration:g} s clips), every row a `dit_tiny` trained {steps} steps from seed {seed} with its own "
+            f"conditioner ({TOY_QUERIES} queries on the tiny MLLM unless the row replaces it), evaluated on the "
+            "demo's held-out clips by the row's paper eval config with the tiny codec. FD, KL, IS, CLAP and IB need "
+            "the released backbones' weights; DeSync here is the demo's trained tiny Synchformer; onset F1 and "
+            f"timbre agreement are scored against the synthetic ground truth. This run: {minutes:.1f} min "
+            "(rows finished by an earlier run are reused).\n")
+    text = to_markdown(name, ours, checkpoints, TOY_METRICS, heading=" — toy smoke run") + note
+    (out / f"{name}.md").write_text(text)
+    return text
 
 
 def _pairs(items: Sequence[str], table: Table, option: str) -> dict[str, Path]:
@@ -204,7 +391,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--results", action="append", default=[], metavar="ROW=CSV",
                         help="an existing evaluation's results.csv for this row")
     parser.add_argument("--out", type=Path, default=Path("runs/paper_tables"))
+    parser.add_argument("--toy", action="store_true",
+                        help="smoke-run every row at toy scale on a finished `make demo` (writes <out>/toy/<table>.md)")
+    parser.add_argument("--demo", type=Path, default=Path("runs/demo"), help="the demo folder a --toy run reads")
+    parser.add_argument("--toy-steps", type=int, default=600, help="training steps of every toy row")
     args = parser.parse_args(argv)
+    if args.toy:
+        if args.ckpt or args.results or extra:
+            raise SystemExit("paper_tables: --toy trains and evaluates its own rows; it takes no --ckpt, --results "
+                             "or extra arguments")
+        print(run_toy(args.table, args.demo, args.out / "toy", args.toy_steps), flush=True)
+        return 0
     table = TABLES[args.table]
     ckpts, given = _pairs(args.ckpt, table, "--ckpt"), _pairs(args.results, table, "--results")
     ours, checkpoints = {}, {}

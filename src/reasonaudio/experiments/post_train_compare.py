@@ -59,6 +59,8 @@ import torch
 from reasonaudio.cli import CONFIG_DIR
 
 EVAL_SEED = 1_000_000_000
+VALIDATION_SEED = 30_000
+"""Synthesis seed of ``--validation`` clips (the extra held-out clips use 20,000, the demo's sets their own)."""
 """Base of the evaluation noise seeds (apart from every preference-data seed)."""
 MARKERS = ("<!-- post_train_compare:begin -->", "<!-- post_train_compare:end -->")
 
@@ -576,6 +578,16 @@ def margin_threshold(groups: Path, quantile: float) -> tuple[float, np.ndarray]:
     return (float(np.quantile(spreads, quantile)) if quantile > 0 else 0.0), spreads
 
 
+def parse_variant(spec: str) -> tuple[str, list[tuple[str, str]]]:
+    """``"dpo_all=pairs=all,beta=2"`` → ``("dpo_all", [("pairs", "all"), ("beta", "2")])`` (``--variant``)."""
+    name, _, rest = spec.partition("=")
+    overrides = [tuple(item.split("=", 1)) for item in rest.split(",") if item]
+    if not re.fullmatch(r"[A-Za-z0-9_]+", name) or name in ROWS or not overrides or any(len(o) != 2 for o in overrides):
+        raise SystemExit(f"post_train_compare: --variant {spec!r}: expected NAME=KEY=VALUE[,KEY=VALUE] with a new "
+                         f"NAME of letters, digits and '_' (not one of {', '.join(ROWS)})")
+    return name, overrides  # type: ignore[return-value]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="post_train_compare", description=__doc__.splitlines()[0])
     parser.add_argument("--demo", type=Path, default=Path("runs/demo"),
@@ -599,6 +611,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--margin-quantile", type=float, default=0.25,
                         help="DPO pairs need a reward margin above this quantile of the groups' spreads (0: all)")
     parser.add_argument("--extra-heldout", type=int, default=24, help="new synthetic held-out clips besides the demo's")
+    parser.add_argument("--validation", type=int, default=0,
+                        help="evaluate on this many new synthetic validation clips (their own seed) INSTEAD of the "
+                             "held-out clips: to choose between variants without looking at the held-out set")
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME=KEY=VALUE[,KEY=VALUE]",
+                        help="an extra DPO row NAME with objective overrides, e.g. dpo_all=pairs=all (repeatable)")
     parser.add_argument("--eval-samples", type=int, default=2, help="generations per held-out clip")
     parser.add_argument("--sample-steps", type=int, default=25, help="Euler steps of every sampler")
     parser.add_argument("--snapshot-every", type=int, default=25,
@@ -630,6 +647,8 @@ def main(argv: Sequence[str] | None = None) -> int:
              "margin_quantile", "extra_heldout", "eval_samples", "sample_steps", "snapshot_every")
     # (--curve-clips is not fixed: curves made on other clips are redone)
     settings = {k: str(getattr(args, k)) if isinstance(getattr(args, k), Path) else getattr(args, k) for k in fixed}
+    if args.validation:  # a selection run: other clips, other outputs
+        settings["validation"] = args.validation
     settings_file = out / "settings.json"
     if settings_file.is_file() and json.loads(settings_file.read_text()) != settings:
         raise SystemExit(f"post_train_compare: {out} was made with {settings_file.read_text()}; use another --out")
@@ -637,9 +656,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     timings_file = out / "timings.json"
     TIMINGS.update(json.loads(timings_file.read_text()) if timings_file.is_file() else {})
 
-    # 1. held-out clips
+    # 1. held-out clips (or, for a selection run, validation clips that the held-out results never see)
     heldout_sets = [(demo / "features_heldout", demo / "heldout")]
-    if args.extra_heldout:
+    if args.validation:
+        heldout_sets = [(out / "features_validation", out / "validation")]
+        meta = heldout_sets[0][0] / "meta.json"
+        if not meta.is_file() or "latent_stats" not in json.loads(meta.read_text()):
+            _timed("validation clips", run_cli, features_args(out / "validation", heldout_sets[0][0], vae_ckpt,
+                                                              train_cache / "sync_encoder.pt", out / "logs",
+                                                              args.validation, seed=VALIDATION_SEED))
+    elif args.extra_heldout:
         extra_cache, extra_corpus = out / "features_heldout_extra", out / "heldout_extra"
         meta = extra_cache / "meta.json"
         if not meta.is_file() or "latent_stats" not in json.loads(meta.read_text()):
@@ -693,6 +719,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     for beta in args.betas:
         name = f"dpo_beta{beta:g}"
         runs.setdefault(name, ("dpo", [f"--model.init_args.objective.init_args.beta={beta}", *dpo_gap], False))
+    for spec in args.variant:
+        name, overrides = parse_variant(spec)
+        runs[name] = ("dpo", [*(f"--model.init_args.objective.init_args.{k}={v}" for k, v in overrides), *dpo_gap],
+                      False)
+        labels[name] = "DPO (" + ", ".join(f"{k} = {v}" for k, v in overrides) + ")"
     if args.online_rounds > 1:
         name = f"dpo_beta5_online{args.online_rounds}"
         runs[name] = ("dpo", dpo_gap, True)
@@ -797,8 +828,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     table = results_table(results)
     reward_name = ("the synchrony reward (1 − E|offset| / 1.2 s, its own Synchformer)" if args.reward == "sync"
                    else "the alignment classifier's P(aligned)")
+    clips = (f"Validation clips (new synthetic clips, seed {VALIDATION_SEED}, not the held-out set)" if args.validation
+             else "Held-out clips")
     notes = (f"\n\nMean ± 95 % CI half-width (Student t) over seeds {args.seeds}; Δ: paired difference to the "
-             f"pretrained model at the same noise, * where its CI excludes 0. Held-out clips: {len(heldout)} "
+             f"pretrained model at the same noise, * where its CI excludes 0. {clips}: {len(heldout)} "
              f"({args.eval_samples} generations each); {args.steps} post-training steps, lr {args.lr:g}, LoRA rank 64; "
              f"reward: {reward_name}; {summary['kept']} preference groups (K = {args.candidates}); DPO pairs need a "
              f"reward margin above {min_gap:.3g} (the {args.margin_quantile:g} quantile of the groups' spreads): "

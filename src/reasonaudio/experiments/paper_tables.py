@@ -2,7 +2,7 @@
 
     python -m reasonaudio.experiments.paper_tables table2 --ckpt small=PATH [--ckpt large=PATH]
         [--results ROW=results.csv ...] [--out runs/paper_tables] [-- extra `reasonaudio validate` arguments]
-    python -m reasonaudio.experiments.paper_tables table5 --toy [--demo runs/demo] [--toy-steps 300]
+    python -m reasonaudio.experiments.paper_tables table5 --toy [--demo runs/demo] [--toy-steps 800]
 
 For every row given a checkpoint (``--ckpt ROW=PATH``) the driver runs
 ``reasonaudio validate --config lightning_configs/paper/<row's eval config> [row overlay] --ckpt_path PATH``
@@ -394,7 +394,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--toy", action="store_true",
                         help="smoke-run every row at toy scale on a finished `make demo` (writes <out>/toy/<table>.md)")
     parser.add_argument("--demo", type=Path, default=Path("runs/demo"), help="the demo folder a --toy run reads")
-    parser.add_argument("--toy-steps", type=int, default=600, help="training steps of every toy row")
+    parser.add_argument("--toy-steps", type=int, default=800, help="training steps of every toy row")
     args = parser.parse_args(argv)
     if args.toy:
         if args.ckpt or args.results or extra:

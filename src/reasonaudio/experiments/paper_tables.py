@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
-import importlib
 import json
 import math
 import re
@@ -135,13 +134,11 @@ class ToyRow:
     Attributes:
         conditioner: ``fit`` overrides of the conditioner; ``{mllm}``, ``{clip}``, ``{omni}`` name the tiny
             model folders and ``{frames}`` the MLLM frame count of a clip (2 fps).
-        data: data overrides of training and evaluation.
-        eval_data: data overrides of the evaluation only (text-to-audio: no video; Table 8: the text format).
+        eval_data: data overrides of the evaluation (text-to-audio: no video; Table 8: the text format).
         skip: why the row has no toy counterpart (the table says so).
     """
 
     conditioner: tuple[str, ...] = ()
-    data: tuple[str, ...] = ()
     eval_data: tuple[str, ...] = ()
     skip: str = ""
 
@@ -299,7 +296,7 @@ def toy_train_args(row: ToyRow, demo: Path, folders: Mapping[str, object], steps
             "--trainer.log_every_n_steps=5", "--trainer.logger.init_args.save_dir={tmp}",
             "--trainer.logger.init_args.name=pretrain", "--trainer.callbacks.init_args.export={tmp}/export",
             f"--model.init_args.net.init_args.duration={duration}", *base,
-            *(a.format(**folders) for a in row.conditioner), *demo_caches(demo), *row.data]
+            *(a.format(**folders) for a in row.conditioner), *demo_caches(demo)]
 
 
 def toy_validate_args(name: str, key: str, ckpt: Path, out: Path, demo: Path) -> list[str]:
@@ -319,25 +316,23 @@ def toy_validate_args(name: str, key: str, ckpt: Path, out: Path, demo: Path) ->
             f"{metrics}.timbre_agreement.class_path=reasonaudio.metrics.synthetic_metrics.TimbreAgreement",
             *demo_caches(demo), "--data.init_args.batch_size=8", "--data.init_args.num_workers=0",
             "--trainer.accelerator=cpu",
-            "--trainer.devices=1", "--trainer.precision=32", *row.data, *row.eval_data]
+            "--trainer.devices=1", "--trainer.precision=32", *row.eval_data]
 
 
 def run_toy(name: str, demo: Path, out: Path, steps: int, seed: int = 0) -> str:
     """Smoke-run a table at toy scale (module docstring); returns its Markdown, also written to ``<out>/<name>.md``."""
     from reasonaudio.demo import Pipeline, corpus_captions
     from reasonaudio.experiments.post_train_compare import run_cli
+    from reasonaudio.models.tiny_clip import write_tiny_clip
+    from reasonaudio.models.tiny_mllm import write_tiny_qwen_omni_thinker
 
     duration = float(demo_settings(demo)["duration"])
     pipe = Pipeline(out, {"demo": str(demo), "steps": steps, "seed": seed}, tag="paper_tables")
     folders: dict[str, object] = {"mllm": demo / "mllm", "frames": max(1, round(2 * duration))}
     rows = TOY[name]
     needed = {f for row in rows.values() for arg in row.conditioner for f in re.findall(r"{(\w+)}", arg)}
-    writers = {"clip": "reasonaudio.models.tiny_clip:write_tiny_clip",
-               "omni": "reasonaudio.models.tiny_mllm:write_tiny_qwen_omni_thinker"}
-    for folder, target in writers.items():
-        if folder in needed:
-            module, function = target.split(":")
-            write = getattr(importlib.import_module(module), function)
+    for folder, write in (("clip", write_tiny_clip), ("omni", write_tiny_qwen_omni_thinker)):
+        if folder in needed:  # tiny random models whose vocabulary covers the demo's captions
             pipe.step(folder, lambda tmp, write=write: {"folder": str(write(tmp, corpus_captions(demo)))})
             folders[folder] = out / folder
     ours: dict[str, dict[str, float | str]] = {}
@@ -357,12 +352,14 @@ def run_toy(name: str, demo: Path, out: Path, steps: int, seed: int = 0) -> str:
             {"results": read_results(newest_results(tmp))}))
         ours[key], checkpoints[key] = evaluation["results"], str(ckpt)
     minutes = (time.perf_counter() - started) / 60
+    desync = ("DeSync here is the demo's trained tiny Synchformer" if (demo / "sync" / "export").is_dir()
+              else "the demo trained no Synchformer, so DeSync needs the released one")
     note = (f"\nToy scale (a wiring check, not comparable with the paper): the synthetic corpus of `{demo}` "
             f"({duration:g} s clips), every row a `dit_tiny` trained {steps} steps from seed {seed} with its own "
             f"conditioner ({TOY_QUERIES} queries on the tiny MLLM unless the row replaces it), evaluated on the "
             "demo's held-out clips by the row's paper eval config with the tiny codec. FD, KL, IS, CLAP and IB need "
-            "the released backbones' weights; DeSync here is the demo's trained tiny Synchformer; onset F1 and "
-            f"timbre agreement are scored against the synthetic ground truth. This run: {minutes:.1f} min "
+            f"the released backbones' weights; {desync}; onset F1 and timbre agreement are scored against the "
+            f"synthetic ground truth. This run: {minutes:.1f} min "
             "(rows finished by an earlier run are reused).\n")
     text = to_markdown(name, ours, checkpoints, TOY_METRICS, heading=" — toy smoke run") + note
     (out / f"{name}.md").write_text(text)

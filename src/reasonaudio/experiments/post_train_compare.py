@@ -39,6 +39,10 @@ interrupted comparison resumes where it stopped:
    curves (:func:`figure4`); with ``--docs`` the block between ``<!-- post_train_compare:begin -->`` and
    ``<!-- post_train_compare:end -->`` of that file is replaced by the table.
 
+Choosing between variants (``--variant NAME=KEY=VALUE[,…]``: extra DPO rows with objective overrides) is done
+with ``--validation N`` into another ``--out``: every model is then scored on N new synthetic clips (seed
+:data:`VALIDATION_SEED`) instead of the held-out sets, so a choice never looks at the held-out results.
+
 The step functions (:func:`train_reward`, :func:`build_preference_data`, :func:`post_train`) are the
 ones ``make demo`` can call; ``*_args`` give the same runs as ``reasonaudio`` command lines.
 """
@@ -828,10 +832,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     table = results_table(results)
     reward_name = ("the synchrony reward (1 − E|offset| / 1.2 s, its own Synchformer)" if args.reward == "sync"
                    else "the alignment classifier's P(aligned)")
-    clips = (f"Validation clips (new synthetic clips, seed {VALIDATION_SEED}, not the held-out set)" if args.validation
-             else "Held-out clips")
+    eval_set = (f"Validation clips (new synthetic clips, seed {VALIDATION_SEED}, not the held-out set)"
+                if args.validation else "Held-out clips")
     notes = (f"\n\nMean ± 95 % CI half-width (Student t) over seeds {args.seeds}; Δ: paired difference to the "
-             f"pretrained model at the same noise, * where its CI excludes 0. {clips}: {len(heldout)} "
+             f"pretrained model at the same noise, * where its CI excludes 0. {eval_set}: {len(heldout)} "
              f"({args.eval_samples} generations each); {args.steps} post-training steps, lr {args.lr:g}, LoRA rank 64; "
              f"reward: {reward_name}; {summary['kept']} preference groups (K = {args.candidates}); DPO pairs need a "
              f"reward margin above {min_gap:.3g} (the {args.margin_quantile:g} quantile of the groups' spreads): "

@@ -11,7 +11,8 @@ from reasonaudio.cli import CONFIG_DIR, build_cli, main
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = sorted(p for p in CONFIG_DIR.glob("*.yaml") if p.name != "defaults.yaml")
-OVERLAYS = sorted(p for p in CONFIG_DIR.glob("*/*.yaml"))
+OVERLAYS = sorted(p for p in CONFIG_DIR.glob("*/*.yaml") if p != CONFIG_DIR / "paper" / "audio.yaml")
+"""Every config under a folder; not ``paper/audio.yaml``, the value of the paper configs' ``audio`` group."""
 BASE = CONFIG_DIR / "vae.yaml"
 
 
@@ -27,11 +28,13 @@ BUILT_ON = {"finetune.yaml": "pretrain.yaml"}
 
 
 def _config_args(path: Path) -> list[str]:
-    """A stage alone (on the stage it is built on); an overlay on the stage its folder is named after (generic
-    overlays on ``vae``)."""
+    """A stage alone (on the stage it is built on), a paper stage alone; an overlay on the stage its folder is named
+    after (generic overlays, and the Table 5 ones, on ``vae``)."""
     if path in STAGES:
         base = ["--config", str(CONFIG_DIR / BUILT_ON[path.name])] if path.name in BUILT_ON else []
         return [*base, "--config", str(path)]
+    if path.parent.name == "paper":  # the paper's stages, whole configs (with their own audio shape)
+        return ["--config", str(path)]
     stage = CONFIG_DIR / f"{path.parent.name}.yaml"
     return ["--config", str(stage if stage.exists() else BASE), "--config", str(path)]
 

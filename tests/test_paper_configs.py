@@ -2,7 +2,8 @@
 
 - every ``lightning_configs/paper/*.yaml`` (and each Table 5 overlay on ``pretrain_m.yaml``) parses with
   ``reasonaudio <subcommand> --config … --print_config``;
-- they all declare the same audio shape (8 s, ``paper`` preset, MLLM at 2 fps) and 77 queries;
+- the audio shape (8 s, ``paper`` preset) is declared once, in ``audio.yaml``, and reaches every class that takes
+  it; MLLM at 2 fps and 77 queries everywhere;
 - the DiT M / L and the vocoder built on the meta device have the measured parameter counts below
   (paper: 160 M, 750 M, 121.6 M; the vocoder's difference is explained in docs/decisions.md);
 - the 7B-shaped conditioner is built from its config on the meta device with queries ``[77, 3584]``
@@ -50,7 +51,63 @@ def print_config(*args: str) -> dict:
 
 
 def test_every_paper_stage_is_there():
-    assert sorted(p.stem for p in PAPER.glob("*.yaml")) == sorted(STAGES)
+    assert sorted(p.stem for p in PAPER.glob("*.yaml")) == sorted([*STAGES, "audio"])
+
+
+def resolved(*args: str):
+    """The config a run of ``args`` builds its classes from (the audio shape applied), without building them."""
+    import sys
+
+    from reasonaudio.cli import ReasonAudioCLI, build_cli
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ReasonAudioCLI, "instantiate_classes", lambda self: None)
+        mp.setattr(sys, "argv", ["reasonaudio"])
+        return build_cli(list(args), run=False).config
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_the_audio_shape_is_declared_once_and_reaches_every_class(stage):
+    from reasonaudio.cli import SHAPE_PARAMETERS, _parameters
+
+    raw = yaml.safe_load((PAPER / f"{stage}.yaml").read_text())
+    assert raw["audio"] == "audio.yaml" and not list(_walk(raw, "duration")) and not list(_walk(raw, "audio_preset"))
+    config = resolved("--config", str(PAPER / f"{stage}.yaml"))
+    assert (config.audio.duration, config.audio.preset) == (8.0, "paper")
+    reached = 0
+
+    def check(node):
+        nonlocal reached
+        if isinstance(node, list):
+            for item in node:
+                check(item)
+        elif hasattr(node, "get"):
+            items = vars(node) if not isinstance(node, dict) else node
+            if isinstance(items.get("class_path"), str):
+                params = _parameters(items["class_path"])
+                for param, field in SHAPE_PARAMETERS.items():
+                    if param in params:
+                        assert items["init_args"][param] == {"duration": 8.0, "preset": "paper"}[field], items
+                        reached += 1
+            for key, child in items.items():
+                check(child)
+
+    for section in (config.model, config.data, config.trainer.callbacks):
+        check(section)
+    assert reached >= 2  # e.g. the DiT's duration and preset, or the data module's and the codec's
+
+
+def test_an_audio_shape_set_twice_differently_is_refused_and_one_flag_changes_it_everywhere():
+    pretrain = ("--config", str(PAPER / "pretrain_m.yaml"))
+    with pytest.raises(ValueError, match="net.init_args.duration is 4.0 but audio.duration is 8.0"):
+        resolved(*pretrain, "--model.init_args.net.init_args.duration=4.0")
+    config = resolved(*pretrain, "--audio.duration=10.0")
+    assert config.model.init_args.net.init_args.duration == 10.0
+    vae = resolved("--config", str(PAPER / "vae.yaml"), "--audio.preset=s44k")
+    assert vae.model.init_args.audio_preset == "s44k"
+    assert [c.init_args.audio_preset for c in vae.data.init_args.corpora] == ["s44k"] * 4
+    with pytest.raises(ValueError, match="unknown audio preset 'nonsense'"):
+        resolved(*pretrain, "--audio.preset=nonsense")
 
 
 @pytest.mark.parametrize("stage", STAGES)
@@ -84,11 +141,11 @@ def _walk(node, key):
 
 
 def test_one_audio_shape_and_the_paper_hyperparameters_everywhere():
-    files = sorted(PAPER.glob("*.yaml")) + sorted((PAPER / "ablations").glob("*.yaml"))
+    files = [p for p in sorted(PAPER.glob("*.yaml")) if p.stem != "audio"]
+    files += sorted((PAPER / "ablations").glob("*.yaml"))
     configs = {p.stem: yaml.safe_load(p.read_text()) for p in files}
     for name, cfg in configs.items():
-        assert set(_walk(cfg, "audio_preset")) <= {"paper"}, name
-        assert set(_walk(cfg, "duration")) <= {8.0}, name
+        assert not list(_walk(cfg, "audio_preset")) and not list(_walk(cfg, "duration")), name  # only in audio.yaml
         assert set(_walk(cfg, "fps")) | set(_walk(cfg, "mllm_fps")) <= {2.0}, name
         assert set(_walk(cfg, "num_queries")) <= {77}, name
         assert set(_walk(cfg, "num_tokens")) <= {77}, name

@@ -9,9 +9,12 @@ run directory, so ``reasonaudio fit --config runs/<stage>/version_N/config.yaml`
 """
 from __future__ import annotations
 
+import importlib
+import inspect
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
+from jsonargparse import Namespace
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
@@ -23,6 +26,92 @@ CONFIG_DIR = Path(__file__).resolve().parents[2] / "lightning_configs"
 """The committed configs (an editable install keeps them next to the package)."""
 DEFAULTS = CONFIG_DIR / "defaults.yaml"
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
+
+
+class AudioShape:
+    """The audio shape of a run, declared once: ``audio: {duration: 8.0, preset: paper}`` in a config (or a path
+    to such a file: ``audio: audio.yaml``, relative to the config), or ``--audio.duration`` / ``--audio.preset``.
+
+    Before the classes are built, every class of ``model``, ``data`` and ``trainer.callbacks`` (nested ones
+    included) whose constructor takes ``duration`` gets ``duration``, and every one taking ``audio_preset`` gets
+    ``preset`` (:func:`apply_audio_shape`); the saved ``config.yaml`` holds the applied values. A value set
+    elsewhere that is neither the shape's nor the class's default is an error, never silently replaced.
+    ``--print_config`` shows the ``audio`` section, not yet applied (as jsonargparse shows links).
+
+    Args:
+        duration: clip length in seconds (None: each class keeps its own).
+        preset: audio preset name of ``reasonaudio.config`` (sample rate, hop, mels; None: each class keeps its own).
+    """
+
+    def __init__(self, duration: float | None = None, preset: str | None = None):
+        self.duration, self.preset = duration, preset
+
+
+SHAPE_PARAMETERS = {"duration": "duration", "audio_preset": "preset"}
+"""Constructor parameter → the :class:`AudioShape` field it receives."""
+
+
+def _parameters(class_path: str) -> dict[str, inspect.Parameter]:
+    """Named constructor parameters of a class (through ``**kwargs`` into its bases) or of a factory function."""
+    module, _, name = class_path.rpartition(".")
+    target = getattr(importlib.import_module(module), name)
+    if not inspect.isclass(target):
+        return dict(inspect.signature(target).parameters)
+    found: dict[str, inspect.Parameter] = {}
+    for cls in target.__mro__:
+        if "__init__" not in vars(cls):
+            continue
+        params = inspect.signature(vars(cls)["__init__"]).parameters
+        found.update({k: v for k, v in params.items() if k not in found and k != "self"})
+        if not any(v.kind is inspect.Parameter.VAR_KEYWORD for v in params.values()):
+            break
+    return found
+
+
+def apply_audio_shape(config: Namespace) -> list[str]:
+    """Give the declared :class:`AudioShape` to every class that takes it (see there); returns the paths set."""
+    from reasonaudio.config import audio_preset
+
+    audio = config.get("audio")
+    values = {param: audio.get(field) for param, field in SHAPE_PARAMETERS.items()} if audio else {}
+    values = {k: v for k, v in values.items() if v is not None}
+    if not values:
+        return []
+    if "audio_preset" in values:
+        audio_preset(values["audio_preset"])  # an unknown name fails here, naming the presets
+    applied: list[str] = []
+
+    def visit(node: Any, path: str) -> None:
+        if isinstance(node, list):
+            for i, item in enumerate(node):
+                visit(item, f"{path}[{i}]")
+            return
+        if not isinstance(node, (Namespace, dict)):
+            return
+        items = vars(node) if isinstance(node, Namespace) else node
+        class_path = items.get("class_path")
+        if isinstance(class_path, str):
+            params = _parameters(class_path)
+            init = items.get("init_args")
+            if init is None:
+                init = items["init_args"] = Namespace() if isinstance(node, Namespace) else {}
+            for param, value in values.items():
+                if param not in params:
+                    continue
+                given = init.get(param) if hasattr(init, "get") else None
+                if given is not None and given != value and given != params[param].default:
+                    raise ValueError(f"{path}.init_args.{param} is {given!r} but audio.{SHAPE_PARAMETERS[param]} is "
+                                     f"{value!r}: declare the audio shape in one place")
+                init[param] = value
+                applied.append(f"{path}.init_args.{param}")
+        for key, child in list(items.items()):
+            if key != "class_path":
+                visit(child, f"{path}.{key}" if path else key)
+
+    for section in ("model", "data"):
+        visit(config.get(section), section)
+    visit(config.get("trainer", {}).get("callbacks"), "trainer.callbacks")
+    return applied
 
 
 class ReasonAudioCLI(LightningCLI):
@@ -42,10 +131,13 @@ class ReasonAudioCLI(LightningCLI):
                              "checkpoint.auto_insert_metric_name": False})
         parser.add_lightning_class_args(ExactResume, "resume")
         parser.add_lightning_class_args(NonFiniteGuard, "nonfinite")
+        parser.add_class_arguments(AudioShape, "audio")
 
     def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        apply_audio_shape(config)
         if self.subcommand == "fit":
-            resolve_last(self.config["fit"])
+            resolve_last(config)
 
 
 def resolve_last(config) -> None:

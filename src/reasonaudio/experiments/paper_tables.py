@@ -299,18 +299,18 @@ def toy_train_args(row: ToyRow, demo: Path, folders: Mapping[str, object], steps
             *(a.format(**folders) for a in row.conditioner), *demo_caches(demo)]
 
 
-def toy_validate_args(name: str, key: str, ckpt: Path, out: Path, demo: Path) -> list[str]:
+def toy_validate_args(name: str, key: str, ckpt: Path, out: Path, demo: Path, duration: float) -> list[str]:
     """The row's ``validate`` (its paper eval config and overlay, :func:`validate_args`) pointed at the demo:
-    its tiny codec, held-out caches and clips, CPU fp32, plus :data:`TOY_METRICS`."""
+    its audio shape (``duration`` s, ``tiny`` preset), tiny codec, held-out caches and clips, CPU fp32, plus
+    :data:`TOY_METRICS`."""
     row, metrics = TOY[name][key], "--trainer.callbacks.init_args.metrics"
     sync = demo / "sync" / "export" / "synchformer.safetensors"
     desync = ([f"{metrics}.desync.class_path=reasonaudio.metrics.desync.DeSync",
                f"{metrics}.desync.init_args.synchformer={sync}"] if sync.is_file() else [])
-    return [*validate_args(name, key, ckpt, out),
+    return [*validate_args(name, key, ckpt, out), f"--audio.duration={duration}", "--audio.preset=tiny",
             "--trainer.callbacks.init_args.vae=reasonaudio.models.vae.mel_vae_tiny",
             f"--trainer.callbacks.init_args.vae_checkpoint={demo / 'latent_stats' / 'vae.ckpt'}",
             f"--trainer.callbacks.init_args.vocoder={demo_vocoder(demo)}",
-            "--trainer.callbacks.init_args.audio_preset=tiny",
             f"--trainer.callbacks.init_args.corpora=[{demo / 'heldout'}]",
             *desync, f"{metrics}.onset_f1.class_path=reasonaudio.metrics.synthetic_metrics.OnsetF1",
             f"{metrics}.timbre_agreement.class_path=reasonaudio.metrics.synthetic_metrics.TimbreAgreement",
@@ -348,7 +348,7 @@ def run_toy(name: str, demo: Path, out: Path, steps: int, seed: int = 0) -> str:
                   {"args": train})
         ckpt = out / model / "pretrain" / "version_0" / "checkpoints" / "last.ckpt"
         evaluation = pipe.step(f"{name}_{key}", lambda tmp, key=key, ckpt=ckpt: (
-            run_cli(toy_validate_args(name, key, ckpt, tmp, demo)) or
+            run_cli(toy_validate_args(name, key, ckpt, tmp, demo, duration)) or
             {"results": read_results(newest_results(tmp))}))
         ours[key], checkpoints[key] = evaluation["results"], str(ckpt)
     minutes = (time.perf_counter() - started) / 60

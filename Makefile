@@ -143,7 +143,7 @@ post-train-compare: | $(PY)  ## Figure 4 at toy scale: SFT, RWR, DPO β 1/2/5/50
 		--results-json docs/results.json --figure docs/figure4.png $(ARGS)
 
 PAPER_TABLES := paper-table2 paper-table3 paper-table4 paper-table5 paper-table8 paper-table9 paper-table10
-.PHONY: $(PAPER_TABLES) paper-tables-toy
+.PHONY: $(PAPER_TABLES) paper-tables-toy paper-figure4-toy
 # make paper-table5 CKPTS="mllm=a.ckpt clip=b.ckpt" [RESULTS="llm=results.csv"]: rows in src/reasonaudio/experiments/paper_tables.py
 # make paper-table5 TOY=1 [ARGS="--toy-steps 300"]: every row's toy counterpart trained and evaluated on the demo's
 # synthetic corpus (needs make demo) → runs/paper_tables/toy/table5.md
@@ -153,6 +153,10 @@ $(PAPER_TABLES): paper-table%: | $(PY)
 
 paper-tables-toy: | $(PY)  ## toy smoke runs of Tables 2-5, 8-10 on the demo's corpus → runs/paper_tables/toy/
 	for t in 2 3 4 5 8 9 10; do $(PY) -m reasonaudio.experiments.paper_tables table$$t --toy $(ARGS) || exit 1; done
+
+paper-figure4-toy: | $(PY)  ## Figure 4's smoke run: one seed of SFT, RWR, DPO β 1/2/5/50 (make post-train-compare is the 3-seed study)
+	$(PY) -m reasonaudio.experiments.post_train_compare --out $(RUNS)/paper_tables/toy/figure4 --seeds 0 \
+		--betas 1 2 50 --online-rounds 0 --snapshot-every 0 --no-cfg1-diagnostic --extra-heldout 0 --eval-samples 1 $(ARGS)
 
 eval: | $(PY)  ## Table-2 + synthetic metrics of CKPT_G (default: the demo's) → runs/eval/version_N/results.{md,csv}
 	$(CLI) validate --config $(CFG)/eval.yaml --ckpt_path $(CKPT_G) \

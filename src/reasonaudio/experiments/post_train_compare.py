@@ -39,8 +39,9 @@ interrupted comparison resumes where it stopped:
    curves (:func:`figure4`); with ``--docs`` the block between ``<!-- post_train_compare:begin -->`` and
    ``<!-- post_train_compare:end -->`` of that file is replaced by the table.
 
-Choosing between variants (``--variant NAME=KEY=VALUE[,…]``: extra DPO rows with objective overrides) is done
-with ``--validation N`` into another ``--out``: every model is then scored on N new synthetic clips (seed
+Choosing between variants (``--variant NAME=KEY=VALUE[,…]``: extra DPO rows with objective overrides;
+``--conditions M``: preference data on M new synthetic clips, seed :data:`CONDITIONS_SEED`, instead of the
+demo's training clips) is done with ``--validation N`` into another ``--out``: every model is then scored on N new synthetic clips (seed
 :data:`VALIDATION_SEED`) instead of the held-out sets, so a choice never looks at the held-out results.
 
 The step functions (:func:`train_reward`, :func:`build_preference_data`, :func:`post_train`) are the
@@ -65,6 +66,8 @@ from reasonaudio.cli import CONFIG_DIR
 EVAL_SEED = 1_000_000_000
 VALIDATION_SEED = 30_000
 """Synthesis seed of ``--validation`` clips (the extra held-out clips use 20,000, the demo's sets their own)."""
+CONDITIONS_SEED = 40_000
+"""Synthesis seed of ``--conditions`` clips (preference conditions other than the demo's training clips)."""
 """Base of the evaluation noise seeds (apart from every preference-data seed)."""
 MARKERS = ("<!-- post_train_compare:begin -->", "<!-- post_train_compare:end -->")
 
@@ -618,6 +621,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--validation", type=int, default=0,
                         help="evaluate on this many new synthetic validation clips (their own seed) INSTEAD of the "
                              "held-out clips: to choose between variants without looking at the held-out set")
+    parser.add_argument("--conditions", type=int, default=0,
+                        help="preference conditions: this many new synthetic clips (their own seed) instead of the "
+                             "demo's training clips (0)")
     parser.add_argument("--variant", action="append", default=[], metavar="NAME=KEY=VALUE[,KEY=VALUE]",
                         help="an extra DPO row NAME with objective overrides, e.g. dpo_all=pairs=all (repeatable)")
     parser.add_argument("--eval-samples", type=int, default=2, help="generations per held-out clip")
@@ -651,8 +657,9 @@ def main(argv: Sequence[str] | None = None) -> int:
              "margin_quantile", "extra_heldout", "eval_samples", "sample_steps", "snapshot_every")
     # (--curve-clips is not fixed: curves made on other clips are redone)
     settings = {k: str(getattr(args, k)) if isinstance(getattr(args, k), Path) else getattr(args, k) for k in fixed}
-    if args.validation:  # a selection run: other clips, other outputs
-        settings["validation"] = args.validation
+    for key in ("validation", "conditions"):  # selection runs: other clips, other outputs
+        if getattr(args, key):
+            settings[key] = getattr(args, key)
     settings_file = out / "settings.json"
     if settings_file.is_file() and json.loads(settings_file.read_text()) != settings:
         raise SystemExit(f"post_train_compare: {out} was made with {settings_file.read_text()}; use another --out")
@@ -683,22 +690,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     classifier = _timed("reward classifier", train_reward, out / "reward", train_cache, demo / "features_heldout",
                         args.reward_steps)
     accuracy = reward_accuracy(classifier, [c for c, _ in heldout_sets])
+    # the preference conditions: the demo's training clips, or --conditions new ones
+    cond_cache, cond_corpus = train_cache, demo / "corpus"
+    if args.conditions:
+        cond_cache, cond_corpus = out / "features_conditions", out / "conditions"
+        meta = cond_cache / "meta.json"
+        if not meta.is_file() or "latent_stats" not in json.loads(meta.read_text()):
+            _timed("condition clips", run_cli, features_args(cond_corpus, cond_cache, vae_ckpt,
+                                                             train_cache / "sync_encoder.pt", out / "logs",
+                                                             args.conditions, seed=CONDITIONS_SEED))
     if args.reward == "sync":
         reward_weights = _timed("synchrony reward", train_sync_reward, out / "reward_sync", demo / "corpus",
                                 demo / "heldout", args.reward_sync_steps)
-        # the training clips' videos only: every synthetic set names its clips synth_000000, ...
-        scorer: Path | list[str] = sync_reward_overrides(reward_weights, [demo / "corpus"], vae_ckpt, vocoder)
+        # the conditions' videos only: every synthetic set names its clips synth_000000, ...
+        scorer: Path | list[str] = sync_reward_overrides(reward_weights, [cond_corpus], vae_ckpt, vocoder)
     else:
         reward_weights = scorer = classifier
 
     # 3. preference data, every candidate judged against the ground truth
     groups = out / "preference_data" / "groups"
-    summary = _timed("preference data", build_preference_data, groups, train_cache, pretrained, mllm, scorer,
+    summary = _timed("preference data", build_preference_data, groups, cond_cache, pretrained, mllm, scorer,
                      args.candidates, args.sample_steps, args.min_spread,
-                     ground_truth=(demo / "corpus", vae_ckpt, vocoder))
+                     ground_truth=(cond_corpus, vae_ckpt, vocoder))
     agreement_file = out / "preference_data" / "reward_vs_ground_truth.json"
     if not agreement_file.is_file() or "alternatives" not in json.loads(agreement_file.read_text()):
-        alternatives = ({"alignment_classifier": classifier_scores(classifier, train_cache)} if args.reward == "sync"
+        alternatives = ({"alignment_classifier": classifier_scores(classifier, cond_cache)} if args.reward == "sync"
                         else {})
         agreement = _timed("reward vs ground truth", reward_vs_ground_truth, groups, alternatives)
         agreement_file.write_text(json.dumps(agreement, indent=2))
@@ -748,7 +764,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 every = -(-args.steps // args.online_rounds)
                 run_extra += _online_args(scorer, every, args.candidates, args.sample_steps)
             exports.setdefault(name, {})[seed] = _timed(
-                f"post-train {name} seed {seed}", post_train, objective, run_dir, run_groups, train_cache,
+                f"post-train {name} seed {seed}", post_train, objective, run_dir, run_groups, cond_cache,
                 pretrained, mllm, args.steps, seed, args.lr, run_extra)
 
     # 5. evaluation

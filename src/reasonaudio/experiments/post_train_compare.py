@@ -669,21 +669,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # 1. held-out clips (or, for a selection run, validation clips that the held-out results never see)
     heldout_sets = [(demo / "features_heldout", demo / "heldout")]
+
+    def new_clips(name: str, label: str, num_clips: int, seed: int) -> tuple[Path, Path]:
+        """``(cache, corpus)`` of ``num_clips`` new synthetic clips under ``out``, synthesised and cached once (with
+        the demo's VAE and Synchformer visual weights)."""
+        cache, corpus = out / f"features_{name}", out / name
+        meta = cache / "meta.json"
+        if not meta.is_file() or "latent_stats" not in json.loads(meta.read_text()):
+            _timed(label, run_cli, features_args(
+                corpus, cache, vae_ckpt, train_cache / "sync_encoder.pt", out / "logs", num_clips, seed=seed))
+        return cache, corpus
+
     if args.validation:
-        heldout_sets = [(out / "features_validation", out / "validation")]
-        meta = heldout_sets[0][0] / "meta.json"
-        if not meta.is_file() or "latent_stats" not in json.loads(meta.read_text()):
-            _timed("validation clips", run_cli, features_args(out / "validation", heldout_sets[0][0], vae_ckpt,
-                                                              train_cache / "sync_encoder.pt", out / "logs",
-                                                              args.validation, seed=VALIDATION_SEED))
+        heldout_sets = [new_clips("validation", "validation clips", args.validation, VALIDATION_SEED)]
     elif args.extra_heldout:
-        extra_cache, extra_corpus = out / "features_heldout_extra", out / "heldout_extra"
-        meta = extra_cache / "meta.json"
-        if not meta.is_file() or "latent_stats" not in json.loads(meta.read_text()):
-            _timed("extra held-out clips", run_cli, features_args(extra_corpus, extra_cache, vae_ckpt,
-                                                                  train_cache / "sync_encoder.pt", out / "logs",
-                                                                  args.extra_heldout, seed=20_000))
-        heldout_sets.append((extra_cache, extra_corpus))
+        heldout_sets.append(new_clips("heldout_extra", "extra held-out clips", args.extra_heldout, 20_000))
 
     # 2. rewards: the paper's alignment classifier (always trained: its ranking is reported beside the chosen one)
     # and the synchrony reward's own Synchformer
@@ -693,12 +693,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # the preference conditions: the demo's training clips, or --conditions new ones
     cond_cache, cond_corpus = train_cache, demo / "corpus"
     if args.conditions:
-        cond_cache, cond_corpus = out / "features_conditions", out / "conditions"
-        meta = cond_cache / "meta.json"
-        if not meta.is_file() or "latent_stats" not in json.loads(meta.read_text()):
-            _timed("condition clips", run_cli, features_args(cond_corpus, cond_cache, vae_ckpt,
-                                                             train_cache / "sync_encoder.pt", out / "logs",
-                                                             args.conditions, seed=CONDITIONS_SEED))
+        cond_cache, cond_corpus = new_clips("conditions", "condition clips", args.conditions, CONDITIONS_SEED)
     if args.reward == "sync":
         reward_weights = _timed("synchrony reward", train_sync_reward, out / "reward_sync", demo / "corpus",
                                 demo / "heldout", args.reward_sync_steps)

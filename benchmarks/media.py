@@ -6,7 +6,7 @@ filter and centre-cropped to 224×224, RGB24 (200 frames); audio downmixed to mo
 16 kHz (the ``s16k`` preset) with a 64-zero-crossing Kaiser-windowed sinc (128 000 samples).
 
 * **ours**: :func:`reasonaudio.media.load_video` (``size=224``) + :func:`reasonaudio.media.load_audio`,
-  as ``data_modules.clips.ClipDataset`` calls them;
+  as ``reasonaudio.data_modules.clips.ClipDataset`` calls them;
 * **ffmpeg**: one ``ffmpeg -threads 1 -filter_threads 1 -ss … -t 8 -i clip`` process with two
   outputs: ``fps=25:round=up,scale=W:H:flags=bicubic,crop=224:224`` as rawvideo rgb24 to a pipe,
   and the channel mean (``pan``) resampled by ``aresample=16000`` with swresample's Kaiser sinc at

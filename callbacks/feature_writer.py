@@ -3,7 +3,7 @@
 Rows follow the source data module's full record order (``records(predict_split)``), so a rerun with
 the same source reopens the cache and fills the rows still missing; pair it with the data module's
 ``skip_done_in: <cache folder>`` so finished clips are not even decoded again. A cache built from a
-different source is never overwritten. Format: ``data_modules.features``.
+different source is never overwritten. Format: ``reasonaudio.data_modules.features``.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from data_modules.features import DONE, INDEX, META, SYNC_HASH, SYNC_WEIGHTS
+from reasonaudio.data_modules.features import DONE, INDEX, META, SYNC_HASH, SYNC_WEIGHTS
 
 
 class FeatureCacheWriter(BasePredictionWriter):

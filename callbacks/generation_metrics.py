@@ -49,7 +49,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from torchmetrics import Metric
 
-from callbacks.generation_samples import LatentDecoder
+from reasonaudio.callbacks.generation_samples import LatentDecoder
 from reasonaudio.metrics.clap import CLAPScore
 from reasonaudio.metrics.msclap import MSCLAPScore
 from reasonaudio.metrics.imagebind import IBScore
@@ -180,7 +180,7 @@ def metric_value(metric: Metric) -> float | str:
 
 def read_corpora(corpora: Sequence[str]) -> dict[str, ClipMedia]:
     """Clip id → media paths, from each folder's ``manifest.jsonl`` (earlier folders win on repeated ids)."""
-    from data_modules.manifests import read_think_jsonl
+    from reasonaudio.data_modules.manifests import read_think_jsonl
 
     found: dict[str, ClipMedia] = {}
     for folder in map(Path, corpora):

@@ -2,7 +2,7 @@
 
 Runs on rank 0 at each validation on the first batch's first ``num_items`` clips, with whatever
 weights the system validates with (the EMA weights when the ``EMA`` callback is on). Metrics of
-generated audio are :class:`callbacks.generation_metrics.GenerationMetrics`' job; this callback only
+generated audio are :class:`reasonaudio.callbacks.generation_metrics.GenerationMetrics`' job; this callback only
 lets a person look and listen.
 
 :class:`LatentDecoder` turns sampled latents into audio for both callbacks: it needs the VAE of the
@@ -18,7 +18,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 
-from callbacks.reconstruction import mel_pair_image
+from reasonaudio.callbacks.reconstruction import mel_pair_image
 
 
 class LatentDecoder:

@@ -1,7 +1,7 @@
 """LatentStatsWriter: per-channel latent mean/std over a corpus, stored with the VAE checkpoint.
 
 Run after training: ``reasonaudio predict --config <vae run>/config.yaml --ckpt_path <ckpt>
---trainer.callbacks+=callbacks.latent_stats.LatentStatsWriter --trainer.callbacks.output=<path>``
+--trainer.callbacks+=reasonaudio.callbacks.latent_stats.LatentStatsWriter --trainer.callbacks.output=<path>``
 (or the ``latent_stats`` stage config). The system's ``predict_step`` returns per-batch sums over
 valid latent frames; this callback reduces them (across processes too), sets the VAE's
 ``latent_mean`` / ``latent_std`` buffers and writes a checkpoint that carries them, plus a JSON copy.

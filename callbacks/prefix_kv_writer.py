@@ -1,7 +1,7 @@
 """PrefixKVWriter: stores ``PrefixKVExtraction`` outputs as a prefix KV store inside a feature cache.
 
 Writes into the data module's ``store_dir`` (``<cache>/prefix_kv/<name>``, see
-``data_modules.features.CachePromptDataModule``): ``meta.json`` with the backbone's fingerprint,
+``reasonaudio.data_modules.features.CachePromptDataModule``): ``meta.json`` with the backbone's fingerprint,
 then one ``<row>.safetensors`` per clip, each written atomically, so an interrupted run resumes
 with the rows still missing. A store made by another backbone is never mixed into.
 """
@@ -13,7 +13,7 @@ from typing import Any, Sequence
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from data_modules.features import stored_rows
+from reasonaudio.data_modules.features import stored_rows
 from reasonaudio.models.prefix_kv import META, read_meta, save_prefix
 
 

@@ -11,7 +11,7 @@ masks, crops and negatives a step draws do not depend on what ran before it in t
 sampling callbacks, the sanity check, iterator start-up. The checkpoint also carries the generator
 states at save time (restored on load, for anything that draws before the first batch). The data's
 part (order, position within the epoch, per-item draws, worker seeds) is
-``data_modules.resumable.ResumableLoader``'s state, which Lightning saves with the fit loop.
+``reasonaudio.data_modules.resumable.ResumableLoader``'s state, which Lightning saves with the fit loop.
 
 **Preemption.** On SIGTERM or SIGUSR1 (SLURM's warning signal, ``#SBATCH --signal=SIGUSR1@120``) this
 callback's handler (in place of Lightning's) notes the signal; at the end of the training batch under
@@ -39,10 +39,10 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from data_modules.resumable import ResumableLoader, derive_seed
+from reasonaudio.data_modules.resumable import ResumableLoader, derive_seed
 
 MODEL_STREAM = 0
-"""Seed-sequence tag of the training steps' draws (the data streams use ``data_modules.resumable.DATA_STREAM``)."""
+"""Seed-sequence tag of the training steps' draws (the data streams use ``reasonaudio.data_modules.resumable.DATA_STREAM``)."""
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from data_modules.clips import ClipDataModule, ClipRecord, rows_to_records
-from data_modules.manifests import read_audiocaps_csv
+from reasonaudio.data_modules.clips import ClipDataModule, ClipRecord, rows_to_records
+from reasonaudio.data_modules.manifests import read_audiocaps_csv
 
 
 class AudioCapsDataModule(ClipDataModule):
@@ -20,7 +20,7 @@ class AudioCapsDataModule(ClipDataModule):
         train_csv: AudioCaps ``train.csv``.
         val_csv: AudioCaps ``val.csv``.
         test_csv: AudioCaps ``test.csv``.
-        **kwargs: :class:`~data_modules.clips.ClipDataModule` arguments.
+        **kwargs: :class:`~reasonaudio.data_modules.clips.ClipDataModule` arguments.
     """
 
     corpus = "audiocaps"

@@ -37,10 +37,10 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
-from data_modules.features import FeatureCache
-from data_modules.manifests import MEDIA_EXTENSIONS, ManifestRow, resolve_media
-from data_modules.resumable import ResumableLoader
-from data_modules.video_streams import decode_video_streams
+from reasonaudio.data_modules.features import FeatureCache
+from reasonaudio.data_modules.manifests import MEDIA_EXTENSIONS, ManifestRow, resolve_media
+from reasonaudio.data_modules.resumable import ResumableLoader
+from reasonaudio.data_modules.video_streams import decode_video_streams
 from reasonaudio.config import SequenceConfig
 from reasonaudio.config import audio_preset as get_audio_preset
 from reasonaudio.media import MediaError, load_audio
@@ -235,7 +235,7 @@ class ClipDataModule(LightningDataModule, ABC):
         ds = self.dataset(split)
         if ds is None:
             raise ValueError(f"{type(self).__name__} has no {split!r} split configured")
-        if shuffle:  # training: order, position and item draws resumable (data_modules.resumable)
+        if shuffle:  # training: order, position and item draws resumable (reasonaudio.data_modules.resumable)
             return ResumableLoader(ds, seed=self.seed, batch_size=self.batch_size, shuffle=True,
                                    num_workers=self.num_workers, collate_fn=collate_clips,
                                    persistent_workers=self.num_workers > 0)

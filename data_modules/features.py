@@ -1,6 +1,6 @@
 """The feature cache: its on-disk format, a reader, and ``CachedFeatureDataModule`` for training from it.
 
-Layout of a cache folder (written by ``callbacks.feature_writer.FeatureCacheWriter``)::
+Layout of a cache folder (written by ``reasonaudio.callbacks.feature_writer.FeatureCacheWriter``)::
 
     meta.json            {"num_clips", "arrays": {name: [per-clip shape]}, "source": ..., "latent_stats": ...}
     index.jsonl          one row per clip, in row order: id, caption, label, has_video, corpus
@@ -27,8 +27,8 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
-from data_modules.resumable import ResumableLoader
-from data_modules.sampling import check_weights, corpus_sampler
+from reasonaudio.data_modules.resumable import ResumableLoader
+from reasonaudio.data_modules.sampling import check_weights, corpus_sampler
 from reasonaudio.models.prefix_kv import clip_stamp, load_prefix, read_meta
 
 META = "meta.json"

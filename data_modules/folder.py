@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from data_modules.clips import ClipDataModule, ClipRecord
-from data_modules.manifests import iter_jsonl
+from reasonaudio.data_modules.clips import ClipDataModule, ClipRecord
+from reasonaudio.data_modules.manifests import iter_jsonl
 
 VIDEO_EXTENSIONS: tuple[str, ...] = (".mp4", ".mkv", ".webm", ".mov", ".avi", ".m4v")
 """Files a folder source contributes (``reasonaudio-generate --videos`` takes the same)."""
@@ -76,7 +76,7 @@ class VideoFolderDataModule(ClipDataModule):
     Args:
         source: a folder of videos or a JSONL manifest.
         captions: JSONL of ``id`` + ``caption`` adding or replacing captions (None: the source's own).
-        **kwargs: :class:`~data_modules.clips.ClipDataModule` arguments.
+        **kwargs: :class:`~reasonaudio.data_modules.clips.ClipDataModule` arguments.
     """
 
     corpus = "folder"

@@ -12,9 +12,9 @@ from collections import Counter
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import ConcatDataset, DataLoader
 
-from data_modules.clips import ClipDataModule, collate_clips
-from data_modules.resumable import ResumableLoader
-from data_modules.sampling import check_weights, corpus_sampler
+from reasonaudio.data_modules.clips import ClipDataModule, collate_clips
+from reasonaudio.data_modules.resumable import ResumableLoader
+from reasonaudio.data_modules.sampling import check_weights, corpus_sampler
 
 
 class MixedDataModule(LightningDataModule):

@@ -35,8 +35,8 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, RandomSampler
 
-from data_modules.features import CachedFeatureDataset, StoredPrefixTransfer, collate_features, prefix_stores
-from data_modules.resumable import ResumableLoader
+from reasonaudio.data_modules.features import CachedFeatureDataset, StoredPrefixTransfer, collate_features, prefix_stores
+from reasonaudio.data_modules.resumable import ResumableLoader
 
 META = "meta.json"
 SUMMARY = "summary.json"

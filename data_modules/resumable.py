@@ -18,7 +18,7 @@ first batch after a resume). What makes an epoch's batches a function of ``(seed
 - **Workers** get ``base_seed = f(seed, epoch, rank)`` (the loader's own generator), so worker ``w``'s
   seed is ``f(seed, epoch, rank) + w``, as torch derives it.
 
-The model's randomness (noise, timesteps, dropout) is ``callbacks.resume.ExactResume``'s part.
+The model's randomness (noise, timesteps, dropout) is ``reasonaudio.callbacks.resume.ExactResume``'s part.
 """
 from __future__ import annotations
 

@@ -25,9 +25,9 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
-from data_modules.clips import SkippedSample
-from data_modules.resumable import ResumableLoader
-from data_modules.synthetic import SyntheticDataModule
+from reasonaudio.data_modules.clips import SkippedSample
+from reasonaudio.data_modules.resumable import ResumableLoader
+from reasonaudio.data_modules.synthetic import SyntheticDataModule
 from reasonaudio.config import SYNC_FPS
 from reasonaudio.metrics.backbones import resample
 from reasonaudio.models.synchformer import SYNC_SAMPLE_RATE
@@ -59,7 +59,7 @@ class SyntheticSyncDataModule(SyntheticDataModule):
 
     Args:
         samples_per_epoch: clips drawn (with replacement) per training epoch.
-        **kwargs: :class:`~data_modules.synthetic.SyntheticDataModule` arguments (``root``, ``val_root``,
+        **kwargs: :class:`~reasonaudio.data_modules.synthetic.SyntheticDataModule` arguments (``root``, ``val_root``,
             ``duration``, ``audio_preset``, ``sync_size``, ``batch_size``, ...). Synchformer frames are
             always decoded; MLLM frames never.
     """

@@ -60,7 +60,7 @@ folder)::
     audio/<id>.wav       the ground-truth mono mix, 16-bit PCM at the preset's sample rate
     gt/<id>.json         the ground truth (the scene dict below)
 
-Manifest row (the ``think_jsonl`` format of ``data_modules.manifests``)::
+Manifest row (the ``think_jsonl`` format of ``reasonaudio.data_modules.manifests``)::
 
     {"id": "synth_000000", "video": "videos/synth_000000.mp4", "audio": "audio/synth_000000.wav",
      "duration": 4.0, "caption": "<HINT>…</HINT> … <TRACK name='bouncing_ball' screen=on_screen>
@@ -94,8 +94,8 @@ from typing import Any
 
 import numpy as np
 
-from data_modules.clips import ClipDataModule, ClipRecord, rows_to_records
-from data_modules.manifests import read_think_jsonl
+from reasonaudio.data_modules.clips import ClipDataModule, ClipRecord, rows_to_records
+from reasonaudio.data_modules.manifests import read_think_jsonl
 from reasonaudio.captions.format import ThinkCaption, Track, format_caption
 from reasonaudio.config import SequenceConfig, audio_preset
 from reasonaudio.metrics.synthetic import TIMBRES, spectral_tilt
@@ -601,7 +601,7 @@ class SyntheticDataModule(ClipDataModule):
         val_clips: held-out clips to render when ``val_root`` has no manifest.
         seed: corpus seed.
         size: frame side in pixels.
-        **kwargs: :class:`~data_modules.clips.ClipDataModule` arguments (``duration`` also sets the render length).
+        **kwargs: :class:`~reasonaudio.data_modules.clips.ClipDataModule` arguments (``duration`` also sets the render length).
     """
 
     corpus = "synthetic"

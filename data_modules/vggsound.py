@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from data_modules.clips import ClipDataModule, ClipRecord, rows_to_records
-from data_modules.manifests import read_think_jsonl, read_vggsound_csv
+from reasonaudio.data_modules.clips import ClipDataModule, ClipRecord, rows_to_records
+from reasonaudio.data_modules.manifests import read_think_jsonl, read_vggsound_csv
 
 CSV_SPLIT = {"train": "train", "val": "test", "test": "test", "predict": "test"}
 
@@ -26,7 +26,7 @@ class VGGSoundThinkDataModule(ClipDataModule):
         val_jsonl: VGGSound-Think validation captions.
         test_jsonl: VGGSound-Think test captions.
         predict_jsonl: captions to generate for.
-        **kwargs: :class:`~data_modules.clips.ClipDataModule` arguments.
+        **kwargs: :class:`~reasonaudio.data_modules.clips.ClipDataModule` arguments.
     """
 
     corpus = "vggsound"

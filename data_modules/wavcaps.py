@@ -5,8 +5,8 @@ Both ship as WavCaps JSON (``{"num_captions_per_audio": 1, "data": [{"id", "capt
 """
 from __future__ import annotations
 
-from data_modules.clips import ClipDataModule, ClipRecord, rows_to_records
-from data_modules.manifests import read_wavcaps_json
+from reasonaudio.data_modules.clips import ClipDataModule, ClipRecord, rows_to_records
+from reasonaudio.data_modules.manifests import read_wavcaps_json
 
 
 class _WavCapsDataModule(ClipDataModule):
@@ -31,7 +31,7 @@ class FreesoundDataModule(_WavCapsDataModule):
         train_json: WavCaps JSON for training.
         val_json: WavCaps JSON for validation.
         test_json: WavCaps JSON for testing.
-        **kwargs: :class:`~data_modules.clips.ClipDataModule` arguments.
+        **kwargs: :class:`~reasonaudio.data_modules.clips.ClipDataModule` arguments.
     """
 
     corpus = "freesound"
@@ -45,7 +45,7 @@ class AudioSetSLDataModule(_WavCapsDataModule):
         train_json: WavCaps JSON for training.
         val_json: WavCaps JSON for validation.
         test_json: WavCaps JSON for testing.
-        **kwargs: :class:`~data_modules.clips.ClipDataModule` arguments.
+        **kwargs: :class:`~reasonaudio.data_modules.clips.ClipDataModule` arguments.
     """
 
     corpus = "audioset_sl"

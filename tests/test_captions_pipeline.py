@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from test_captions_server import Answer, Request, ScriptedServer, backend, usage_of
 
-from data_modules.synthetic import synthesize_corpus
-from data_modules.vggsound import VGGSoundThinkDataModule
+from reasonaudio.data_modules.synthetic import synthesize_corpus
+from reasonaudio.data_modules.vggsound import VGGSoundThinkDataModule
 from reasonaudio.captions.attachments import MediaSpec, load_clip_media
 from reasonaudio.captions.format import Track, parse_caption
 from reasonaudio.captions.inputs import read_clips

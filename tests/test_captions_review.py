@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from data_modules.synthetic import synthesize_corpus
+from reasonaudio.data_modules.synthetic import synthesize_corpus
 from reasonaudio.captions.cli import main
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

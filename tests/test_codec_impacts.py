@@ -13,7 +13,7 @@ import pytest
 import torch
 import torchaudio
 
-from data_modules.synthetic import render_audio, sample_scene
+from reasonaudio.data_modules.synthetic import render_audio, sample_scene
 from reasonaudio.metrics import synthetic as S
 from reasonaudio.models.mel import MelSpectrogram
 

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from data_modules.audiocaps import AudioCapsDataModule
-from data_modules.clips import ClipDataset, ClipRecord, SkippedSample, collate_clips
-from data_modules.mixed import MixedDataModule
-from data_modules.vggsound import VGGSoundThinkDataModule
-from data_modules.wavcaps import AudioSetSLDataModule, FreesoundDataModule
+from reasonaudio.data_modules.audiocaps import AudioCapsDataModule
+from reasonaudio.data_modules.clips import ClipDataset, ClipRecord, SkippedSample, collate_clips
+from reasonaudio.data_modules.mixed import MixedDataModule
+from reasonaudio.data_modules.vggsound import VGGSoundThinkDataModule
+from reasonaudio.data_modules.wavcaps import AudioSetSLDataModule, FreesoundDataModule
 from reasonaudio.media import MediaError
 
 THINK = ("<HINT>Low plucked tones that swell and fade.</HINT> A person plays a large string instrument. "
@@ -150,7 +150,7 @@ def _think_jsonl(tmp_path: Path, vgg: Path) -> Path:
 
 
 def test_synthetic_module_refuses_a_corpus_rendered_otherwise(tmp_path):
-    from data_modules.synthetic import SyntheticDataModule
+    from reasonaudio.data_modules.synthetic import SyntheticDataModule
 
     made = SyntheticDataModule(root=str(tmp_path / "s"), num_clips=1, val_clips=1, duration=1.0, load_sync_video=False)
     made.prepare_data()

@@ -50,7 +50,7 @@ def test_demo_runs_and_resumes(tmp_path, monkeypatch, capsys):
     assert state["preference_data"]["kept"] + state["preference_data"]["dropped"] == 4
     # every candidate was decoded and scored against the corpus's ground truth: the summary's winners and losers
     # are the kept groups' arg-max / arg-min candidates on those scores
-    from data_modules.preference import PreferenceStore
+    from reasonaudio.data_modules.preference import PreferenceStore
     kept = [PreferenceStore.load(p) for p in sorted((out / "preference_data" / "groups" / "groups").glob("*.pt"))]
     truth = state["preference_data"]["ground_truth"]
     assert len(kept) == state["preference_data"]["kept"] == truth["pairs"] >= 1
@@ -69,7 +69,7 @@ def test_demo_runs_and_resumes(tmp_path, monkeypatch, capsys):
     assert info.video.codec == "h264" and info.audio.codec == "aac"
     assert abs(info.audio.duration - info.video.duration) < 0.07  # same length as the video (±1 AAC frame)
     assert not (out / "heldout_heldout").exists() and not (out / "corpus_heldout").exists()
-    from data_modules.features import FeatureCache
+    from reasonaudio.data_modules.features import FeatureCache
     assert FeatureCache(out / "features_heldout").done.tolist() == [1, 1]
     stores = [out / f"features_{c}" / "prefix_kv" / "demo" for c in ("corpus", "heldout")]
     assert [len(list(s.glob("*.safetensors"))) for s in stores] == [4, 2]  # pretraining read these

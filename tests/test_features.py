@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from data_modules.features import CachedFeatureDataModule, FeatureCache
+from reasonaudio.data_modules.features import CachedFeatureDataModule, FeatureCache
 from reasonaudio.cli import CONFIG_DIR, build_cli
 from reasonaudio.media import load_audio
 from reasonaudio.models.mel import MelSpectrogram

@@ -81,7 +81,7 @@ def _finetune(base: dict, out: Path, *extra: str) -> None:
 
 
 def test_lora_finetune_of_a_folder_of_real_clips(base, tmp_path):
-    from data_modules.features import CachedFeatureDataset
+    from reasonaudio.data_modules.features import CachedFeatureDataset
 
     out = tmp_path / "ft"
     _finetune(base, out, "--lora-rank", "4")
@@ -122,8 +122,8 @@ def test_captions_from_the_annotation_backend(base, tmp_path):
     from test_captions_pipeline import manifest_captions, structured_answer
     from test_captions_server import API_KEY, Answer, ScriptedServer
 
-    from data_modules.features import CachedFeatureDataset
-    from data_modules.synthetic import synthesize_corpus
+    from reasonaudio.data_modules.features import CachedFeatureDataset
+    from reasonaudio.data_modules.synthetic import synthesize_corpus
     from reasonaudio.captions.format import parse_caption
 
     corpus = synthesize_corpus(tmp_path / "synth", num_clips=1, seed=0, duration=1.0, size=32, progress=False)

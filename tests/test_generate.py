@@ -215,8 +215,8 @@ def test_folder_with_a_broken_file_resumes_after_a_kill(models, source_frames, t
 
 
 def test_features_and_generation_decode_the_same_frames(fixtures_dir):
-    from data_modules.clips import ClipDataset, ClipRecord
-    from data_modules.inference import InferenceDataset, InferenceRecord
+    from reasonaudio.data_modules.clips import ClipDataset, ClipRecord
+    from reasonaudio.data_modules.inference import InferenceDataset, InferenceRecord
 
     clip = fixtures_dir / "media" / "vggsound" / "6zlMP_kQ_-w_000030.mp4"
     kw = dict(audio_preset="tiny", sync_size=32, load_mllm_video=True, mllm_max_side=112)
@@ -229,7 +229,7 @@ def test_features_and_generation_decode_the_same_frames(fixtures_dir):
 
 
 def test_features_stage_refuses_short_clips(tmp_path):
-    from data_modules.clips import ClipDataset, ClipRecord, collate_clips
+    from reasonaudio.data_modules.clips import ClipDataset, ClipRecord, collate_clips
     from reasonaudio.models.vae import mel_vae_tiny
     from reasonaudio.systems.features import FeatureExtraction
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from data_modules.manifests import (
+from reasonaudio.data_modules.manifests import (
     ManifestRow,
     clip_id,
     read_audiocaps_csv,

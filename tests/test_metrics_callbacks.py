@@ -12,9 +12,9 @@ import torch
 import yaml
 from lightning.pytorch.trainer.states import TrainerFn
 
-from callbacks.generation_metrics import ClipMedia, GeneratedClips, GenerationMetrics, plain_caption, update_metric
-from callbacks.generation_samples import LatentDecoder
-from data_modules.features import CachedFeatureDataModule
+from reasonaudio.callbacks.generation_metrics import ClipMedia, GeneratedClips, GenerationMetrics, plain_caption, update_metric
+from reasonaudio.callbacks.generation_samples import LatentDecoder
+from reasonaudio.data_modules.features import CachedFeatureDataModule
 from reasonaudio.cli import CONFIG_DIR, build_cli
 from reasonaudio.generation import score_synthetic
 from reasonaudio.metrics.clap import CLAPScore, write_tiny_clap
@@ -67,11 +67,11 @@ def run(tmp_path_factory) -> dict[str, Path]:
     build_cli(["fit", "--config", str(CONFIG_DIR / "pretrain.yaml"), "--config", str(CONFIG_DIR / "debug" / "cpu.yaml"),
                *_data_args(d), f"--trainer.logger.init_args.save_dir={root / 'runs'}", "--trainer.max_steps=4",
                "--trainer.val_check_interval=2", f"--trainer.callbacks.init_args.export={d['export']}",
-               "--trainer.callbacks+=callbacks.generation_samples.AudioSampleLogger",
+               "--trainer.callbacks+=reasonaudio.callbacks.generation_samples.AudioSampleLogger",
                "--trainer.callbacks.vae=reasonaudio.models.vae.mel_vae_tiny",
                f"--trainer.callbacks.vae_checkpoint={vae}",
                f"--trainer.callbacks.vocoder={d['vocoder']}", "--trainer.callbacks.steps=2",
-               "--trainer.callbacks+=callbacks.generation_metrics.GenerationMetrics",
+               "--trainer.callbacks+=reasonaudio.callbacks.generation_metrics.GenerationMetrics",
                "--trainer.callbacks.vae=reasonaudio.models.vae.mel_vae_tiny",
                f"--trainer.callbacks.vae_checkpoint={vae}",
                f"--trainer.callbacks.vocoder={d['vocoder']}", "--trainer.callbacks.steps=2",
@@ -257,7 +257,7 @@ def test_objective_metrics_get_generated_and_ground_truth_sides(tmp_path):
     inception, inception_direct = InceptionScore(backbone, splits=2), InceptionScore(backbone, splits=2)
     update_metric(inception, clips)
     inception_direct.update(gen, 16000)
-    from callbacks.generation_metrics import metric_value
+    from reasonaudio.callbacks.generation_metrics import metric_value
 
     assert metric_value(inception) == pytest.approx(float(inception_direct.compute()[0]), rel=1e-12)
     assert metric_value(InceptionScore(backbone)) == "no scorable clips"

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from data_modules.synthetic import render_audio, sample_scene
+from reasonaudio.data_modules.synthetic import render_audio, sample_scene
 from reasonaudio.generation import score_synthetic
 from reasonaudio.metrics import synthetic
 from reasonaudio.metrics.synthetic_metrics import OffscreenPresence, OnsetError, OnsetF1, TimbreAgreement

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from data_modules.preference import PreferenceStore
+from reasonaudio.data_modules.preference import PreferenceStore
 from reasonaudio.cli import CONFIG_DIR, build_cli
 
 REPO = Path(__file__).resolve().parents[1]
@@ -183,7 +183,7 @@ def test_online_mode_regenerates_groups_from_the_policy(setup):
     round_dir = d["root"] / "groups" / "online" / "step_0000001"
     summary = json.loads((round_dir / "summary.json").read_text())
     assert summary["groups"] == 3 and json.loads((round_dir / "meta.json").read_text())["policy_step"] == 1
-    from data_modules.preference import PreferenceStore
+    from reasonaudio.data_modules.preference import PreferenceStore
 
     group = PreferenceStore.load(next((round_dir / "groups").glob("*.pt")))
     assert group["latents"].shape[0] == 2 and group["seeds"].min() >= 10_000_000 * 2  # apart from the offline seeds
@@ -232,7 +232,7 @@ def test_post_training_from_stored_prefixes_equals_the_live_conditioner(setup):
     conditioner run live, and the stored-prefix batches reach the system."""
     from safetensors.torch import load_file
 
-    from data_modules.preference import PreferenceDataModule
+    from reasonaudio.data_modules.preference import PreferenceDataModule
 
     d = setup
     for cache in ("cache_train", "cache_heldout"):

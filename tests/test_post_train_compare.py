@@ -73,7 +73,7 @@ def test_docs_results_has_the_issue_keys():
 def test_margin_threshold_is_a_quantile_of_the_group_spreads(tmp_path: Path):
     import torch
 
-    from data_modules.preference import PreferenceStore
+    from reasonaudio.data_modules.preference import PreferenceStore
 
     store = PreferenceStore(tmp_path / "groups")
     for row, spread in enumerate([0.1, 0.2, 0.3, 0.4, 0.5]):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from data_modules.preference import PreferenceDataModule, PreferenceStore
+from reasonaudio.data_modules.preference import PreferenceDataModule, PreferenceStore
 from reasonaudio.cli import CONFIG_DIR, build_cli
 from reasonaudio.models.reward import AlignmentClassifier
 from reasonaudio.models.tiny_mllm import write_tiny_qwen_vl
@@ -139,7 +139,7 @@ def test_training_batches_join_groups_with_their_conditions(setup):
     batch = next(iter(dm.train_dataloader()))
     groups = _groups(folder)
     assert batch["latents"].shape == (4, K, T, 8) and batch["rewards"].shape == (4, K) and batch["sync"].shape == (4, TS, 768)
-    from data_modules.features import FeatureCache
+    from reasonaudio.data_modules.features import FeatureCache
 
     cache = FeatureCache(d["cache"])
     for i, row in enumerate(batch["row"].tolist()):
@@ -157,7 +157,7 @@ def test_training_batches_join_groups_with_their_conditions(setup):
 
 def test_candidates_do_not_depend_on_the_batch(setup):
     """Candidate (row, k) comes from its own seed: sampled alone or next to another condition, it is the same."""
-    from data_modules.preference import _RowDataset, collate_groups
+    from reasonaudio.data_modules.preference import _RowDataset, collate_groups
     from reasonaudio.systems.preference import load_policy_weights
     from reasonaudio.systems.preference_data import candidate_seeds, sample_candidates
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from test_pretrain import setup_dirs  # noqa: F401  (fixture: 3 + 2 clip caches and a tiny Qwen2.5-VL folder)
 
-from data_modules.features import CachedFeatureDataModule, FeatureCache
+from reasonaudio.data_modules.features import CachedFeatureDataModule, FeatureCache
 from reasonaudio.cli import CONFIG_DIR, build_cli
 from reasonaudio.models.conditioners import MLLMQueryConditioner
 from reasonaudio.models.prefix_kv import load_prefix

@@ -9,8 +9,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from callbacks.ema import EMA
-from data_modules.features import CachedFeatureDataModule
+from reasonaudio.callbacks.ema import EMA
+from reasonaudio.data_modules.features import CachedFeatureDataModule
 from reasonaudio.cli import CONFIG_DIR, build_cli
 from reasonaudio.models.tiny_mllm import write_tiny_qwen_vl
 from reasonaudio.models.vae import mel_vae_tiny

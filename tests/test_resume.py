@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from data_modules.resumable import ResumableLoader
+from reasonaudio.data_modules.resumable import ResumableLoader
 from reasonaudio.cli import CONFIG_DIR, build_cli, resolve_last
 from reasonaudio.experiments.resume_check import check, compare, fit, logged_scalars
 
@@ -191,7 +191,7 @@ def test_a_kill_during_a_checkpoint_write_leaves_the_previous_checkpoint_whole(t
     path = tmp_path / "last.ckpt"
     script = textwrap.dedent(f"""
         import os, signal, torch
-        from callbacks.resume import AtomicCheckpointIO
+        from reasonaudio.callbacks.resume import AtomicCheckpointIO
         io = AtomicCheckpointIO()
         io.save_checkpoint({{"step": 1, "w": torch.arange(1000.0)}}, {str(path)!r})
         def dying_save(obj, f):

@@ -25,7 +25,7 @@ STEPS, EVERY = 6, 3
 
 def stage_args(stage: str, root: Path) -> list[str]:
     """The stage's YAML with the CPU debug overlay and tiny data under ``root`` (rendered / written on first use)."""
-    from data_modules.synthetic import synthesize_corpus
+    from reasonaudio.data_modules.synthetic import synthesize_corpus
 
     def corpus(name: str, clips: int, duration: float, seed: int) -> Path:
         path = root / name

@@ -119,7 +119,7 @@ def test_classifier_learns_alignment_per_negative_type(tmp_path, monkeypatch):
     classifier = AlignmentClassifier(width=32, kernel=3)
     classifier.load_state_dict(load_classifier_state(export / "reward.safetensors"))
     system = RewardTrain(classifier.eval())
-    from data_modules.features import CachedFeatureDataModule
+    from reasonaudio.data_modules.features import CachedFeatureDataModule
 
     dm = CachedFeatureDataModule(train=[str(train)], val=[str(val)], batch_size=16)
     dm.setup("fit")
@@ -258,7 +258,7 @@ def test_synchrony_reward_reads_the_clip_video_with_its_own_visual_branch(tmp_pa
 
 
 def test_ground_truth_onset_reward(tmp_path):
-    from data_modules.synthetic import render_audio, sample_scene
+    from reasonaudio.data_modules.synthetic import render_audio, sample_scene
     from reasonaudio.metrics import synthetic
 
     scene = sample_scene(seed=3, index=0, duration=2.0)

@@ -104,7 +104,7 @@ def _seed(clip_id: str, step: int) -> int:
 
 
 def write_cache(root: Path, num_clips: int = 4, latent_len: int = 63, channels: int = 8, sync_len: int = 40) -> Path:
-    """A finished feature cache written directly (format: ``data_modules.features``), posterior std 0."""
+    """A finished feature cache written directly (format: ``reasonaudio.data_modules.features``), posterior std 0."""
     rng = np.random.default_rng(0)
     root.mkdir(parents=True)
     (root / "mllm").mkdir()
@@ -262,7 +262,7 @@ def test_two_processes_match_one_process(assets, single, strategy):
     # the checkpoint reloads in one process (the MLLM rebuilt from its folder) and samples like the reference
     system = SeededNoisePretrain.load_from_checkpoint(ckpt).eval()
     reference = SeededNoisePretrain.load_from_checkpoint(ref_ckpt).eval()
-    from data_modules.features import CachedFeatureDataModule
+    from reasonaudio.data_modules.features import CachedFeatureDataModule
     dm = CachedFeatureDataModule(train=[str(assets["cache4"])], val=[str(assets["cache4"])], batch_size=2)
     dm.setup("fit")
     batch = next(iter(dm.val_dataloader()))

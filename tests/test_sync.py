@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from data_modules.features import CachedFeatureDataModule, SYNC_HASH, check_same_sync_weights, FeatureCache
+from reasonaudio.data_modules.features import CachedFeatureDataModule, SYNC_HASH, check_same_sync_weights, FeatureCache
 from reasonaudio.models.sync_offsets import (FRAME_SAMPLES, cut_pairs, grid_pairs, mel_bank, offset_frames,
                                              pair_frames, random_pairs, start_range)
 from reasonaudio.models.synchformer import (SYNCHFORMER_TINY, Synchformer, SynchformerConfig,
@@ -134,7 +134,7 @@ def test_caches_of_different_sync_weights_are_not_mixed(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_corpus(tmp_path_factory) -> Path:
-    from data_modules.synthetic import synthesize_corpus
+    from reasonaudio.data_modules.synthetic import synthesize_corpus
 
     root = tmp_path_factory.mktemp("sync")
     synthesize_corpus(root / "train", num_clips=16, seed=0, duration=4.0, preset="tiny")
@@ -191,7 +191,7 @@ def test_held_out_pairs_carry_the_offset_without_learning(tiny_corpus):
     cut scores about chance (1/13) here, so a model that stays at chance is a learning problem, not
     a data one.
     """
-    from data_modules.sync import SyntheticSyncDataModule
+    from reasonaudio.data_modules.sync import SyntheticSyncDataModule
 
     dm = SyntheticSyncDataModule(root=str(tiny_corpus / "heldout"), val_root=str(tiny_corpus / "heldout"),
                                  duration=4.0, sync_size=32)
@@ -216,7 +216,7 @@ def test_held_out_pairs_carry_the_offset_without_learning(tiny_corpus):
 def trained_sync(tiny_corpus, tmp_path_factory) -> dict:
     """50 CPU steps of the `sync` objective (sync.yaml's model, optimiser and init) on the 16 training
     clips, 4 clips x 16 pairs a step, one thread (about 25 s); the export and the held-out clips."""
-    from data_modules.sync import SyntheticSyncDataModule, collate_memory_clips
+    from reasonaudio.data_modules.sync import SyntheticSyncDataModule, collate_memory_clips
     from reasonaudio.models.sync_offsets import window_pairs
     from reasonaudio.systems.sync import SyncTrain
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from data_modules.synthetic import (
+from reasonaudio.data_modules.synthetic import (
     EDGE,
     MAX_INTERVAL,
     MIN_INTERVAL,

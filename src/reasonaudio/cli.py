@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+from importlib import resources
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -19,11 +20,12 @@ from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
-from callbacks.nonfinite import NonFiniteGuard
-from callbacks.resume import ExactResume
+from reasonaudio.callbacks.nonfinite import NonFiniteGuard
+from reasonaudio.callbacks.resume import ExactResume
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "lightning_configs"
-"""The committed configs (an editable install keeps them next to the package)."""
+CONFIG_DIR = Path(str(resources.files("reasonaudio.lightning_configs")))
+"""The committed configs: package data (setup.cfg maps the checkout's ``lightning_configs/`` into the package), so a
+wheel or a non-editable install finds them as a source checkout does."""
 DEFAULTS = CONFIG_DIR / "defaults.yaml"
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
@@ -119,8 +121,8 @@ class ReasonAudioCLI(LightningCLI):
 
     They are forced argument groups rather than entries of ``trainer.callbacks`` because YAML lists
     replace each other across ``--config`` files: a stage that adds its own callbacks would silently drop
-    callbacks set in defaults. ``resume`` (``callbacks.resume.ExactResume``) makes every stage's resume
-    exact and handles preemption signals; ``nonfinite`` (``callbacks.nonfinite.NonFiniteGuard``) skips
+    callbacks set in defaults. ``resume`` (``reasonaudio.callbacks.resume.ExactResume``) makes every stage's resume
+    exact and handles preemption signals; ``nonfinite`` (``reasonaudio.callbacks.nonfinite.NonFiniteGuard``) skips
     steps with a NaN/Inf loss or gradient. ``fit --ckpt_path last`` resumes the newest ``last.ckpt`` of
     the stage's runs, in that run's own ``version_N`` folder (``resolve_last``).
     """

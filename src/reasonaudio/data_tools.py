@@ -37,7 +37,7 @@ def _manifest_format(path: Path) -> str:
 
 def _targets(paths: Sequence[str], media_root: str | None) -> Iterator[tuple[str, str | None]]:
     """Yield (path, error) for every media file named directly or through a manifest."""
-    from data_modules.manifests import read_manifest, resolve_media
+    from reasonaudio.data_modules.manifests import read_manifest, resolve_media
 
     for p in map(Path, paths):
         if p.suffix.lower() in MANIFEST_SUFFIXES and p.is_file():
@@ -89,7 +89,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    from data_modules.synthetic import synthesize_corpus
+    from reasonaudio.data_modules.synthetic import synthesize_corpus
 
     manifest = synthesize_corpus(args.out, num_clips=args.num_clips, seed=args.seed, duration=args.duration,
                                  preset=args.preset)
@@ -98,7 +98,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_tiny_mllm(args: argparse.Namespace) -> int:
-    from data_modules.manifests import read_think_jsonl
+    from reasonaudio.data_modules.manifests import read_think_jsonl
     from reasonaudio.models.tiny_mllm import write_tiny_qwen_vl
 
     captions = [row.caption or "" for manifest in args.captions for row in read_think_jsonl(manifest)]

@@ -74,7 +74,7 @@ class Pipeline:
 
 def _synth(num_clips: int, seed: int, duration: float) -> Callable[[Path], dict]:
     def run(tmp: Path) -> dict:
-        from data_modules.synthetic import synthesize_corpus
+        from reasonaudio.data_modules.synthetic import synthesize_corpus
 
         synthesize_corpus(tmp, num_clips=num_clips, seed=seed, duration=duration, preset="tiny")
         return {"clips": num_clips, "seed": seed, "duration": duration}
@@ -217,7 +217,7 @@ def _evaluate(out: Path, steps: int, cfg: float, sync_weights: Path | None) -> C
     def run(tmp: Path) -> dict:
         import torch
 
-        from data_modules.features import CachedFeatureDataModule
+        from reasonaudio.data_modules.features import CachedFeatureDataModule
         from reasonaudio.generation import clip_scores, latents_to_audio
         from reasonaudio.media import mux_audio, write_audio
         from reasonaudio.metrics.synthetic import chance_onset_scores

@@ -6,7 +6,7 @@
         [--ema EXPORT/model.safetensors] [--adapter POST_TRAIN_EXPORT] --out OUT_DIR
 
 Generation reads only what it conditions on: each video's frames (Synchformer and MLLM streams, decoded
-by the features stage's own frame decoder, ``data_modules.video_streams``) and optional text. Audio is
+by the features stage's own frame decoder, ``reasonaudio.data_modules.video_streams``) and optional text. Audio is
 never required nor decoded: videos without an audio track, or with a silent one, work like any other.
 Each video gets audio of its own displayed duration (any length up to the MLLM's frame budget, any frame
 rate, rotation or size); ``--duration`` sets the length of text-only generation (default 8 s).
@@ -58,7 +58,7 @@ VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".mov", ".avi", ".m4v")
 
 
 def _load(args: argparse.Namespace):
-    from data_modules.features import SYNC_WEIGHTS
+    from reasonaudio.data_modules.features import SYNC_WEIGHTS
     from reasonaudio.cli import build_cli
     from reasonaudio.systems.flow_matching import FlowMatchingPretrain
     from reasonaudio.systems.vocoder import trained_generator
@@ -119,7 +119,7 @@ def list_videos(source: str | Path) -> list[Path]:
 
 def _inputs(args: argparse.Namespace) -> tuple[list[tuple[str, str, str]], list[dict]]:
     """``(id, video path, caption)`` per input ("" path for text only), and failures found while listing."""
-    from data_modules.manifests import read_think_jsonl, resolve_media
+    from reasonaudio.data_modules.manifests import read_think_jsonl, resolve_media
 
     text = args.text or ""
     if args.manifest:
@@ -141,7 +141,7 @@ def _inputs(args: argparse.Namespace) -> tuple[list[tuple[str, str, str]], list[
 def _record(clip_id: str, video: str, caption: str, args: argparse.Namespace, dataset, conditioner):
     """An ``InferenceRecord`` of one input, its length read from the video (``MediaError`` when the file
     cannot be used: unreadable, no video stream, too short for Synchformer, too long for the MLLM)."""
-    from data_modules.inference import InferenceRecord
+    from reasonaudio.data_modules.inference import InferenceRecord
     from reasonaudio.media import MediaError, probe, video_duration
 
     if not video:
@@ -188,7 +188,7 @@ def generate(args: argparse.Namespace) -> int:
     """Run generation; returns the number of inputs that failed (their verdicts are in ``failures.jsonl``)."""
     from tqdm import tqdm
 
-    from data_modules.inference import InferenceDataset, bucket_key, collate_inference, length_buckets
+    from reasonaudio.data_modules.inference import InferenceDataset, bucket_key, collate_inference, length_buckets
     from reasonaudio.generation import latents_to_audio
     from reasonaudio.media import MediaError
 

@@ -60,7 +60,7 @@ def _explicit(value: str | None, root: Path, where: str, column: str) -> Path | 
 
 def _jsonl_clips(path: Path, root: Path) -> list[ClipInput]:
     """Reads a JSONL videos manifest."""
-    from data_modules.manifests import MEDIA_EXTENSIONS, ManifestRow, iter_jsonl, resolve_media
+    from reasonaudio.data_modules.manifests import MEDIA_EXTENSIONS, ManifestRow, iter_jsonl, resolve_media
 
     clips = []
     for line, where, item in iter_jsonl(path):
@@ -97,7 +97,7 @@ def read_clips(manifest: str | Path, media_root: str | Path | None = None) -> li
     Raises:
         ValueError: naming the file and line of a bad record, a missing media file or a repeated id.
     """
-    from data_modules.manifests import read_manifest, resolve_media
+    from reasonaudio.data_modules.manifests import read_manifest, resolve_media
 
     path = Path(manifest)
     if not path.is_file():

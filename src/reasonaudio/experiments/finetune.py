@@ -7,7 +7,7 @@
 
 Steps (each resumes or is skipped when its output exists; nothing is written outside ``--out``):
 
-1. **clips** — ``data_modules.folder``: every video of a folder, or the rows of a JSONL manifest (``id``,
+1. **clips** — ``reasonaudio.data_modules.folder``: every video of a folder, or the rows of a JSONL manifest (``id``,
    ``video``, ``caption``); the videos' own audio is the training target.
 2. **captions** — ``--captions`` (JSONL ``id`` + ``caption``) or, with ``--captions-backend``, the
    VGGSound-Think annotation pipeline (``reasonaudio-captions annotate``) on the clips into
@@ -54,8 +54,8 @@ def _compose(configs: Sequence[Path]) -> dict[str, Any]:
 
 def clip_data_args(features_config: dict[str, Any]) -> dict[str, Any]:
     """The decoding arguments (duration, preset, frame sizes, batch) of a features config's data module, the
-    ones :class:`~data_modules.clips.ClipDataModule` takes."""
-    from data_modules.clips import ClipDataModule
+    ones :class:`~reasonaudio.data_modules.clips.ClipDataModule` takes."""
+    from reasonaudio.data_modules.clips import ClipDataModule
 
     accepted = set(inspect.signature(ClipDataModule.__init__).parameters) - {"self", "skip_done_in", "predict_split"}
     given = (features_config.get("data") or {}).get("init_args") or {}
@@ -67,7 +67,7 @@ def write_features_data(out: Path, source: Path, captions: Path | None, features
     init = {"source": str(source), "captions": str(captions) if captions else None,
             **clip_data_args(features_config), "predict_split": "train", "skip_done_in": str(out / "features")}
     path = out / "features_data.yaml"
-    path.write_text(yaml.safe_dump({"data": {"class_path": "data_modules.folder.VideoFolderDataModule",
+    path.write_text(yaml.safe_dump({"data": {"class_path": "reasonaudio.data_modules.folder.VideoFolderDataModule",
                                              "init_args": init}}, sort_keys=False))
     return path
 
@@ -135,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    from data_modules.folder import list_clips
+    from reasonaudio.data_modules.folder import list_clips
 
     try:
         clips = list_clips(args.data)

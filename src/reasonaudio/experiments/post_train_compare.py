@@ -195,7 +195,7 @@ def build_preference_data(groups: Path, cache: Path, pretrained: Path, mllm: Pat
                           duration: float = 4.0, ground_truth: tuple[Path, Path, Path] | None = None
                           ) -> dict[str, Any]:
     """Sample and score the groups (resumes an interrupted store); returns the store's summary."""
-    from data_modules.preference import PreferenceStore
+    from reasonaudio.data_modules.preference import PreferenceStore
 
     run_cli(preference_data_args(groups, cache, pretrained, mllm, reward, groups.parent / "logs", candidates,
                                  sample_steps, min_spread, seed, duration, ground_truth))
@@ -230,7 +230,7 @@ class HeldOut:
     """
 
     def __init__(self, sets: Sequence[tuple[Path, Path]], limit: int | None = None):
-        from data_modules.preference import _RowDataset, collate_groups
+        from reasonaudio.data_modules.preference import _RowDataset, collate_groups
 
         self.batches, self.gts, self.videos = [], [], []
         for cache, corpus in sets:
@@ -385,7 +385,7 @@ def _timed(label: str, fn, *args, **kwargs):
 
 def reward_accuracy(export: Path, caches: Sequence[Path], draws: int = 10) -> dict[str, float]:
     """Held-out accuracy of the classifier per example type (aligned, shifted, swapped), over ``draws`` draws."""
-    from data_modules.features import CachedFeatureDataModule
+    from reasonaudio.data_modules.features import CachedFeatureDataModule
     from reasonaudio.systems.reward import RewardTrain
 
     system = RewardTrain(load_reward(export).classifier)
@@ -407,14 +407,14 @@ def reward_accuracy(export: Path, caches: Sequence[Path], draws: int = 10) -> di
 def reward_vs_ground_truth(groups: Path, alternatives: dict[str, Callable[[dict], np.ndarray]] | None = None
                            ) -> dict[str, Any]:
     """The reward's choices against the ground truth stored with every group (the stage's ``ground_truth``): the
-    onset error / F1 of each group's winner and loser (``data_modules.preference.ground_truth_of_pairs``) and the
+    onset error / F1 of each group's winner and loser (``reasonaudio.data_modules.preference.ground_truth_of_pairs``) and the
     ranking over every candidate (:func:`reasonaudio.preference.reward_ranking`); ``alternatives`` (name → a
     group's candidate scores) are ranked over the same candidates, for comparison.
 
     Raises:
         ValueError: a group was stored without its ground-truth scores.
     """
-    from data_modules.preference import PreferenceStore, ground_truth_of_pairs
+    from reasonaudio.data_modules.preference import PreferenceStore, ground_truth_of_pairs
     from reasonaudio.preference import reward_ranking
 
     judged = [PreferenceStore.load(p) for p in PreferenceStore(groups).kept()]
@@ -431,7 +431,7 @@ def reward_vs_ground_truth(groups: Path, alternatives: dict[str, Callable[[dict]
 def classifier_scores(export: Path, cache: Path) -> Callable[[dict], np.ndarray]:
     """P(aligned) of the alignment classifier ``export`` for a stored group's candidates (the condition's sync
     tokens from ``cache``)."""
-    from data_modules.preference import _RowDataset
+    from reasonaudio.data_modules.preference import _RowDataset
 
     reward, rows = load_reward(export), _RowDataset(cache)
     position = {int(r): i for i, r in enumerate(rows.valid)}
@@ -578,7 +578,7 @@ def margin_threshold(groups: Path, quantile: float) -> tuple[float, np.ndarray]:
     """The reward margin a DPO pair must exceed, and the groups' reward spreads (the margins of their arg-max /
     arg-min pairs): the ``quantile`` of the spreads, so about that fraction of the least informative pairs is
     left out (0: none)."""
-    from data_modules.preference import PreferenceStore
+    from reasonaudio.data_modules.preference import PreferenceStore
 
     spreads = np.array([float(g["rewards"].max() - g["rewards"].min())
                         for g in map(PreferenceStore.load, PreferenceStore(groups).kept())])

@@ -110,7 +110,7 @@ def _score(out: Path, args: argparse.Namespace, sync_weights: Path) -> Callable[
     def run(tmp: Path) -> dict:
         import torch
 
-        from data_modules.features import CachedFeatureDataModule
+        from reasonaudio.data_modules.features import CachedFeatureDataModule
         from reasonaudio.generation import clip_scores, latents_to_audio
         from reasonaudio.media import write_audio
         from reasonaudio.metrics.desync import clip_desync, load_sync_model

@@ -726,7 +726,7 @@ class _SynchformerBase(nn.Module):
         """SHA-256 (hex) of the state dict: names, dtypes, shapes and bytes, in key order.
 
         Feature caches record it: two caches whose sync tokens came from different weights hold
-        incomparable tokens and must not be mixed (``data_modules.features``).
+        incomparable tokens and must not be mixed (``reasonaudio.data_modules.features``).
         """
         digest = hashlib.sha256()
         for name, tensor in sorted(self.state_dict().items()):

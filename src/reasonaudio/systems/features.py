@@ -1,7 +1,7 @@
 """FeatureExtraction: the ``features`` stage — frozen encoders turn clip batches into cacheable features.
 
 ``reasonaudio predict --config lightning_configs/features.yaml`` runs it over a data module's split;
-``callbacks.feature_writer.FeatureCacheWriter`` stores what ``predict_step`` returns. Per clip:
+``reasonaudio.callbacks.feature_writer.FeatureCacheWriter`` stores what ``predict_step`` returns. Per clip:
 
 ==================  ===================  ===============================================
 key                 shape                meaning
@@ -128,7 +128,7 @@ class FeatureExtraction(LightningModule):
 
 def _refuse(batch: dict[str, Any], verdicts: list[str | None]) -> dict[str, Any]:
     """The batch without the items that have a verdict; those join ``batch["skipped"]``."""
-    from data_modules.clips import SkippedSample
+    from reasonaudio.data_modules.clips import SkippedSample
 
     keep = [v is None for v in verdicts]
     paths = batch.get("path") or [""] * len(verdicts)

@@ -7,7 +7,7 @@ Legend: G groups per batch (one condition each), K candidates per group, P pairs
   at initialisation) are put on the DiT's linear layers (all of them by default). The reference
   velocity v_ref is the same network with the adapter disabled (``disable_adapter``), computed
   without gradients: there is no second copy of the model, and at step 0 policy = reference exactly.
-* **Batches** are preference groups (``data_modules.preference.PreferenceDataModule``): latents
+* **Batches** are preference groups (``reasonaudio.data_modules.preference.PreferenceDataModule``): latents
   ``[G, K, T, C]`` sampled from the pretrained model, rewards ``[G, K]`` and the conditions.
   Condition dropout for CFG (``text_drop`` / ``video_drop``) is drawn once per group and shared by
   all its samples, so a winner and its loser always see the same condition; the conditioner runs
@@ -21,7 +21,7 @@ Legend: G groups per batch (one condition each), K candidates per group, P pairs
   losers for DPO; ``err``/``ref_err`` on the weighted samples otherwise); ``train/v_norm_ratio``
   ‖v_θ‖/‖v_ref‖ over the batch; and for DPO ``train/implicit_acc``, ``train/inside_abs``,
   ``train/beta``. Validation: the flow loss at the fixed t grid on held-out clips (``val/loss``) and,
-  with ``callbacks.generation_metrics.GenerationMetrics``, the synthetic synchrony metrics of
+  with ``reasonaudio.callbacks.generation_metrics.GenerationMetrics``, the synthetic synchrony metrics of
   generated audio (``val/onset_error``, ``val/onset_f1``, ...).
 * **Export** (``export``): ``<export>/adapter/`` (peft ``save_pretrained``: ``adapter_config.json``
   whose ``base_model_name_or_path`` is the pretrained export, ``adapter_model.safetensors``) and
@@ -416,12 +416,12 @@ class PreferencePostTrain(StartsFromExport, FlowMatchingPretrain):
     def on_fit_start(self) -> None:
         if not self.hparams.online_every:
             return
-        from data_modules.preference import PreferenceDataModule
+        from reasonaudio.data_modules.preference import PreferenceDataModule
 
         dm = self.trainer.datamodule
         every = self.hparams.online_every
         if not isinstance(dm, PreferenceDataModule):
-            raise ValueError("online post-training needs data_modules.preference.PreferenceDataModule")
+            raise ValueError("online post-training needs reasonaudio.data_modules.preference.PreferenceDataModule")
         if self.trainer.reload_dataloaders_every_n_epochs != 1 or dm.groups_per_epoch != every * dm.batch_size:
             raise ValueError(f"online_every={every} needs trainer.reload_dataloaders_every_n_epochs=1 and "
                              f"data groups_per_epoch={every * dm.batch_size} (online_every × batch_size); got "
@@ -440,7 +440,7 @@ class PreferencePostTrain(StartsFromExport, FlowMatchingPretrain):
     @torch.no_grad()
     def regenerate(self) -> Path:
         """Sample and score new groups for every condition with the current policy; train on them next."""
-        from data_modules.preference import PreferenceStore, _RowDataset, collate_groups
+        from reasonaudio.data_modules.preference import PreferenceStore, _RowDataset, collate_groups
         from reasonaudio.systems.preference_data import (candidate_seeds, sample_candidates, score_candidates,
                                                          write_groups)
 

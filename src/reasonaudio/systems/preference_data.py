@@ -207,7 +207,7 @@ class PreferenceDataBuilder(FlowMatchingPretrain):
         store = getattr(self.trainer.datamodule, "store", None) if self._trainer is not None else None
         if store is None:
             raise ValueError("PreferenceDataBuilder needs a data module with a preference store "
-                             "(data_modules.preference.PreferenceDataModule)")
+                             "(reasonaudio.data_modules.preference.PreferenceDataModule)")
         store.check_settings(self.settings())  # before any batch: a finished store is checked too
         self.store = store
 

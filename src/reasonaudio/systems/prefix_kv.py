@@ -1,9 +1,9 @@
 """PrefixKVExtraction: the ``prefix_kv`` stage — each clip's MLLM prompt run once, its keys/values kept.
 
 ``reasonaudio predict --config lightning_configs/prefix_kv.yaml`` reads a feature cache's prompts
-(``data_modules.features.CachePromptDataModule``: caption + MLLM frames per clip), runs the frozen
+(``reasonaudio.data_modules.features.CachePromptDataModule``: caption + MLLM frames per clip), runs the frozen
 conditioner backbone over each full prompt (video and caption, as the clip has them) and returns one
-:class:`~reasonaudio.models.prefix_kv.StoredPrefix` per clip; ``callbacks.prefix_kv_writer.PrefixKVWriter``
+:class:`~reasonaudio.models.prefix_kv.StoredPrefix` per clip; ``reasonaudio.callbacks.prefix_kv_writer.PrefixKVWriter``
 stores them under ``<cache>/prefix_kv/<name>/``. Pretraining with ``data.prefix_kv: <name>`` then runs
 only the learnable queries (and, for dropped conditions, a few template tokens) per step.
 """

@@ -1,6 +1,6 @@
 """SyncTrain: the ``sync`` stage — Synchformer's offset classification on shifted audio-visual pairs.
 
-Batches are whole clips (``data_modules.sync.SyntheticSyncDataModule``): 25-fps frames ``[B, T, 3, H, H]``
+Batches are whole clips (``reasonaudio.data_modules.sync.SyntheticSyncDataModule``): 25-fps frames ``[B, T, 3, H, H]``
 uint8 and 16 kHz audio ``[B, N]``. Every clip gives ``pairs_per_clip`` pairs per step, each a
 uniformly drawn offset class c of the head's grid (``config.num_offsets`` classes over
 ±``config.max_offset`` s) and a video start on a window boundary such that the video span and the

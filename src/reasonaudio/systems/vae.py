@@ -12,7 +12,7 @@ Objective per step (manual optimisation, two optimisers):
 
 Validation logs ``val/l1`` (posterior mean), ``val/kl`` and, with a vocoder, ``val/mrstft`` — the
 multi-resolution STFT distance between the input waveform and the vocoded reconstruction.
-``predict`` accumulates per-channel latent statistics (see ``callbacks.latent_stats``).
+``predict`` accumulates per-channel latent statistics (see ``reasonaudio.callbacks.latent_stats``).
 """
 from __future__ import annotations
 

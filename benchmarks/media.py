@@ -61,7 +61,8 @@ SECTION = "## Media decoding (CPU)"
 FIXTURES_ENV = "REASONAUDIO_FIXTURES"
 SIZE = 224
 SAMPLE_RATE = audio_preset("s16k").sample_rate
-# swresample's sinc at the settings of media._RESAMPLE_KW (kaiser_best: 64 zero crossings, roll-off 0.9475)
+# swresample's sinc at the settings of reasonaudio.media.audio._RESAMPLE_KW
+# (kaiser_best: 64 zero crossings, roll-off 0.9475)
 ARESAMPLE = f"aresample={SAMPLE_RATE}:filter_size=64:cutoff=0.9475:filter_type=kaiser:kaiser_beta=14.77"
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 import yaml
 from lightning.pytorch import Callback, LightningModule, Trainer
+from safetensors.torch import save_file
 from torch.distributed.tensor import DTensor, distribute_tensor
 
 
@@ -107,7 +108,6 @@ class EMA(Callback):
                  for n, v in pl_module.state_dict().items() if n in trainable or n.startswith("net.")}
         if not trainer.is_global_zero:
             return
-        from safetensors.torch import save_file
 
         out = Path(self.export)
         out.mkdir(parents=True, exist_ok=True)

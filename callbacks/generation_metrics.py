@@ -6,7 +6,7 @@ latents for the first ``max_items`` validation clips of each process (the valida
 shuffled, so the subset is the same every time; under DDP each process scores its own share and the
 metrics sum their states across processes), with fixed noise (``seed + batch index``) and the
 weights the system validates with — the EMA weights when the ``EMA`` callback is on, since EMA swaps
-them in for the whole validation epoch. Latents are decoded as ``reasonaudio.generation`` does (VAE,
+them in for the whole validation epoch. Latents are decoded by ``reasonaudio.systems.codec.AudioDecoder`` (VAE,
 then vocoder), and every configured metric is updated:
 
 ==================================  =========================================================
@@ -49,12 +49,17 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from torchmetrics import Metric
 
-from reasonaudio.callbacks.generation_samples import LatentDecoder
+from reasonaudio.data_modules.manifests import read_think_jsonl
+from reasonaudio.media import load_audio, load_video
 from reasonaudio.metrics.clap import CLAPScore
-from reasonaudio.metrics.msclap import MSCLAPScore
+from reasonaudio.metrics.desync import DeSync
+from reasonaudio.metrics.frechet import FrechetDistance
 from reasonaudio.metrics.imagebind import IBScore
-from reasonaudio.metrics.synthetic_metrics import SyntheticScore
+from reasonaudio.metrics.msclap import MSCLAPScore
+from reasonaudio.metrics.scores import InceptionScore, KLDivergence
+from reasonaudio.metrics.synthetic import SyntheticScore
 from reasonaudio.metrics.table import columns, write_tables
+from reasonaudio.systems.codec import AudioDecoder
 
 
 @dataclass(frozen=True)
@@ -88,8 +93,6 @@ class GeneratedClips:
     def reference_audio(self) -> list[torch.Tensor]:
         """Every clip's ground-truth audio ``[S]`` at :attr:`sample_rate` (decoded once per batch)."""
         if self._reference is None:
-            from reasonaudio.media import load_audio
-
             missing = [i for i, m in zip(self.ids, self.media) if m.audio is None]
             if missing:
                 raise ValueError(f"no ground-truth audio (in the configured corpora's manifests) for clips "
@@ -123,10 +126,6 @@ def update_metric(metric: Metric, clips: GeneratedClips, real: bool = True) -> N
 
     ``real=False`` leaves a ``FrechetDistance``'s real side alone (its statistics are already complete).
     """
-    from reasonaudio.metrics.desync import DeSync
-    from reasonaudio.metrics.frechet import FrechetDistance
-    from reasonaudio.metrics.scores import InceptionScore, KLDivergence
-
     sr = clips.sample_rate
     if isinstance(metric, SyntheticScore):
         metric.update(clips.audio, sr, clips.ground_truth())
@@ -149,8 +148,6 @@ def update_metric(metric: Metric, clips: GeneratedClips, real: bool = True) -> N
     elif isinstance(metric, InceptionScore):
         metric.update(clips.audio, sr)
     elif isinstance(metric, DeSync):
-        from reasonaudio.media import load_video
-
         idx, videos = clips.with_video()
         for i, path in zip(idx, videos):
             video = load_video(path, 25.0)
@@ -180,8 +177,6 @@ def metric_value(metric: Metric) -> float | str:
 
 def read_corpora(corpora: Sequence[str]) -> dict[str, ClipMedia]:
     """Clip id → media paths, from each folder's ``manifest.jsonl`` (earlier folders win on repeated ids)."""
-    from reasonaudio.data_modules.manifests import read_think_jsonl
-
     found: dict[str, ClipMedia] = {}
     for folder in map(Path, corpora):
         manifest = folder / "manifest.jsonl"
@@ -222,7 +217,7 @@ class GenerationMetrics(Callback):
                              f"{max_items}")
         if not metrics:
             raise ValueError("GenerationMetrics needs at least one metric")
-        self.decoder = LatentDecoder(vae, vae_checkpoint, vocoder, audio_preset)
+        self.decoder = AudioDecoder(vae, vae_checkpoint, vocoder, audio_preset)
         self.factories = dict(metrics)
         self.corpora = list(corpora or [])
         self.max_items, self.every_n = max_items, every_n_validations

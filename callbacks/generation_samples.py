@@ -5,7 +5,7 @@ weights the system validates with (the EMA weights when the ``EMA`` callback is 
 generated audio are :class:`reasonaudio.callbacks.generation_metrics.GenerationMetrics`' job; this callback only
 lets a person look and listen.
 
-:class:`LatentDecoder` turns sampled latents into audio for both callbacks: it needs the VAE of the
+Sampled latents become audio through :class:`reasonaudio.systems.codec.AudioDecoder`: the VAE of the
 feature cache (its latent statistics included) and a vocoder, loaded from files the first time they
 are used.
 """
@@ -13,52 +13,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 
 from reasonaudio.callbacks.reconstruction import mel_pair_image
-
-
-class LatentDecoder:
-    """Normalised DiT latents → mels and waveforms, with the codec that made the feature cache.
-
-    Args:
-        vae: the VAE architecture of the feature cache (e.g. ``mel_vae_tiny``).
-        vae_checkpoint: the VAE checkpoint that made the feature cache (``make latent-stats`` output).
-        vocoder: a ``VocoderTrain`` checkpoint or a BigVGAN folder.
-        audio_preset: ``AudioConfig`` preset of the codec (sets the sample rate).
-    """
-
-    def __init__(self, vae: nn.Module, vae_checkpoint: str, vocoder: str, audio_preset: str = "tiny"):
-        from reasonaudio.config import audio_preset as get_audio_preset
-
-        self.sample_rate = get_audio_preset(audio_preset).sample_rate
-        self.vae, self.vae_checkpoint, self.vocoder_path = vae, vae_checkpoint, vocoder
-        self._models: tuple[nn.Module, nn.Module] | None = None
-
-    def models(self, device: torch.device) -> tuple[nn.Module, nn.Module]:
-        """``(vae, vocoder)`` on ``device``, loaded on first use."""
-        if self._models is None:
-            from reasonaudio.systems.vae import load_vae_weights
-            from reasonaudio.systems.vocoder import trained_generator
-
-            self._models = (load_vae_weights(self.vae, self.vae_checkpoint), trained_generator(self.vocoder_path))
-        return tuple(m.to(device) for m in self._models)
-
-    @torch.no_grad()
-    def audio(self, latents: torch.Tensor) -> torch.Tensor:
-        """``[B, T, C]`` normalised latents → waveforms ``[B, S]`` in [-1, 1]."""
-        from reasonaudio.generation import latents_to_audio
-
-        return latents_to_audio(latents, *self.models(latents.device))
-
-    @torch.no_grad()
-    def mel(self, latents: torch.Tensor) -> torch.Tensor:
-        """``[B, T, C]`` normalised latents → mels ``[B, M, F]``."""
-        vae, _ = self.models(latents.device)
-        return vae.decode(vae.unnormalize_latent(latents.transpose(1, 2)))
+from reasonaudio.systems.codec import AudioDecoder
 
 
 class AudioSampleLogger(Callback):
@@ -80,7 +40,7 @@ class AudioSampleLogger(Callback):
 
     def __init__(self, vae: nn.Module, vae_checkpoint: str, vocoder: str, num_items: int = 2, steps: int = 25,
                  cfg: float = 4.5, seed: int = 0, audio_preset: str = "tiny"):
-        self.decoder = LatentDecoder(vae, vae_checkpoint, vocoder, audio_preset)
+        self.decoder = AudioDecoder(vae, vae_checkpoint, vocoder, audio_preset)
         self.num_items, self.steps, self.cfg, self.seed = num_items, steps, cfg, seed
 
     def on_validation_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,

@@ -37,12 +37,12 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
-from reasonaudio.data_modules.features import FeatureCache
+from reasonaudio.config import SequenceConfig
+from reasonaudio.config import audio_preset as get_audio_preset
+from reasonaudio.data_modules.features import META, FeatureCache
 from reasonaudio.data_modules.manifests import MEDIA_EXTENSIONS, ManifestRow, resolve_media
 from reasonaudio.data_modules.resumable import ResumableLoader
 from reasonaudio.data_modules.video_streams import decode_video_streams
-from reasonaudio.config import SequenceConfig
-from reasonaudio.config import audio_preset as get_audio_preset
 from reasonaudio.media import MediaError, load_audio
 
 AUDIO_EXTENSIONS: tuple[str, ...] = (".wav", ".flac", ".mp4", ".mkv", ".webm")
@@ -220,7 +220,7 @@ class ClipDataModule(LightningDataModule, ABC):
             recs = self.records(split)
             if recs is None:
                 return None
-            if self.skip_done_in and (Path(self.skip_done_in) / "meta.json").exists():
+            if self.skip_done_in and (Path(self.skip_done_in) / META).exists():
                 done = FeatureCache(self.skip_done_in).done_ids()
                 recs = [r for r in recs if r.id not in done]
             self.datasets[split] = ClipDataset(recs, **self.dataset_kwargs)

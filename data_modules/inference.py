@@ -2,8 +2,8 @@
 
 ``reasonaudio-generate`` turns each input into an :class:`InferenceRecord` whose length is the video's
 own displayed duration (or the requested seconds for text-only items). Items are decoded by
-:func:`reasonaudio.data_modules.video_streams.decode_video_streams` — the features stage's frame decoder — so a clip's
-visual inputs at generation are the tensors training saw. Records are grouped by their sequence
+:func:`reasonaudio.data_modules.video_streams.decode_video_streams` — the features stage's frame decoder — so a
+clip's visual inputs at generation are the tensors training saw. Records are grouped by their sequence
 lengths (:func:`length_buckets`) so a batch stacks without padding.
 
 An item:
@@ -30,9 +30,9 @@ from typing import Any, Sequence
 import torch
 from torch.utils.data import Dataset
 
-from reasonaudio.data_modules.video_streams import decode_video_streams
 from reasonaudio.config import SYNC_FPS, SYNC_WINDOW, SequenceConfig
 from reasonaudio.config import audio_preset as get_audio_preset
+from reasonaudio.data_modules.video_streams import decode_video_streams
 
 
 @dataclass(frozen=True)

@@ -25,10 +25,10 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
+from reasonaudio.config import SYNC_FPS
 from reasonaudio.data_modules.clips import SkippedSample
 from reasonaudio.data_modules.resumable import ResumableLoader
 from reasonaudio.data_modules.synthetic import SyntheticDataModule
-from reasonaudio.config import SYNC_FPS
 from reasonaudio.metrics.backbones import resample
 from reasonaudio.models.synchformer import SYNC_SAMPLE_RATE
 

@@ -40,11 +40,11 @@ broadband noise, 300 Hz – 5 kHz, RMS 0.015–0.03) and ``beeps`` (a 1.2–2 kH
 10 ms ramps every 0.35–0.8 s, amplitude 0.1–0.2), all relative to impact peaks of 0.6–1. The mono
 mix is peak-normalised to ``PEAK`` (0.7).
 
-Captions (:func:`make_caption`) follow VGGSound-Think: a ``<HINT>`` that describes the sounds'
+Captions (``synthetic_captions.make_caption``) follow VGGSound-Think: a ``<HINT>`` that describes the sounds'
 pitch, brightness, rhythm and background without naming any source, a grounding paragraph that ties
 each sound to its visible object (size, colour, number of impacts, first impact time) or says it is
 off-screen, and one ``<TRACK name='…' screen=on_screen|off_screen>`` with 4–6 keywords per source,
-in the order of the ground truth's ``sources``. :func:`make_label` gives the plain VGGSound-style
+in the order of the ground truth's ``sources``. ``synthetic_captions.make_label`` gives the plain VGGSound-style
 label of the same sources (``"ball bouncing, bell ringing, rain"``).
 
 Determinism: clip ``index`` of a corpus with seed ``seed`` is drawn from
@@ -94,11 +94,12 @@ from typing import Any
 
 import numpy as np
 
+from reasonaudio.config import SequenceConfig, audio_preset
 from reasonaudio.data_modules.clips import ClipDataModule, ClipRecord, rows_to_records
 from reasonaudio.data_modules.manifests import read_think_jsonl
-from reasonaudio.captions.format import ThinkCaption, Track, format_caption
-from reasonaudio.config import SequenceConfig, audio_preset
-from reasonaudio.metrics.synthetic import TIMBRES, spectral_tilt
+from reasonaudio.data_modules.synthetic_captions import make_caption, make_label
+from reasonaudio.media import write_audio, write_video
+from reasonaudio.synthetic_world import GT_FOLDER, TIMBRES, spectral_tilt
 
 OBJECT_TYPES: tuple[str, ...] = ("ball", "block", "bell")
 """Visible object types, at most one of each per clip."""
@@ -116,7 +117,6 @@ MIN_GAP = 0.12
 NAMES = {"ball": "bouncing_ball", "block": "sliding_block", "bell": "swinging_bell", "hum": "electric_hum",
          "rain": "rain", "beeps": "beeping_device"}
 _HUES = {"ball": 0.0, "block": 0.6, "bell": 0.13}
-_COLOUR_NAMES = {"ball": "red", "block": "blue", "bell": "golden"}
 _PITCH = {"ball": (860.0, 380.0), "block": (800.0, 220.0), "bell": (700.0, 260.0)}  # (smallest, biggest)
 _DECAY = {"ball": (0.06, 0.12), "block": (0.015, 0.035), "bell": (0.3, 0.6)}  # (smallest, biggest)
 _GAIN = {"ball": 0.8, "block": 1.0, "bell": 1.0}  # per-type loudness, so that no type masks another
@@ -455,84 +455,6 @@ def render_frames(scene: dict[str, Any]) -> np.ndarray:
     return frames
 
 
-# --------------------------------------------------------------------------- text
-
-
-_LABELS = {"ball": "ball bouncing", "block": "block knocking", "bell": "bell ringing", "hum": "electric hum",
-           "rain": "rain", "beeps": "beeping"}
-
-
-def _grade(value: float, low: str, middle: str, high: str) -> str:
-    """Names the third of [0, 1] that ``value`` falls in."""
-    return low if value < 1 / 3 else high if value > 2 / 3 else middle
-
-
-def _join(phrases: list[str]) -> str:
-    """``a``, ``a and b``, ``a, b and c``."""
-    return phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + " and " + phrases[-1]
-
-
-def _count(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
-
-
-def _describe(source: dict[str, Any]) -> tuple[str, str, list[str]]:
-    """The hint phrase (no object names), grounding sentence and keywords of one source."""
-    kind = source["type"]
-    if source["screen"] == "off_screen":
-        if kind == "hum":
-            return ("a steady low drone", "A steady low hum continues throughout from a source that is not visible.",
-                    ["low drone", "steady", "harmonic", "continuous"])
-        if kind == "rain":
-            return ("a continuous soft broadband hiss", "A soft hiss like rain fills the background, though no rain "
-                    "is shown.", ["broadband hiss", "steady", "noisy", "continuous"])
-        period = f"{source['period']:.1f} s"
-        return ("short high beeps at a regular pace", f"An off-screen device beeps about every {period}.",
-                ["beeping", "high tone", "periodic", f"every {period}"])
-    pitch = _grade(source["size"], "high", "mid", "low")  # bigger is lower
-    size = _grade(source["size"], "small", "medium-sized", "large")
-    tone = _grade(source["brightness"], "dull", "mellow", "bright")
-    shade = _grade(source["brightness"], "dark ", "", "light ")
-    colour = f"{shade}{_COLOUR_NAMES[kind]}"
-    n, first = len(source["impact_times"]), source["impact_times"][0]
-    if kind == "ball":
-        return (f"{tone} {pitch}-pitched tonal pings",
-                f"A {size} {colour} ball bounces on the floor; each of its {_count(n, 'landing')}, the first at "
-                f"{first:.1f} s, gives a short {pitch}-pitched ping.",
-                ["ping", f"{pitch} pitch", tone, "tonal", "short decay", _count(n, "bounce")])
-    if kind == "block":
-        return (f"short {tone} {pitch}-pitched knocks",
-                f"A {size} {colour} block slides along the floor and knocks against the right wall "
-                f"{_count(n, 'time')}, first at {first:.1f} s.",
-                ["knock", f"{pitch} pitch", tone, "noisy", "very short", _count(n, "hit")])
-    return (f"{tone} {pitch}-pitched inharmonic ringing that lingers",
-            f"A {size} {colour} bell swings from the ceiling and rings each time it strikes the post "
-            f"({_count(n, 'strike')}, the first at {first:.1f} s), its tone fading slowly after each.",
-            ["ringing", f"{pitch} pitch", tone, "inharmonic", "long decay", _count(n, "strike")])
-
-
-def make_caption(scene: dict[str, Any]) -> str:
-    """The VGGSound-Think caption of a scene: an object-agnostic hint, a grounding paragraph and one track per
-    source, with off-screen sources marked ``screen=off_screen``."""
-    described = [(source, *_describe(source)) for source in scene["sources"]]
-    heard = [phrase for source, phrase, _, _ in described if source["screen"] == "on_screen"]
-    background = [phrase for source, phrase, _, _ in described if source["screen"] == "off_screen"]
-    hint = _join(heard) + " recur at irregular moments"
-    hint = (hint + ", over " + _join(background) if background else hint + " in a quiet room") + "."
-    caption = ThinkCaption(
-        hint=hint[0].upper() + hint[1:],
-        grounding=" ".join(sentence for _, _, sentence, _ in described),
-        tracks=[Track(name=source["name"], screen=source["screen"], keywords=keywords)
-                for source, _, _, keywords in described],
-    )
-    return format_caption(caption)
-
-
-def make_label(scene: dict[str, Any]) -> str:
-    """A plain VGGSound-style label listing every source, e.g. ``"ball bouncing, electric hum"``."""
-    return ", ".join(_LABELS[source["type"]] for source in scene["sources"])
-
-
 # --------------------------------------------------------------------------- corpus
 
 
@@ -558,19 +480,18 @@ def synthesize_corpus(out_dir: str | Path, num_clips: int, seed: int, duration: 
     Raises:
         ValueError: on a bad argument.
     """
-    from reasonaudio.media import write_audio, write_video  # PyAV encoding is needed only to write files
-
     if num_clips < 1:
         raise ValueError(f"num_clips must be at least 1, got {num_clips}")
     sample_scene(seed, 0, duration, preset, size, fps)  # validates every argument before anything is written
     out = Path(out_dir)
-    (out / "gt").mkdir(parents=True, exist_ok=True)
+    (out / GT_FOLDER).mkdir(parents=True, exist_ok=True)
     rows = []
     for index in range(num_clips):
         scene = sample_scene(seed, index, duration, preset, size, fps)
         clip_id = scene["id"]
         row = {"id": clip_id, "video": f"videos/{clip_id}.mp4", "audio": f"audio/{clip_id}.wav", "duration": duration,
-               "caption": make_caption(scene), "label": make_label(scene), "ground_truth": f"gt/{clip_id}.json"}
+               "caption": make_caption(scene), "label": make_label(scene),
+               "ground_truth": f"{GT_FOLDER}/{clip_id}.json"}
         wav = render_audio(scene)  # [S]
         write_video(out / row["video"], render_frames(scene), fps, audio=wav, sample_rate=scene["sample_rate"])
         write_audio(out / row["audio"], wav, scene["sample_rate"])
@@ -601,7 +522,8 @@ class SyntheticDataModule(ClipDataModule):
         val_clips: held-out clips to render when ``val_root`` has no manifest.
         seed: corpus seed.
         size: frame side in pixels.
-        **kwargs: :class:`~reasonaudio.data_modules.clips.ClipDataModule` arguments (``duration`` also sets the render length).
+        **kwargs: :class:`~reasonaudio.data_modules.clips.ClipDataModule` arguments (``duration`` also sets the render
+            length).
     """
 
     corpus = "synthetic"

@@ -15,8 +15,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from reasonaudio.models.conditioners import MLLMQueryConditioner
 from reasonaudio.models.dit import dit_tiny
-from reasonaudio.preference import DPO
-from reasonaudio.systems.preference import PreferencePostTrain
+from reasonaudio.preference_objectives import DPO
+from reasonaudio.systems.post_train import PreferencePostTrain
 
 STEPS = 2
 

@@ -16,11 +16,11 @@ import torch
 from test_captions_pipeline import SyntheticVLM, manifest_captions
 from test_captions_server import API_KEY, Answer, Request, ScriptedServer
 
-from reasonaudio.data_modules.manifests import read_think_jsonl
-from reasonaudio.data_modules.synthetic import synthesize_corpus
 from reasonaudio.captions.cli import main
 from reasonaudio.captions.judge import wilson_interval
 from reasonaudio.captions.store import read_records, rejected_path
+from reasonaudio.data_modules.manifests import read_think_jsonl
+from reasonaudio.data_modules.synthetic import synthesize_corpus
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["--timeout", "0.3", "--backoff", "0.01", "--frames", "2", "--image-format", "png", "--no-progress"]

@@ -6,13 +6,7 @@ import re
 
 import pytest
 
-from reasonaudio.captions.format import (
-    CaptionFormatError,
-    ThinkCaption,
-    Track,
-    format_caption,
-    parse_caption,
-)
+from reasonaudio.captions.format import CaptionFormatError, ThinkCaption, Track, format_caption, parse_caption
 
 # Appendix F of the paper (paper/000_7e94c07eda9983a6.txt, lines 956-989), with the PDF line
 # numbers and italics markers removed and the PDF's line breaks kept, except where the PDF

@@ -7,9 +7,8 @@ The Omni thinker also hears the clip's audio (``send_audio``).
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,13 +16,14 @@ import torch
 from conftest import sine
 
 from reasonaudio.captions.attachments import load_clip_media
-from reasonaudio.captions.backends import Turn, build_backend
+from reasonaudio.captions.backend_config import build_backend
+from reasonaudio.captions.backends import Turn
 from reasonaudio.captions.hf_backend import HFChatBackend
 from reasonaudio.captions.inputs import ClipInput
 from reasonaudio.captions.pipeline import annotate_clip
 from reasonaudio.captions.prompts import STEPS, repair_prompt, step_prompt
-from reasonaudio.captions.validate import ValidationError, ValidationRules, check_gist, check_grounding, \
-    parse_structured
+from reasonaudio.captions.validate import (ValidationError, ValidationRules, check_gist, check_grounding,
+                                           parse_structured)
 from reasonaudio.models.tiny_mllm import write_tiny_qwen_vl
 
 RULES = ValidationRules()

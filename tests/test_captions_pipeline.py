@@ -10,8 +10,6 @@ from pathlib import Path
 import pytest
 from test_captions_server import Answer, Request, ScriptedServer, backend, usage_of
 
-from reasonaudio.data_modules.synthetic import synthesize_corpus
-from reasonaudio.data_modules.vggsound import VGGSoundThinkDataModule
 from reasonaudio.captions.attachments import MediaSpec, load_clip_media
 from reasonaudio.captions.format import Track, parse_caption
 from reasonaudio.captions.inputs import read_clips
@@ -19,6 +17,8 @@ from reasonaudio.captions.pipeline import run_annotation
 from reasonaudio.captions.prompts import repair_prompt, step_prompt
 from reasonaudio.captions.store import ResultStore, read_records, rejected_path
 from reasonaudio.captions.validate import ValidationError, ValidationRules, check_grounding
+from reasonaudio.data_modules.synthetic import synthesize_corpus
+from reasonaudio.data_modules.vggsound import VGGSoundThinkDataModule
 from reasonaudio.media import MediaError
 
 RULES = ValidationRules()

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from reasonaudio.data_modules.synthetic import synthesize_corpus
 from reasonaudio.captions.cli import main
+from reasonaudio.data_modules.synthetic import synthesize_corpus
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 

@@ -18,9 +18,8 @@ from transformers import (CLIPConfig, PreTrainedTokenizerFast, Qwen2_5_VLConfig,
                           Qwen2Config)
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-from reasonaudio.models.conditioners import (CLIPConditioner, CLIPLLMConditioner, MLLMQueryConditioner,
-                                             QueryConnector, TextLLMQueryConditioner, mrope_position_ids,
-                                             video_patches)
+from reasonaudio.models.conditioners import (CLIPConditioner, CLIPLLMConditioner, MLLMQueryConditioner, QueryConnector,
+                                             TextLLMQueryConditioner, mrope_position_ids, video_patches)
 
 WORDS = ("a the dog barks cat meows car engine rain falls on roof loud soft quiet bird sings people talk music "
          "plays user assistant system").split()
@@ -403,13 +402,13 @@ def test_clip_llm_concatenates_and_keeps_both_backbones_out_of_checkpoints():
 def test_ranks_without_video_still_run_the_vision_tower_when_sharded(monkeypatch):
     """Under FSDP2 every rank must call the (sharded) vision tower; a rank whose batch keeps no video runs a
     one-token dummy through it, which changes nothing in the output."""
-    import reasonaudio.models.conditioners as conditioners
+    import reasonaudio.models.conditioners.mllm as conditioners_mllm  # where the vision tower's caller looks it up
 
     cond = tiny_mllm()
     calls: list[int] = []
     cond.backbone.visual.register_forward_pre_hook(lambda m, args: calls.append(args[0].shape[0]))
     alone = cond(None, ["rain falls"])
     assert calls == []
-    monkeypatch.setattr(conditioners, "_sharded_collectives", lambda: True)
+    monkeypatch.setattr(conditioners_mllm, "_sharded_collectives", lambda: True)
     torch.testing.assert_close(cond(None, ["rain falls"]), alone, rtol=0, atol=0)
     assert calls == [4]  # 2 × 2 patches of one temporal step: one merged token

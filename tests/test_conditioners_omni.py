@@ -13,8 +13,8 @@ import pytest
 import torch
 from test_conditioners import (CAPTIONS, VEND, VIDEO_ID, VSTART, rel_err, step, tiny_qwen_vl_config, tiny_tokenizer,
                                videos)
-from transformers import (Qwen2_5OmniConfig, Qwen2_5OmniForConditionalGeneration, Qwen2_5OmniThinkerConfig,
-                          Qwen2_5OmniThinkerForConditionalGeneration, Qwen2_5_VLForConditionalGeneration)
+from transformers import (Qwen2_5_VLForConditionalGeneration, Qwen2_5OmniConfig, Qwen2_5OmniForConditionalGeneration,
+                          Qwen2_5OmniThinkerConfig, Qwen2_5OmniThinkerForConditionalGeneration)
 
 from reasonaudio.models.conditioners import OmniThinkerQueryConditioner, video_patches
 

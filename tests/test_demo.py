@@ -50,7 +50,7 @@ def test_demo_runs_and_resumes(tmp_path, monkeypatch, capsys):
     assert state["preference_data"]["kept"] + state["preference_data"]["dropped"] == 4
     # every candidate was decoded and scored against the corpus's ground truth: the summary's winners and losers
     # are the kept groups' arg-max / arg-min candidates on those scores
-    from reasonaudio.data_modules.preference import PreferenceStore
+    from reasonaudio.data_modules.preference_groups import PreferenceStore
     kept = [PreferenceStore.load(p) for p in sorted((out / "preference_data" / "groups" / "groups").glob("*.pt"))]
     truth = state["preference_data"]["ground_truth"]
     assert len(kept) == state["preference_data"]["kept"] == truth["pairs"] >= 1
@@ -97,7 +97,8 @@ def test_demo_runs_and_resumes(tmp_path, monkeypatch, capsys):
 
     # The paper tables' toy smoke runs read this demo: every Table 5 conditioner trains and evaluates through the
     # row's paper eval config; rows that train the same model share it across tables
-    from reasonaudio.experiments.paper_tables import TABLES, main as paper_tables
+    from reasonaudio.experiments.paper_tables import TABLES
+    from reasonaudio.experiments.paper_tables import main as paper_tables
     toy = tmp_path / "tables"
     for table in ("table5", "table3", "table8"):
         assert paper_tables([table, "--toy", "--demo", str(out), "--out", str(toy), "--toy-steps", "2"]) == 0
@@ -110,13 +111,13 @@ def test_demo_runs_and_resumes(tmp_path, monkeypatch, capsys):
         assert 0 <= float(f1) <= 1  # onset F1 against the synthetic ground truth, one per row
     # Table 3 evaluates Table 5's "mllm" checkpoint text-to-audio: the validation noise is seeded, so the loss
     # differs only by the condition (after 2 steps the conditions barely move the output: by ~1e-5)
-    from reasonaudio.demo import _last_scalars
-    v2a, t2a = (_last_scalars(toy / "toy" / step / name) for step, name in (("table5_mllm", "eval_vggsound_think"),
+    from reasonaudio.experiments.pipeline import last_scalars
+    v2a, t2a = (last_scalars(toy / "toy" / step / name) for step, name in (("table5_mllm", "eval_vggsound_think"),
                                                                             ("table3_small", "eval_audiocaps")))
     assert v2a["val/loss"] > 0 and t2a["val/loss"] > 0 and v2a["val/loss"] != t2a["val/loss"]
     assert "video: false" in next((toy / "toy" / "table3_small").rglob("config.yaml")).read_text()
     assert "not run: no toy counterpart" in (toy / "toy" / "table3.md").read_text()
-    labels = _last_scalars(toy / "toy" / "table8_vggsound" / "eval_vggsound")["val/loss"]
+    labels = last_scalars(toy / "toy" / "table8_vggsound" / "eval_vggsound")["val/loss"]
     assert labels != v2a["val/loss"]  # the same model read with the class labels instead of the captions
     assert "text: label" in next((toy / "toy" / "table8_vggsound").rglob("config.yaml")).read_text()
     configs = {m: (toy / "toy" / m / "pretrain" / "version_0" / "config.yaml").read_text() for m in models}

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from reasonaudio.data_modules.features import CachedFeatureDataModule, FeatureCache
 from reasonaudio.cli import CONFIG_DIR, build_cli
+from reasonaudio.data_modules.features import CachedFeatureDataModule, FeatureCache
 from reasonaudio.media import load_audio
 from reasonaudio.models.mel import MelSpectrogram
 from reasonaudio.models.vae import mel_vae_tiny
@@ -31,9 +31,9 @@ def vae_ckpt(tmp_path) -> Path:
 
 def _extract(tmp_path: Path, vae_ckpt: Path, cache: Path, corpus: str = "synth", clips: int = 3):
     args = ["predict", "--config", str(CONFIG_DIR / "features.yaml"),
-            f"--model.init_args.vae_checkpoint={vae_ckpt}", "--model.init_args.duration=2.0",
+            f"--model.init_args.vae_checkpoint={vae_ckpt}", "--audio.duration=2.0",
             f"--data.init_args.root={tmp_path / corpus}", f"--data.init_args.num_clips={clips}",
-            "--data.init_args.duration=2.0", f"--data.init_args.skip_done_in={cache}",
+            f"--data.init_args.skip_done_in={cache}",
             "--data.init_args.batch_size=2", f"--trainer.logger.init_args.save_dir={cache.parent / 'runs'}",
             f"--trainer.callbacks.output={cache}", "--trainer.accelerator=cpu"]
     build_cli(args)

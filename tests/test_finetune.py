@@ -14,7 +14,8 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
-from reasonaudio.cli import CONFIG_DIR, build_cli, main as cli_main
+from reasonaudio.cli import CONFIG_DIR, build_cli
+from reasonaudio.cli import main as cli_main
 
 REPO = Path(__file__).resolve().parents[1]
 CLIPS = ("0nib7bMm8BA_000015", "1aDnyPubxdY_000118")
@@ -41,12 +42,12 @@ def base(tmp_path_factory, fixtures_dir) -> dict[str, Path]:
     vae = root / "vae.ckpt"
     torch.save({"state_dict": {f"net.{k}": v for k, v in mel_vae_tiny().state_dict().items()}}, vae)
     features = root / "features_overlay.yaml"
-    features.write_text(yaml.safe_dump({"model": {"init_args": {"vae_checkpoint": str(vae), "duration": 2.0}},
-                                        "data": {"init_args": {"duration": 2.0, "batch_size": 2}},
-                                        "trainer": {"accelerator": "cpu"}}))
+    features.write_text(yaml.safe_dump({"audio": {"duration": 2.0},
+                                        "model": {"init_args": {"vae_checkpoint": str(vae)}},
+                                        "data": {"init_args": {"batch_size": 2}}, "trainer": {"accelerator": "cpu"}}))
     mllm = write_tiny_qwen_vl(root / "mllm", [CAPTION])
     model = ["--config", str(CONFIG_DIR / "pretrain.yaml"), f"--model.init_args.conditioner.init_args.model={mllm}",
-             "--model.init_args.net.init_args.duration=2.0"]
+             "--audio.duration=2.0"]
     out = io.StringIO()
     with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(out), pytest.raises(SystemExit):
         mp.setattr(sys, "argv", ["reasonaudio"])
@@ -122,9 +123,9 @@ def test_captions_from_the_annotation_backend(base, tmp_path):
     from test_captions_pipeline import manifest_captions, structured_answer
     from test_captions_server import API_KEY, Answer, ScriptedServer
 
+    from reasonaudio.captions.format import parse_caption
     from reasonaudio.data_modules.features import CachedFeatureDataset
     from reasonaudio.data_modules.synthetic import synthesize_corpus
-    from reasonaudio.captions.format import parse_caption
 
     corpus = synthesize_corpus(tmp_path / "synth", num_clips=1, seed=0, duration=1.0, size=32, progress=False)
     caption = manifest_captions(corpus)["synth_000000"]

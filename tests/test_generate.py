@@ -14,8 +14,8 @@ import av
 import numpy as np
 import pytest
 import torch
-
 from conftest import set_mp4_rotation, sine, write_video_file
+
 from reasonaudio.cli import CONFIG_DIR, build_cli
 from reasonaudio.media import load_audio, load_video, probe, video_duration
 
@@ -44,16 +44,16 @@ def models(tmp_path_factory) -> dict:
         vae = root / "vae.ckpt"
         torch.save({"state_dict": {f"net.{k}": v for k, v in mel_vae_tiny().state_dict().items()}}, vae)
         build_cli(["predict", "--config", str(CONFIG_DIR / "features.yaml"), f"--model.init_args.vae_checkpoint={vae}",
-                   "--model.init_args.duration=2.0", f"--data.init_args.root={root / 'synth'}",
-                   "--data.init_args.num_clips=2", "--data.init_args.duration=2.0",
-                   f"--data.init_args.skip_done_in={root / 'cache'}", f"--trainer.logger.init_args.save_dir={root / 'runs'}",
+                   "--audio.duration=2.0", f"--data.init_args.root={root / 'synth'}",
+                   "--data.init_args.num_clips=2", f"--data.init_args.skip_done_in={root / 'cache'}",
+                   f"--trainer.logger.init_args.save_dir={root / 'runs'}",
                    f"--trainer.callbacks.output={root / 'cache'}", "--trainer.accelerator=cpu"])
         captions = [json.loads(line)["caption"] for line in (root / "synth" / "manifest.jsonl").read_text().splitlines()]
         mllm = write_tiny_qwen_vl(root / "mllm", captions + ["a dog barks", "rain falls"])
         build_cli(["fit", "--config", str(CONFIG_DIR / "pretrain.yaml"), "--config", str(CONFIG_DIR / "debug" / "cpu.yaml"),
                    f"--model.init_args.conditioner.init_args.model={mllm}",
                    f"--model.init_args.conditioner.init_args.max_video_tokens={MAX_VIDEO_TOKENS}",
-                   "--model.init_args.net.init_args.duration=2.0", f"--data.init_args.train=[{root / 'cache'}]",
+                   "--audio.duration=2.0", f"--data.init_args.train=[{root / 'cache'}]",
                    f"--data.init_args.val=[{root / 'cache'}]", "--data.init_args.batch_size=2",
                    f"--trainer.logger.init_args.save_dir={root / 'runs'}", "--trainer.max_steps=1",
                    "--trainer.limit_val_batches=0", f"--trainer.callbacks.init_args.export={root / 'export'}"])

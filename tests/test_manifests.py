@@ -6,17 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from reasonaudio.data_modules.manifests import (
-    ManifestRow,
-    clip_id,
-    read_audiocaps_csv,
-    read_manifest,
-    read_mmaudio_tsv,
-    read_think_jsonl,
-    read_vggsound_csv,
-    read_wavcaps_json,
-    resolve_media,
-)
+from reasonaudio.data_modules.manifests import (ManifestRow, clip_id, read_audiocaps_csv, read_manifest,
+                                                read_mmaudio_tsv, read_think_jsonl, read_vggsound_csv,
+                                                read_wavcaps_json, resolve_media)
 
 THINK_CAPTION = (
     "<HINT>A dog barks twice.</HINT> A dog in a yard. "

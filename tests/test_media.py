@@ -13,8 +13,8 @@ import av
 import numpy as np
 import pytest
 import torch
-
 from conftest import frame_index, index_frame, set_mp4_rotation, sine
+
 from reasonaudio import media as M
 from reasonaudio.media import MediaError
 

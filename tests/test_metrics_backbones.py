@@ -28,9 +28,9 @@ import pytest
 import torch
 
 from reasonaudio.metrics.backbones import AudioBackbone, load_backbone, read_checkpoint, resolve_backbone
-from reasonaudio.metrics.backbones_panns import CNN14_TINY, Cnn14
-from reasonaudio.metrics.backbones_passt import CLIP_SAMPLES, PASST_TINY, PaSST, PaSSTConfig
-from reasonaudio.metrics.backbones_vggish import VGGISH_TINY, VGGish, vggish_mel_matrix
+from reasonaudio.metrics.backbones.panns import CNN14_TINY, Cnn14
+from reasonaudio.metrics.backbones.passt import CLIP_SAMPLES, PASST_TINY, PaSST, PaSSTConfig
+from reasonaudio.metrics.backbones.vggish import VGGISH_TINY, VGGish, vggish_mel_matrix
 
 
 def _randomize_norms(model: torch.nn.Module, seed: int) -> None:

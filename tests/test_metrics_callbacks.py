@@ -12,16 +12,16 @@ import torch
 import yaml
 from lightning.pytorch.trainer.states import TrainerFn
 
-from reasonaudio.callbacks.generation_metrics import ClipMedia, GeneratedClips, GenerationMetrics, plain_caption, update_metric
-from reasonaudio.callbacks.generation_samples import LatentDecoder
-from reasonaudio.data_modules.features import CachedFeatureDataModule
+from reasonaudio.callbacks.generation_metrics import (ClipMedia, GeneratedClips, GenerationMetrics, plain_caption,
+                                                      update_metric)
 from reasonaudio.cli import CONFIG_DIR, build_cli
-from reasonaudio.generation import score_synthetic
+from reasonaudio.data_modules.features import CachedFeatureDataModule
 from reasonaudio.metrics.clap import CLAPScore, write_tiny_clap
 from reasonaudio.metrics.imagebind import IMAGEBIND_TINY, IBScore, ImageBindAV
-from reasonaudio.metrics.synthetic_metrics import OnsetError
+from reasonaudio.metrics.synthetic import OnsetError, score_synthetic
 from reasonaudio.models.tiny_mllm import write_tiny_qwen_vl
 from reasonaudio.models.vae import mel_vae_tiny
+from reasonaudio.systems.codec import AudioDecoder
 from reasonaudio.systems.flow_matching import FlowMatchingPretrain
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,7 +29,7 @@ SYNTHETIC = ("onset_error", "onset_f1", "offscreen_presence", "timbre_agreement"
 
 
 def _metric_specs(d: dict[str, Path]) -> dict:
-    specs = {name: {"class_path": f"reasonaudio.metrics.synthetic_metrics.{cls}"} for name, cls in
+    specs = {name: {"class_path": f"reasonaudio.metrics.synthetic.{cls}"} for name, cls in
              zip(SYNTHETIC, ("OnsetError", "OnsetF1", "OffscreenPresence", "TimbreAgreement"))}
     specs["clap"] = {"class_path": "reasonaudio.metrics.clap.CLAPScore", "init_args": {"model": str(d["clap"])}}
     specs["ib"] = {"class_path": "reasonaudio.metrics.imagebind.IBScore",
@@ -50,9 +50,9 @@ def run(tmp_path_factory) -> dict[str, Path]:
     torch.save({"state_dict": {f"net.{k}": v for k, v in mel_vae_tiny().state_dict().items()}}, vae)
     for corpus, clips in (("train", 3), ("heldout", 2)):
         build_cli(["predict", "--config", str(CONFIG_DIR / "features.yaml"), f"--model.init_args.vae_checkpoint={vae}",
-                   "--model.init_args.duration=2.0", f"--data.init_args.root={root / corpus}",
+                   "--audio.duration=2.0", f"--data.init_args.root={root / corpus}",
                    f"--data.init_args.num_clips={clips}", f"--data.init_args.seed={len(corpus)}",
-                   "--data.init_args.duration=2.0", f"--data.init_args.skip_done_in={root / ('cache_' + corpus)}",
+                   f"--data.init_args.skip_done_in={root / ('cache_' + corpus)}",
                    f"--trainer.logger.init_args.save_dir={root / 'runs'}",
                    f"--trainer.callbacks.output={root / ('cache_' + corpus)}", "--trainer.accelerator=cpu"])
     captions = [json.loads(line)["caption"] for c in ("train", "heldout")
@@ -84,7 +84,7 @@ def run(tmp_path_factory) -> dict[str, Path]:
 
 def _data_args(d: dict[str, Path]) -> list[str]:
     return [f"--model.init_args.conditioner.init_args.model={d['mllm']}",
-            "--model.init_args.net.init_args.duration=2.0",
+            "--audio.duration=2.0",
             f"--data.init_args.train=[{d['root'] / 'cache_train'}]",
             f"--data.init_args.val=[{d['root'] / 'cache_heldout'}]",
             "--data.init_args.batch_size=2"]
@@ -107,7 +107,7 @@ def _direct(d: dict[str, Path]) -> tuple[dict[str, float], torch.Tensor, list[st
                                  batch_size=2)
     dm.setup("validate")
     batch = next(iter(dm.val_dataloader()))
-    wavs = LatentDecoder(mel_vae_tiny(), str(d["vae"]), str(d["vocoder"])).audio(
+    wavs = AudioDecoder(mel_vae_tiny(), str(d["vae"]), str(d["vocoder"])).audio(
         system.generate(batch, steps=2, cfg=4.5, seed=0))
     values = score_synthetic(wavs, 16000, [d["root"] / "heldout" / "gt" / f"{i}.json" for i in batch["id"]])
     values["clap"] = float(CLAPScore(str(d["clap"])).similarities(
@@ -149,7 +149,7 @@ def test_eval_stage_writes_the_results_table(run, monkeypatch):
     assert set(weights) == {"fd", "kl", "is", "clap", "ib", "desync"}
     ckpt = run["run"] / "checkpoints" / "last.ckpt"
     build_cli(["validate", "--config", str(CONFIG_DIR / "eval.yaml"), "--ckpt_path", str(ckpt),
-               *_data_args(run)[2:], f"--trainer.logger.init_args.save_dir={run['root'] / 'runs'}",
+               *_data_args(run)[1:], f"--trainer.logger.init_args.save_dir={run['root'] / 'runs'}",
                "--trainer.accelerator=cpu", f"--trainer.callbacks.init_args.vae_checkpoint={run['vae']}",
                f"--trainer.callbacks.init_args.vocoder={run['vocoder']}", "--trainer.callbacks.init_args.steps=2",
                f"--trainer.callbacks.init_args.corpora=[{run['root'] / 'heldout'}]",

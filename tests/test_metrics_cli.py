@@ -18,9 +18,9 @@ import torch
 from conftest import write_audio_file, write_video_file
 
 from reasonaudio.metrics import evaluate
-from reasonaudio.metrics.backbones_panns import CNN14_TINY, Cnn14
-from reasonaudio.metrics.backbones_passt import PASST_TINY, PaSST
-from reasonaudio.metrics.backbones_vggish import VGGISH_TINY, VGGish
+from reasonaudio.metrics.backbones.panns import CNN14_TINY, Cnn14
+from reasonaudio.metrics.backbones.passt import PASST_TINY, PaSST
+from reasonaudio.metrics.backbones.vggish import VGGISH_TINY, VGGish
 from reasonaudio.metrics.desync import desync_seconds
 from reasonaudio.metrics.frechet import FrechetDistance
 from reasonaudio.metrics.scores import InceptionScore, KLDivergence
@@ -304,7 +304,7 @@ def test_clap_and_ib_through_the_evaluator(tmp_path, make_video, monkeypatch, ca
     write_tiny_clap(weights / evaluate.CLAP_FOLDER, list(captions.values()))
     torch.manual_seed(0)
     torch.save(ImageBindAV(IMAGEBIND_TINY).state_dict(), weights / evaluate.IMAGEBIND_FILE)
-    monkeypatch.setattr(evaluate, "IMAGEBIND_SIZE", "tiny")
+    monkeypatch.setattr("reasonaudio.metrics.evaluate_registry.IMAGEBIND_SIZE", "tiny")  # read there by _ib
     for i, stem in enumerate(captions):
         write_audio_file(pred / f"{stem}.wav", _tone(i, DURATION, 16000), 16000)
         (videos / f"{stem}.mp4").write_bytes(make_video(f"v{i}.mp4", n_frames=int(DURATION * 8), fps=8,

@@ -8,8 +8,8 @@ import torch
 from pytorch_fid.fid_score import calculate_frechet_distance
 
 from reasonaudio.metrics import frechet
-from reasonaudio.metrics.backbones_panns import CNN14_TINY, Cnn14
-from reasonaudio.metrics.backbones_vggish import VGGISH_TINY, VGGish
+from reasonaudio.metrics.backbones.panns import CNN14_TINY, Cnn14
+from reasonaudio.metrics.backbones.vggish import VGGISH_TINY, VGGish
 from reasonaudio.metrics.frechet import FrechetDistance, frechet_distance, gaussian_statistics
 
 

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 import torchaudio.compliance.kaldi as kaldi
 
-from reasonaudio.metrics.imagebind import (IMAGEBIND_HUGE, IMAGEBIND_TINY, CHECKPOINT_NAME, IBScore, ImageBindAV,
+from reasonaudio.metrics.imagebind import (CHECKPOINT_NAME, IMAGEBIND_HUGE, IMAGEBIND_TINY, IBScore, ImageBindAV,
                                            audio_clip_bounds, load_video_frames)
 
 

@@ -15,7 +15,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from reasonaudio.metrics.backbones_panns import CNN14_TINY, Cnn14
+from reasonaudio.metrics.backbones.panns import CNN14_TINY, Cnn14
 from reasonaudio.metrics.frechet import FrechetDistance
 from reasonaudio.metrics.scores import InceptionScore, KLDivergence, inception_score, kl_divergence
 

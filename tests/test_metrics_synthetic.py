@@ -8,9 +8,8 @@ import pytest
 import torch
 
 from reasonaudio.data_modules.synthetic import render_audio, sample_scene
-from reasonaudio.generation import score_synthetic
 from reasonaudio.metrics import synthetic
-from reasonaudio.metrics.synthetic_metrics import OffscreenPresence, OnsetError, OnsetF1, TimbreAgreement
+from reasonaudio.metrics.synthetic import OffscreenPresence, OnsetError, OnsetF1, TimbreAgreement, score_synthetic
 
 
 @pytest.fixture(scope="module")

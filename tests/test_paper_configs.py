@@ -114,7 +114,7 @@ def test_an_audio_shape_set_twice_differently_is_refused_and_one_flag_changes_it
 def test_paper_config_parses_with_print_config(stage):
     config = print_config(SUBCOMMAND.get(stage, "fit"), "--config", str(PAPER / f"{stage}.yaml"),
                           "--config", str(CONFIG_DIR / "strategy" / "fsdp.yaml"))
-    assert config["trainer"]["strategy"]["class_path"] == "reasonaudio.parallel.FSDP2Strategy"
+    assert config["trainer"]["strategy"]["class_path"] == "reasonaudio.models.parallel.FSDP2Strategy"
     assert config["trainer"]["precision"] == "bf16-mixed"
 
 

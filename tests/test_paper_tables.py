@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from reasonaudio.experiments.paper_tables import (PAPER_DIR, TABLES, TOY, main, paper_value, toy_train_args,
-                                                 validate_args)
+                                                  validate_args)
 from reasonaudio.metrics.table import columns, write_tables
 
 PAPER = Path(__file__).resolve().parents[2] / "shared" / "paper" / "000_7e94c07eda9983a6.txt"
@@ -119,7 +119,7 @@ def test_toy_rows_resolve_to_their_conditioner(table, row, conditioner, queries,
     cond = config["model"]["init_args"]["conditioner"]
     assert cond["class_path"] == f"reasonaudio.models.conditioners.{conditioner}"
     assert cond["init_args"].get("num_queries") == queries and config["trainer"]["max_steps"] == 300
-    assert config["model"]["init_args"]["net"]["init_args"]["duration"] == 4.0
+    assert config["audio"]["duration"] == 4.0  # the run's shape, given to the net (and every class) when it is built
     if conditioner == "CLIPLLMConditioner":
         clip, llm = cond["init_args"]["clip"], cond["init_args"]["llm"]
         assert (clip["init_args"]["model"], clip["init_args"]["num_frames"], clip["init_args"]["num_tokens"]) == (

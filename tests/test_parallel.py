@@ -1,4 +1,4 @@
-"""``reasonaudio.parallel`` in one process: which modules become FSDP2 units, activation checkpointing, the
+"""``reasonaudio.models.parallel`` in one process: which modules become FSDP2 units, activation checkpointing, the
 strategy's arguments, and the strategy overlays as LightningCLI reads them. The sharded runs themselves
 (2 processes, gloo) are in test_strategies.py."""
 from __future__ import annotations

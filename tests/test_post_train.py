@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from reasonaudio.data_modules.preference import PreferenceStore
 from reasonaudio.cli import CONFIG_DIR, build_cli
+from reasonaudio.data_modules.preference_groups import PreferenceStore
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
@@ -40,14 +40,14 @@ def setup(tmp_path_factory) -> dict[str, Path]:
     torch.save({"state_dict": {f"net.{k}": v for k, v in mel_vae_tiny().state_dict().items()}}, vae)
     for corpus, clips in (("train", 3), ("heldout", 2)):
         _cli(["predict", "--config", str(CONFIG_DIR / "features.yaml"), f"--model.init_args.vae_checkpoint={vae}",
-              "--model.init_args.duration=2.0", f"--data.init_args.root={root / corpus}", f"--data.init_args.num_clips={clips}",
-              f"--data.init_args.seed={len(corpus)}", "--data.init_args.duration=2.0",
-              f"--data.init_args.skip_done_in={root / ('cache_' + corpus)}", f"--trainer.logger.init_args.save_dir={root / 'runs'}",
+              "--audio.duration=2.0", f"--data.init_args.root={root / corpus}", f"--data.init_args.num_clips={clips}",
+              f"--data.init_args.seed={len(corpus)}", f"--data.init_args.skip_done_in={root / ('cache_' + corpus)}",
+              f"--trainer.logger.init_args.save_dir={root / 'runs'}",
               f"--trainer.callbacks.output={root / ('cache_' + corpus)}", "--trainer.accelerator=cpu"])
     captions = [json.loads(line)["caption"] for c in ("train", "heldout")
                 for line in (root / c / "manifest.jsonl").read_text().splitlines()]
     mllm = write_tiny_qwen_vl(root / "mllm", captions)
-    model = [f"--model.init_args.conditioner.init_args.model={mllm}", "--model.init_args.net.init_args.duration=2.0"]
+    model = [f"--model.init_args.conditioner.init_args.model={mllm}", "--audio.duration=2.0"]
     _cli(["fit", "--config", str(CONFIG_DIR / "pretrain.yaml"), "--config", str(CONFIG_DIR / "debug" / "cpu.yaml"), *model,
           f"--data.init_args.train=[{root / 'cache_train'}]", f"--data.init_args.val=[{root / 'cache_heldout'}]",
           "--data.init_args.batch_size=2", "--trainer.max_steps=1", "--trainer.limit_val_batches=0",
@@ -100,7 +100,8 @@ def test_objective_fits_logs_and_exports(setup, objective):
     from safetensors.torch import load_file
 
     from reasonaudio.systems.flow_matching import FlowMatchingPretrain
-    from reasonaudio.systems.preference import PreferencePostTrain, load_policy_weights
+    from reasonaudio.systems.policy_weights import load_policy_weights
+    from reasonaudio.systems.post_train import PreferencePostTrain
 
     d = setup
     snapshots = ["--model.init_args.snapshot_every=1"] if objective == "dpo" else []
@@ -183,7 +184,7 @@ def test_online_mode_regenerates_groups_from_the_policy(setup):
     round_dir = d["root"] / "groups" / "online" / "step_0000001"
     summary = json.loads((round_dir / "summary.json").read_text())
     assert summary["groups"] == 3 and json.loads((round_dir / "meta.json").read_text())["policy_step"] == 1
-    from reasonaudio.data_modules.preference import PreferenceStore
+    from reasonaudio.data_modules.preference_groups import PreferenceStore
 
     group = PreferenceStore.load(next((round_dir / "groups").glob("*.pt")))
     assert group["latents"].shape[0] == 2 and group["seeds"].min() >= 10_000_000 * 2  # apart from the offline seeds
@@ -199,7 +200,7 @@ def test_preference_data_scored_by_the_synchrony_reward(setup):
     from reasonaudio.models.reward import SynchformerOffsetReward
     from reasonaudio.models.synchformer import Synchformer, SynchformerConfig, save_synchformer
     from reasonaudio.models.vae import mel_vae_tiny
-    from reasonaudio.systems.preference_data import make_decoder
+    from reasonaudio.systems.preference_builder import make_decoder
 
     d = setup
     overlay = yaml.safe_load((CONFIG_DIR / "preference_data" / "synchrony_reward.yaml").read_text())
@@ -232,7 +233,7 @@ def test_post_training_from_stored_prefixes_equals_the_live_conditioner(setup):
     conditioner run live, and the stored-prefix batches reach the system."""
     from safetensors.torch import load_file
 
-    from reasonaudio.data_modules.preference import PreferenceDataModule
+    from reasonaudio.data_modules.preference_groups import PreferenceDataModule
 
     d = setup
     for cache in ("cache_train", "cache_heldout"):

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-from reasonaudio.experiments.post_train_compare import (MARKERS, ROWS, _replace_block, docs_results, frechet_distance,
-                                                        margin_threshold, mean_ci95, parse_variant, post_train_args,
-                                                        results_table, row_statistics)
-from reasonaudio.preference import reward_ranking
+from reasonaudio.experiments.post_train_compare import MARKERS, _replace_block, margin_threshold, parse_variant
+from reasonaudio.experiments.post_train_tables import ROWS, docs_results, mean_ci95, results_table, row_statistics
+from reasonaudio.experiments.scoring import frechet_distance
+from reasonaudio.experiments.stages import post_train_args
+from reasonaudio.preference_objectives import reward_ranking
 
 
 def test_frechet_distance_closed_form():
@@ -73,7 +74,7 @@ def test_docs_results_has_the_issue_keys():
 def test_margin_threshold_is_a_quantile_of_the_group_spreads(tmp_path: Path):
     import torch
 
-    from reasonaudio.data_modules.preference import PreferenceStore
+    from reasonaudio.data_modules.preference_groups import PreferenceStore
 
     store = PreferenceStore(tmp_path / "groups")
     for row, spread in enumerate([0.1, 0.2, 0.3, 0.4, 0.5]):

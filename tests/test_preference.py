@@ -15,10 +15,9 @@ import torch.nn.functional as F
 from reasonaudio import flow
 from reasonaudio.models.dit import dit_tiny
 from reasonaudio.models.tiny_mllm import write_tiny_qwen_vl
-from reasonaudio.preference import (DPO, RWR, SFT, BetaDPO, dpo_loss, group_winner_weights, implicit_accuracy,
-                                    per_sample_error, preference_pairs, rwr_weights)
-from reasonaudio.systems.preference import add_lora, base_key
-
+from reasonaudio.preference_objectives import (DPO, RWR, SFT, BetaDPO, dpo_loss, group_winner_weights,
+                                               implicit_accuracy, per_sample_error, preference_pairs, rwr_weights)
+from reasonaudio.systems.policy_weights import add_lora, base_key
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -135,7 +134,7 @@ def conditioner(tmp_path_factory):
 
 
 def _system(conditioner, objective):
-    from reasonaudio.systems.preference import PreferencePostTrain
+    from reasonaudio.systems.post_train import PreferencePostTrain
 
     torch.manual_seed(0)
     system = PreferencePostTrain(_randomise(dit_tiny(duration=2.0, query_dim=64)), copy.deepcopy(conditioner),
@@ -259,7 +258,7 @@ def test_rwr_with_equal_rewards_is_sft_on_every_candidate(conditioner):
 def test_condition_dropout_is_shared_within_a_group(conditioner):
     """The rows the DPO loss compares (winner i and loser i of one pair) reach the network with the same
     text / video dropout, conditions, noise and flow time: dropout is drawn once per group, not per row."""
-    from reasonaudio.systems.preference import PreferencePostTrain
+    from reasonaudio.systems.post_train import PreferencePostTrain
 
     torch.manual_seed(0)
     system = PreferencePostTrain(_randomise(dit_tiny(duration=2.0, query_dim=64)), copy.deepcopy(conditioner), DPO(),

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from reasonaudio.data_modules.preference import PreferenceDataModule, PreferenceStore
 from reasonaudio.cli import CONFIG_DIR, build_cli
+from reasonaudio.data_modules.preference_groups import PreferenceDataModule, PreferenceStore
 from reasonaudio.models.reward import AlignmentClassifier
 from reasonaudio.models.tiny_mllm import write_tiny_qwen_vl
 
@@ -54,7 +54,7 @@ def setup(tmp_path_factory) -> dict[str, Path]:
         mp.setattr(sys, "argv", ["reasonaudio"])
         torch.manual_seed(0)
         system = build_cli(["--config", str(CONFIG_DIR / "pretrain.yaml"), f"--model.init_args.conditioner.init_args.model={mllm}",
-                            "--model.init_args.net.init_args.duration=2.0"], run=False).model
+                            "--audio.duration=2.0"], run=False).model
     with torch.no_grad():  # the zero-initialised output layers random, so samples depend on the condition
         for p in system.net.parameters():
             if not p.any():
@@ -74,7 +74,7 @@ def run_stage(d: dict[str, Path], groups: Path, *extra: str) -> None:
         mp.chdir(REPO)
         mp.setattr(sys, "argv", ["reasonaudio"])
         build_cli(["predict", "--config", str(CONFIG_DIR / "preference_data.yaml"),
-                   f"--model.init_args.conditioner.init_args.model={d['mllm']}", "--model.init_args.net.init_args.duration=2.0",
+                   f"--model.init_args.conditioner.init_args.model={d['mllm']}", "--audio.duration=2.0",
                    f"--model.init_args.pretrained={d['export']}", f"--model.init_args.reward.init_args.checkpoint={d['reward']}",
                    f"--model.init_args.num_candidates={K}", "--model.init_args.steps=2", "--model.init_args.min_spread=0.0",
                    f"--data.init_args.cache={d['cache']}", f"--data.init_args.groups={groups}", "--data.init_args.batch_size=1",
@@ -157,16 +157,16 @@ def test_training_batches_join_groups_with_their_conditions(setup):
 
 def test_candidates_do_not_depend_on_the_batch(setup):
     """Candidate (row, k) comes from its own seed: sampled alone or next to another condition, it is the same."""
-    from reasonaudio.data_modules.preference import _RowDataset, collate_groups
-    from reasonaudio.systems.preference import load_policy_weights
-    from reasonaudio.systems.preference_data import candidate_seeds, sample_candidates
+    from reasonaudio.data_modules.preference_groups import _RowDataset, collate_groups
+    from reasonaudio.systems.policy_weights import load_policy_weights
+    from reasonaudio.systems.preference_builder import candidate_seeds, sample_candidates
 
     d = setup
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(REPO)
         mp.setattr(sys, "argv", ["reasonaudio"])
         system = build_cli(["--config", str(CONFIG_DIR / "pretrain.yaml"), f"--model.init_args.conditioner.init_args.model={d['mllm']}",
-                            "--model.init_args.net.init_args.duration=2.0"], run=False).model.eval()
+                            "--audio.duration=2.0"], run=False).model.eval()
     load_policy_weights(system, d["export"])
     ds = _RowDataset(d["cache"], [0, 1])
     pair = collate_groups([ds[0], ds[1]])

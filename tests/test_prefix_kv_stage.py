@@ -8,8 +8,8 @@ import pytest
 import torch
 from test_pretrain import setup_dirs  # noqa: F401  (fixture: 3 + 2 clip caches and a tiny Qwen2.5-VL folder)
 
-from reasonaudio.data_modules.features import CachedFeatureDataModule, FeatureCache
 from reasonaudio.cli import CONFIG_DIR, build_cli
+from reasonaudio.data_modules.features import CachedFeatureDataModule, FeatureCache
 from reasonaudio.models.conditioners import MLLMQueryConditioner
 from reasonaudio.models.prefix_kv import load_prefix
 from reasonaudio.models.tiny_mllm import write_tiny_qwen_vl
@@ -24,7 +24,7 @@ def _extract(d, cache, mllm=None):
 
 def _fit(d, name, prefix_kv="null"):
     build_cli(["fit", "--config", str(CONFIG_DIR / "pretrain.yaml"), "--config", str(CONFIG_DIR / "debug" / "cpu.yaml"),
-               f"--model.init_args.conditioner.init_args.model={d['mllm']}", "--model.init_args.net.init_args.duration=2.0",
+               f"--model.init_args.conditioner.init_args.model={d['mllm']}", "--audio.duration=2.0",
                f"--data.init_args.train=[{d['train']}]", f"--data.init_args.val=[{d['val']}]",
                "--data.init_args.batch_size=3", f"--data.init_args.prefix_kv={prefix_kv}",
                f"--trainer.logger.init_args.save_dir={d['root'] / name}", "--trainer.max_steps=4",

@@ -10,8 +10,8 @@ import torch
 from safetensors.torch import load_file
 
 from reasonaudio.callbacks.ema import EMA
-from reasonaudio.data_modules.features import CachedFeatureDataModule
 from reasonaudio.cli import CONFIG_DIR, build_cli
+from reasonaudio.data_modules.features import CachedFeatureDataModule
 from reasonaudio.models.tiny_mllm import write_tiny_qwen_vl
 from reasonaudio.models.vae import mel_vae_tiny
 from reasonaudio.systems.flow_matching import FlowMatchingPretrain
@@ -29,9 +29,9 @@ def setup_dirs(tmp_path, monkeypatch) -> dict[str, Path]:
     torch.save({"state_dict": {f"net.{k}": v for k, v in mel_vae_tiny().state_dict().items()}}, vae)
     for corpus, clips in (("train", 3), ("heldout", 2)):
         build_cli(["predict", "--config", str(CONFIG_DIR / "features.yaml"), f"--model.init_args.vae_checkpoint={vae}",
-                   "--model.init_args.duration=2.0", f"--data.init_args.root={tmp_path / corpus}",
+                   "--audio.duration=2.0", f"--data.init_args.root={tmp_path / corpus}",
                    f"--data.init_args.num_clips={clips}", f"--data.init_args.seed={len(corpus)}",
-                   "--data.init_args.duration=2.0", f"--data.init_args.skip_done_in={tmp_path / ('cache_' + corpus)}",
+                   f"--data.init_args.skip_done_in={tmp_path / ('cache_' + corpus)}",
                    f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}",
                    f"--trainer.callbacks.output={tmp_path / ('cache_' + corpus)}", "--trainer.accelerator=cpu"])
     captions = [json.loads(line)["caption"] for line in (tmp_path / "train" / "manifest.jsonl").read_text().splitlines()]
@@ -41,7 +41,7 @@ def setup_dirs(tmp_path, monkeypatch) -> dict[str, Path]:
 
 
 def _args(d: dict[str, Path]) -> list[str]:
-    return [f"--model.init_args.conditioner.init_args.model={d['mllm']}", "--model.init_args.net.init_args.duration=2.0",
+    return [f"--model.init_args.conditioner.init_args.model={d['mllm']}", "--audio.duration=2.0",
             f"--data.init_args.train=[{d['train']}]", f"--data.init_args.val=[{d['val']}]",
             "--data.init_args.batch_size=2"]
 
@@ -148,8 +148,9 @@ def test_ema_warmup_tracks_a_short_run():
 
 def test_run_schedule_spans_any_run_length():
     """RunWarmupStepDecay lays warm-up and decay over the run's length, which the system passes."""
-    from reasonaudio.schedules import RunWarmupStepDecay, build_lr_scheduler
     from functools import partial
+
+    from reasonaudio.schedules import RunWarmupStepDecay, build_lr_scheduler
 
     for total in (100, 1500):
         opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)

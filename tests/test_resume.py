@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from reasonaudio.data_modules.resumable import ResumableLoader
 from reasonaudio.cli import CONFIG_DIR, build_cli, resolve_last
+from reasonaudio.data_modules.resumable import ResumableLoader
 from reasonaudio.experiments.resume_check import check, compare, fit, logged_scalars
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,9 +41,9 @@ def caches(tmp_path_factory) -> dict[str, Path]:
     torch.save({"state_dict": {f"net.{k}": v for k, v in mel_vae_tiny().state_dict().items()}}, vae)
     for corpus, clips in (("train", 4), ("heldout", 2)):
         _cli(["predict", "--config", str(CONFIG_DIR / "features.yaml"), f"--model.init_args.vae_checkpoint={vae}",
-              "--model.init_args.duration=2.0", f"--data.init_args.root={root / corpus}", f"--data.init_args.num_clips={clips}",
-              f"--data.init_args.seed={len(corpus)}", "--data.init_args.duration=2.0",
-              f"--data.init_args.skip_done_in={root / ('cache_' + corpus)}", f"--trainer.logger.init_args.save_dir={root / 'runs'}",
+              "--audio.duration=2.0", f"--data.init_args.root={root / corpus}", f"--data.init_args.num_clips={clips}",
+              f"--data.init_args.seed={len(corpus)}", f"--data.init_args.skip_done_in={root / ('cache_' + corpus)}",
+              f"--trainer.logger.init_args.save_dir={root / 'runs'}",
               f"--trainer.callbacks.output={root / ('cache_' + corpus)}", "--trainer.accelerator=cpu"])
     captions = [json.loads(line)["caption"] for c in ("train", "heldout")
                 for line in (root / c / "manifest.jsonl").read_text().splitlines()]
@@ -55,7 +55,7 @@ def _pretrain(d: dict, steps: int = 16, workers: int = 0, cache: Path | None = N
     # 4 clips in batches of 3: 2 batches per epoch, so the runs cross epoch boundaries and resume mid-epoch;
     # validation every 4 steps (it draws nothing from the training steps' generators).
     return ["--config", str(CONFIG_DIR / "pretrain.yaml"), f"--model.init_args.conditioner.init_args.model={d['mllm']}",
-            "--model.init_args.net.init_args.duration=2.0", f"--data.init_args.train=[{cache or d['train']}]",
+            "--audio.duration=2.0", f"--data.init_args.train=[{cache or d['train']}]",
             f"--data.init_args.val=[{d['val']}]", "--data.init_args.batch_size=3", f"--data.init_args.num_workers={workers}",
             f"--trainer.max_steps={steps}", "--trainer.val_check_interval=4", "--trainer.limit_val_batches=1",
             "--trainer.accelerator=cpu", "--trainer.log_every_n_steps=1", "--trainer.enable_progress_bar=false",
@@ -113,7 +113,7 @@ def test_post_training_with_lora_killed_and_resumed_equals_the_uninterrupted_run
     from reasonaudio.models.reward import AlignmentClassifier
 
     root = caches["root"]
-    model = [f"--model.init_args.conditioner.init_args.model={caches['mllm']}", "--model.init_args.net.init_args.duration=2.0"]
+    model = [f"--model.init_args.conditioner.init_args.model={caches['mllm']}", "--audio.duration=2.0"]
     _cli(["fit", *_pretrain(caches, steps=1), f"--trainer.logger.init_args.save_dir={root / 'pre'}",
           f"--trainer.callbacks.init_args.export={root / 'export'}"])
     save_file(AlignmentClassifier(width=32, kernel=3).state_dict(), str(root / "reward.safetensors"))

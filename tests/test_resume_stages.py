@@ -36,7 +36,7 @@ def stage_args(stage: str, root: Path) -> list[str]:
     def clips(duration: float) -> list[str]:  # 3 training clips in batches of 2: 2 batches per epoch
         train, val = corpus(f"synth_{duration}", 3, duration, 0), corpus(f"synth_{duration}_heldout", 1, duration, 10_000)
         return [f"--data.init_args.root={train}", f"--data.init_args.val_root={val}",
-                f"--data.init_args.duration={duration}", "--data.init_args.batch_size=2"]
+                f"--audio.duration={duration}", "--data.init_args.batch_size=2"]
 
     common = ["--config", str(CONFIG_DIR / "debug" / "cpu.yaml"), "--trainer.limit_train_batches=null",
               f"--trainer.max_steps={STEPS}", "--trainer.val_check_interval=4", "--trainer.log_every_n_steps=1",

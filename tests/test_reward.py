@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from reasonaudio.models.reward import (AlignmentClassifier, ClassifierReward, GroundTruthOnsetReward,
-                                       SynchformerOffsetReward, load_classifier_state, sync_to_audio_frames,
-                                       sync_token_spans)
+from reasonaudio.metrics.synthetic import GroundTruthOnsetReward
+from reasonaudio.models.reward import (AlignmentClassifier, ClassifierReward, SynchformerOffsetReward,
+                                       load_classifier_state, sync_to_audio_frames, sync_token_spans)
 from reasonaudio.systems.reward import RewardTrain, shift_range, swap_partners
 
 REPO = Path(__file__).resolve().parents[1]

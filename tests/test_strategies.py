@@ -152,7 +152,7 @@ def fit(assets: dict[str, Path], name: str, *, processes: int, strategy: str | N
            "--config", str(CONFIG_DIR / "debug" / "cpu.yaml"), *overlay,
            f"--model.class_path={__name__}.SeededNoisePretrain",
            f"--model.init_args.conditioner.init_args.model={assets['mllm']}",
-           "--model.init_args.net.init_args.duration=2.0", "--model.init_args.text_drop=0",
+           "--audio.duration=2.0", "--model.init_args.text_drop=0",
            "--model.init_args.video_drop=0", "--model.init_args.optimizer.init_args.lr=0.003",
            "--model.init_args.lr_scheduler=null",
            f"--data.init_args.train=[{assets[cache]}]", f"--data.init_args.val=[{assets[cache]}]",
@@ -211,7 +211,8 @@ def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], 
 
 
 def check_sharding_plan(plan: dict) -> None:
-    """The plan of ``reasonaudio.parallel`` as it ran: frozen MLLM units apart, one unit per DiT block, AC on blocks."""
+    """The plan of ``reasonaudio.models.parallel`` as it ran: frozen MLLM units apart, one unit per DiT block, AC on
+    blocks."""
     units = {u["name"]: u for u in plan["units"]}
     assert all(u["dtensor"] for u in units.values())
     assert not any(u["frozen"] and u["trainable"] for u in units.values() if u["params"])  # never mixed

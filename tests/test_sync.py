@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from reasonaudio.data_modules.features import CachedFeatureDataModule, SYNC_HASH, check_same_sync_weights, FeatureCache
-from reasonaudio.models.sync_offsets import (FRAME_SAMPLES, cut_pairs, grid_pairs, mel_bank, offset_frames,
-                                             pair_frames, random_pairs, start_range)
-from reasonaudio.models.synchformer import (SYNCHFORMER_TINY, Synchformer, SynchformerConfig,
-                                            SynchformerVisualEncoder, read_export_config, save_synchformer)
+from reasonaudio.data_modules.features import SYNC_HASH, CachedFeatureDataModule, FeatureCache, check_same_sync_weights
+from reasonaudio.models.sync_offsets import (FRAME_SAMPLES, cut_pairs, grid_pairs, mel_bank, offset_frames, pair_frames,
+                                             random_pairs, start_range)
+from reasonaudio.models.synchformer import (SYNCHFORMER_TINY, Synchformer, SynchformerConfig, SynchformerVisualEncoder,
+                                            read_export_config, save_synchformer)
 
 # sync.yaml's model (13 offsets of 0.2 s over ±1.2 s, 7 windows = 2.56 s, 768-wide visual tokens)
 SYNC = SynchformerConfig(image_size=32, patch_size=16, dim=64, visual_depth=1, visual_heads=4, audio_depth=1,

@@ -21,10 +21,10 @@ from einops import rearrange, repeat
 
 from reasonaudio.config import SYNC_FPS, SequenceConfig
 from reasonaudio.media import load_audio, load_video, resize_short_side_crop
-from reasonaudio.models.synchformer import (AUDIO_HOP, AUDIO_WINDOW, MEL_MEAN, MEL_STD, SYNCHFORMER_TINY,
-                                            ASTEncoder, DividedAttention, Synchformer, SynchformerConfig,
-                                            SynchformerMel, SynchformerVisualEncoder, audio_window_count,
-                                            offset_grid, predicted_offset, synchformer_visual, video_window_count)
+from reasonaudio.models.synchformer import (AUDIO_HOP, AUDIO_WINDOW, MEL_MEAN, MEL_STD, SYNCHFORMER_TINY, ASTEncoder,
+                                            DividedAttention, Synchformer, SynchformerConfig, SynchformerMel,
+                                            SynchformerVisualEncoder, audio_window_count, offset_grid, predicted_offset,
+                                            synchformer_visual, video_window_count)
 
 TINY = SYNCHFORMER_TINY
 SIDE = TINY.image_size

@@ -10,28 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from reasonaudio.data_modules.synthetic import (
-    EDGE,
-    MAX_INTERVAL,
-    MIN_INTERVAL,
-    OBJECT_TYPES,
-    OFFSCREEN_TYPES,
-    make_caption,
-    make_label,
-    render_audio,
-    render_frames,
-    sample_scene,
-    synthesize_corpus,
-)
 from reasonaudio.captions.format import parse_caption
-from reasonaudio.metrics.synthetic import (
-    classify_impacts,
-    detect_onsets,
-    offscreen_presence,
-    onset_f1,
-    onset_sync_error,
-    timbre_agreement,
-)
+from reasonaudio.data_modules.synthetic import (EDGE, MAX_INTERVAL, MIN_INTERVAL, OBJECT_TYPES, OFFSCREEN_TYPES,
+                                                render_audio, render_frames, sample_scene, synthesize_corpus)
+from reasonaudio.data_modules.synthetic_captions import make_caption, make_label
+from reasonaudio.metrics.synthetic import (classify_impacts, detect_onsets, offscreen_presence, onset_f1,
+                                           onset_sync_error, timbre_agreement)
 
 SR = 16000  # the tiny preset's rate
 

@@ -71,7 +71,7 @@ def test_vae_stage_fits_logs_checkpoints_and_writes_latent_stats(tmp_path, monke
     monkeypatch.chdir(REPO)
     monkeypatch.setattr(sys, "argv", ["reasonaudio"])
     data = [f"--data.init_args.root={tmp_path / 'synth'}", "--data.init_args.num_clips=3",
-            "--data.init_args.val_clips=2", "--data.init_args.duration=2.0", "--data.init_args.batch_size=2"]
+            "--data.init_args.val_clips=2", "--audio.duration=2.0", "--data.init_args.batch_size=2"]
     build_cli(["fit", "--config", str(CONFIG_DIR / "vae.yaml"), "--config", str(CONFIG_DIR / "debug" / "cpu.yaml"),
                *data, f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}", "--trainer.max_steps=4",
                "--trainer.val_check_interval=4", "--model.init_args.disc_start=2", "--model.init_args.r1_weight=1.0",

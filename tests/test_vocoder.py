@@ -51,7 +51,7 @@ def test_vocoder_stage_fits_logs_and_reloads(tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)
     monkeypatch.setattr(sys, "argv", ["reasonaudio"])
     data = [f"--data.init_args.root={tmp_path / 'synth'}", "--data.init_args.num_clips=2",
-            "--data.init_args.val_clips=1", "--data.init_args.duration=1.0", "--data.init_args.batch_size=2"]
+            "--data.init_args.val_clips=1", "--audio.duration=1.0", "--data.init_args.batch_size=2"]
     build_cli(["fit", "--config", str(CONFIG_DIR / "vocoder.yaml"), "--config", str(CONFIG_DIR / "debug" / "cpu.yaml"),
                *data, f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}", "--trainer.max_steps=3",
                "--trainer.val_check_interval=3", "--trainer.log_every_n_steps=1", "--model.init_args.disc_start=1",

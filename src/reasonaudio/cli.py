@@ -5,12 +5,15 @@ Systems and data modules are chosen by full ``class_path`` in ``lightning_config
 reads ``lightning_configs/defaults.yaml`` (seed, TensorBoard logger under ``runs/<stage>/``,
 checkpointing); ``validate``, ``test`` and ``predict`` read it too, so a stage YAML works unchanged
 with every subcommand. Lightning's ``SaveConfigCallback`` writes the resolved ``config.yaml`` into each
-run directory, so ``reasonaudio fit --config runs/<stage>/version_N/config.yaml`` re-runs it.
+run directory, so ``reasonaudio fit --config runs/<stage>/version_N/config.yaml`` re-runs it. The configs
+ship as package data (:data:`CONFIG_DIR`): ``--config pretrain.yaml`` or ``--config paper/pretrain_m.yaml``
+finds them from any folder when no such local file exists.
 """
 from __future__ import annotations
 
 import importlib
 import inspect
+import sys
 from importlib import resources
 from pathlib import Path
 from typing import Any, Sequence
@@ -22,6 +25,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 
 from reasonaudio.callbacks.nonfinite import NonFiniteGuard
 from reasonaudio.callbacks.resume import ExactResume
+from reasonaudio.config import audio_preset
 
 CONFIG_DIR = Path(str(resources.files("reasonaudio.lightning_configs")))
 """The committed configs: package data (setup.cfg maps the checkout's ``lightning_configs/`` into the package), so a
@@ -72,8 +76,6 @@ def _parameters(class_path: str) -> dict[str, inspect.Parameter]:
 
 def apply_audio_shape(config: Namespace) -> list[str]:
     """Give the declared :class:`AudioShape` to every class that takes it (see there); returns the paths set."""
-    from reasonaudio.config import audio_preset
-
     audio = config.get("audio")
     values = {param: audio.get(field) for param, field in SHAPE_PARAMETERS.items()} if audio else {}
     values = {k: v for k, v in values.items() if v is not None}
@@ -184,11 +186,36 @@ class ResumeConfigCallback(SaveConfigCallback):
         super().setup(trainer, pl_module, stage)
 
 
+def packaged_configs(args: Sequence[str]) -> list[str]:
+    """``--config NAME`` of a file that does not exist here but is a shipped config (``pretrain.yaml``,
+    ``paper/pretrain_m.yaml``, or ``lightning_configs/...`` run outside the checkout) → that file in
+    :data:`CONFIG_DIR`. Paths that exist are kept as they are, so a local file always wins, and so are inline YAML
+    strings (jsonargparse takes a config as text too)."""
+    out, args = [], list(args)
+    for i, arg in enumerate(args):
+        name, prefix = None, ""
+        if arg.startswith("--config="):
+            name, prefix = arg[len("--config="):], "--config="
+        elif i > 0 and args[i - 1] == "--config":
+            name = arg
+        if name is not None and name.endswith((".yaml", ".yml")) and "\n" not in name and not Path(name).exists():
+            shipped = CONFIG_DIR / Path(name).as_posix().removeprefix("lightning_configs/")
+            if shipped.is_file():
+                arg = prefix + str(shipped)
+        out.append(arg)
+    return out
+
+
 def build_cli(args: Sequence[str] | None = None, run: bool = True) -> LightningCLI:
     """Build the CLI (``run=False`` only instantiates, as the config tests do)."""
     if not DEFAULTS.exists():
-        raise FileNotFoundError(f"{DEFAULTS} not found: install the suite editable (pip install -e .) from its checkout")
+        raise FileNotFoundError(f"{DEFAULTS} not found: the package data is missing; reinstall the suite "
+                                "(pip install . or pip install -e . from its checkout)")
     defaults = [str(DEFAULTS)]
+    if args is None:  # the console script: Lightning reads sys.argv itself (and warns when given both)
+        sys.argv[1:] = packaged_configs(sys.argv[1:])
+    else:
+        args = packaged_configs(args)
     return ReasonAudioCLI(
         LightningModule,
         LightningDataModule,
@@ -198,7 +225,7 @@ def build_cli(args: Sequence[str] | None = None, run: bool = True) -> LightningC
         save_config_callback=ResumeConfigCallback,
         parser_kwargs={cmd: {"default_config_files": defaults} for cmd in SUBCOMMANDS} if run
         else {"default_config_files": defaults},
-        args=list(args) if args is not None else None,
+        args=args,
         run=run,
     )
 

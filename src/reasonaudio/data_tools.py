@@ -17,7 +17,10 @@ import sys
 from pathlib import Path
 from typing import Iterator, Sequence
 
+from reasonaudio.data_modules.manifests import read_manifest, read_think_jsonl, resolve_media
+from reasonaudio.data_modules.synthetic import synthesize_corpus
 from reasonaudio.media import validate_file
+from reasonaudio.models.tiny_mllm import write_tiny_qwen_vl
 
 MANIFEST_SUFFIXES = {".csv", ".tsv", ".jsonl", ".json"}
 
@@ -37,8 +40,6 @@ def _manifest_format(path: Path) -> str:
 
 def _targets(paths: Sequence[str], media_root: str | None) -> Iterator[tuple[str, str | None]]:
     """Yield (path, error) for every media file named directly or through a manifest."""
-    from reasonaudio.data_modules.manifests import read_manifest, resolve_media
-
     for p in map(Path, paths):
         if p.suffix.lower() in MANIFEST_SUFFIXES and p.is_file():
             try:
@@ -89,8 +90,6 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    from reasonaudio.data_modules.synthetic import synthesize_corpus
-
     manifest = synthesize_corpus(args.out, num_clips=args.num_clips, seed=args.seed, duration=args.duration,
                                  preset=args.preset)
     print(f"wrote {args.num_clips} clips; manifest: {manifest}")
@@ -98,9 +97,6 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_tiny_mllm(args: argparse.Namespace) -> int:
-    from reasonaudio.data_modules.manifests import read_think_jsonl
-    from reasonaudio.models.tiny_mllm import write_tiny_qwen_vl
-
     captions = [row.caption or "" for manifest in args.captions for row in read_think_jsonl(manifest)]
     print(f"wrote a tiny random Qwen2.5-VL for {len(captions)} captions: {write_tiny_qwen_vl(args.out, captions)}")
     return 0

@@ -48,6 +48,19 @@ from typing import Any, Sequence
 
 import torch
 import yaml
+from tqdm import tqdm
+
+from reasonaudio.cli import build_cli
+from reasonaudio.config import SYNC_DIM
+from reasonaudio.data_modules.features import SYNC_WEIGHTS
+from reasonaudio.data_modules.inference import (InferenceDataset, InferenceRecord, bucket_key, collate_inference,
+                                                length_buckets)
+from reasonaudio.data_modules.manifests import read_think_jsonl, resolve_media
+from reasonaudio.media import MediaError, max_side_shape, mux_audio, probe, video_duration, write_audio
+from reasonaudio.systems.codec import AudioDecoder
+from reasonaudio.systems.flow_matching import FlowMatchingPretrain
+from reasonaudio.systems.policy_weights import load_policy_weights
+from reasonaudio.systems.vocoder import trained_generator
 
 PARTIAL = ".partial"
 """Subfolder of the output folder where files are written before they are renamed into place."""
@@ -58,11 +71,6 @@ VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".mov", ".avi", ".m4v")
 
 
 def _load(args: argparse.Namespace):
-    from reasonaudio.data_modules.features import SYNC_WEIGHTS
-    from reasonaudio.cli import build_cli
-    from reasonaudio.systems.flow_matching import FlowMatchingPretrain
-    from reasonaudio.systems.vocoder import trained_generator
-
     for path, what in ((args.ckpt, "--ckpt"), (args.features_config, "--features-config"), (args.vocoder, "--vocoder")):
         if not Path(path).exists():
             raise SystemExit(f"reasonaudio-generate: {what} not found: {path}")
@@ -84,8 +92,6 @@ def _load(args: argparse.Namespace):
     if args.ema:
         system.load_ema(args.ema)
     if args.adapter:
-        from reasonaudio.systems.preference import load_policy_weights
-
         try:
             load_policy_weights(system, args.adapter, base=args.ema)
         except (FileNotFoundError, ValueError) as err:
@@ -119,8 +125,6 @@ def list_videos(source: str | Path) -> list[Path]:
 
 def _inputs(args: argparse.Namespace) -> tuple[list[tuple[str, str, str]], list[dict]]:
     """``(id, video path, caption)`` per input ("" path for text only), and failures found while listing."""
-    from reasonaudio.data_modules.manifests import read_think_jsonl, resolve_media
-
     text = args.text or ""
     if args.manifest:
         inputs, failures = [], []
@@ -141,9 +145,6 @@ def _inputs(args: argparse.Namespace) -> tuple[list[tuple[str, str, str]], list[
 def _record(clip_id: str, video: str, caption: str, args: argparse.Namespace, dataset, conditioner):
     """An ``InferenceRecord`` of one input, its length read from the video (``MediaError`` when the file
     cannot be used: unreadable, no video stream, too short for Synchformer, too long for the MLLM)."""
-    from reasonaudio.data_modules.inference import InferenceRecord
-    from reasonaudio.media import MediaError, probe, video_duration
-
     if not video:
         return InferenceRecord(clip_id, "", args.duration or 8.0, caption)
     info = probe(video)
@@ -161,8 +162,6 @@ def _record(clip_id: str, video: str, caption: str, args: argparse.Namespace, da
 
 def _check_frame_budget(rec, seq, stream, dataset, conditioner) -> None:
     """ValueError naming the limit when the video's MLLM frames give more visual tokens than the MLLM takes."""
-    from reasonaudio.media import max_side_shape
-
     limit = getattr(conditioner, "max_video_tokens", None)
     vision = getattr(getattr(getattr(conditioner, "backbone", None), "config", None), "vision_config", None)
     if limit is None or vision is None or stream.width is None:
@@ -186,12 +185,6 @@ def _done(out: Path, clip_id: str, has_video: bool) -> bool:
 @torch.no_grad()
 def generate(args: argparse.Namespace) -> int:
     """Run generation; returns the number of inputs that failed (their verdicts are in ``failures.jsonl``)."""
-    from tqdm import tqdm
-
-    from reasonaudio.data_modules.inference import InferenceDataset, bucket_key, collate_inference, length_buckets
-    from reasonaudio.generation import latents_to_audio
-    from reasonaudio.media import MediaError
-
     out = Path(args.out)
     listed, failures = _inputs(args)
     features, dm, system, vocoder = _load(args)
@@ -225,6 +218,7 @@ def generate(args: argparse.Namespace) -> int:
         module.to(device)
     (out / PARTIAL).mkdir(parents=True, exist_ok=True)
     sr = features.seq.audio.sample_rate
+    decode = AudioDecoder(features.vae, vocoder=vocoder, audio_preset=kw["audio_preset"])
     written = 0
     progress = tqdm(total=len(records), unit="video", desc="generate", file=sys.stderr)
     for indices in length_buckets([bucket_key(dataset.seq(r)) for r in records], args.batch_size):
@@ -243,7 +237,7 @@ def generate(args: argparse.Namespace) -> int:
         batch = _to(collate_inference(items), device)
         with autocast:
             latents = _sample(batch, seq, features, system, args)
-            wavs = latents_to_audio(latents.float(), features.vae, vocoder).float().cpu()
+            wavs = decode(latents.float()).float().cpu()
         for item, wav in zip(items, wavs):
             wav = wav[: round(item["duration"] * sr)]
             try:
@@ -268,8 +262,6 @@ def _verdict(clip_id: str, path: str, err: Exception) -> dict[str, str]:
 
 def _sample(batch: dict[str, Any], seq, features, system, args: argparse.Namespace) -> torch.Tensor:
     """Normalised latents ``[B, T, C]`` for one bucket's batch."""
-    from reasonaudio.config import SYNC_DIM
-
     b = batch["has_video"].shape[0]
     device = batch["has_video"].device
     cond = {"latent": torch.zeros(b, seq.latent_len, seq.audio.latent_channels, device=device),
@@ -287,8 +279,6 @@ def _sample(batch: dict[str, Any], seq, features, system, args: argparse.Namespa
 
 def _write(out: Path, item: dict[str, Any], wav: torch.Tensor, sr: int, keep_audio: bool) -> None:
     """``<id>.flac`` then ``<id>.mp4``, each written under ``.partial/`` and renamed into place when complete."""
-    from reasonaudio.media import mux_audio, write_audio
-
     partial = out / PARTIAL
     flac = partial / f"{item['id']}.flac"
     write_audio(flac, wav, sr)
@@ -341,8 +331,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from reasonaudio.media import MediaError
-
     args = build_parser().parse_args(argv)
     sources = [name for name in ("video", "videos", "manifest") if getattr(args, name)]
     if len(sources) > 1:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from reasonaudio.media import MediaError, load_audio, load_video, measure_duration
 
@@ -119,10 +120,6 @@ def encode_image(image: np.ndarray, fmt: str = "jpeg", quality: int = 90) -> byt
         return encode_png(image)
     if fmt != "jpeg":
         raise ValueError(f"image_format must be one of {IMAGE_FORMATS}, got {fmt!r}")
-    try:
-        from PIL import Image
-    except ImportError:
-        raise ValueError("image_format 'jpeg' needs Pillow (pip install pillow); use image_format 'png'") from None
     buffer = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8), "RGB").save(buffer, "JPEG", quality=quality)
     return buffer.getvalue()

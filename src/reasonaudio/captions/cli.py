@@ -29,8 +29,14 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from reasonaudio.captions.backends import ChatBackend, FatalBackendError, build_backend, read_config
+from reasonaudio.captions.backend_config import build_backend, read_config
+from reasonaudio.captions.backends import ChatBackend, FatalBackendError
+from reasonaudio.captions.diversity import run_diversity
+from reasonaudio.captions.inputs import read_clips
+from reasonaudio.captions.judge import run_judge
+from reasonaudio.captions.pipeline import run_annotation
 from reasonaudio.captions.prompts import prompts_digest, read_word_list
+from reasonaudio.captions.review import write_review
 from reasonaudio.captions.validate import ValidationRules
 
 # CLI flag → backend config key; a flag left at None keeps the config's (or the default) value.
@@ -104,9 +110,6 @@ def _append_run_log(out: Path, entry: dict[str, Any]) -> None:
 
 
 def cmd_annotate(args: argparse.Namespace) -> int:
-    from reasonaudio.captions.inputs import read_clips
-    from reasonaudio.captions.pipeline import run_annotation
-
     config, where = _config(args)
     rules = _rules(config, args.object_names, where)
     clips = read_clips(args.videos, args.media_root)
@@ -126,8 +129,6 @@ def cmd_annotate(args: argparse.Namespace) -> int:
 
 
 def cmd_diversity(args: argparse.Namespace) -> int:
-    from reasonaudio.captions.diversity import run_diversity
-
     report = run_diversity(args.captions, args.classes, args.per_class, args.embedder, seed=args.seed,
                            field=args.field, class_field=args.class_field, batch_size=args.batch_size,
                            device=args.device)
@@ -136,9 +137,6 @@ def cmd_diversity(args: argparse.Namespace) -> int:
 
 
 def cmd_judge(args: argparse.Namespace) -> int:
-    from reasonaudio.captions.inputs import read_clips
-    from reasonaudio.captions.judge import run_judge
-
     config, where = _config(args)
     backend: ChatBackend = build_backend(config, where)
     clips = {c.id: c for c in read_clips(args.videos, args.media_root)} if args.videos else None
@@ -150,8 +148,6 @@ def cmd_judge(args: argparse.Namespace) -> int:
 
 
 def cmd_review(args: argparse.Namespace) -> int:
-    from reasonaudio.captions.review import write_review
-
     _emit(write_review(args.captions, args.out, fraction=args.fraction, seed=args.seed), None)
     return 0
 

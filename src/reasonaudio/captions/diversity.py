@@ -26,6 +26,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+from transformers import AutoConfig, AutoModel, AutoTokenizer, T5EncoderModel
 
 from reasonaudio.captions.store import read_records
 
@@ -36,8 +37,6 @@ def load_embedder(folder: str | Path, device: str = "cpu") -> tuple[Any, torch.n
     Raises:
         ValueError: naming the folder when it lacks a config or a tokenizer.
     """
-    from transformers import AutoConfig, AutoModel, AutoTokenizer, T5EncoderModel
-
     folder = Path(folder)
     if not (folder / "config.json").is_file():
         raise ValueError(f"{folder}: not a model folder (no config.json)")

@@ -23,9 +23,12 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+from transformers import (AutoConfig, AutoModelForImageTextToText, AutoProcessor,
+                          Qwen2_5OmniThinkerForConditionalGeneration)
 
 from reasonaudio.captions.attachments import ClipMedia, MediaSpec
 from reasonaudio.captions.backends import BackendError, ChatBackend, Reply, Turn, _check_turns
+from reasonaudio.models.conditioners import _load_prefixed_safetensors
 
 SUPPORTED = ("qwen2_5_vl", "qwen2_vl", "qwen2_5_omni", "qwen2_5_omni_thinker")
 OMNI = ("qwen2_5_omni", "qwen2_5_omni_thinker")
@@ -33,13 +36,9 @@ OMNI = ("qwen2_5_omni", "qwen2_5_omni_thinker")
 
 def _load_model(folder: Path, config: Any, dtype: torch.dtype) -> torch.nn.Module:
     """The generating model of a folder (module docstring)."""
-    from transformers import AutoModelForImageTextToText, Qwen2_5OmniThinkerForConditionalGeneration
-
     if config.model_type == "qwen2_5_omni_thinker":
         return Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(folder, dtype=dtype)
     if config.model_type == "qwen2_5_omni":
-        from reasonaudio.models.conditioners import _load_prefixed_safetensors
-
         thinker = Qwen2_5OmniThinkerForConditionalGeneration._from_config(config.thinker_config, dtype=dtype)
         _load_prefixed_safetensors(thinker, folder, "thinker.")
         return thinker
@@ -75,8 +74,6 @@ class HFChatBackend(ChatBackend):
                  seed: int = 0, frames: int = 8, max_side: int = 448, send_audio: bool = False,
                  audio_sample_rate: int | None = None, device: str | None = None, dtype: str | None = None,
                  concurrency: int = 1, price_per_1k_prompt: float = 0.0, price_per_1k_completion: float = 0.0):
-        from transformers import AutoConfig, AutoProcessor
-
         folder = Path(model)
         if not (folder / "config.json").is_file():
             raise ValueError(f"{folder}: not a model folder (no config.json)")

@@ -18,6 +18,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from reasonaudio.data_modules.manifests import MEDIA_EXTENSIONS, ManifestRow, iter_jsonl, read_manifest, resolve_media
+
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".mov", ".avi")
 
 
@@ -60,8 +62,6 @@ def _explicit(value: str | None, root: Path, where: str, column: str) -> Path | 
 
 def _jsonl_clips(path: Path, root: Path) -> list[ClipInput]:
     """Reads a JSONL videos manifest."""
-    from reasonaudio.data_modules.manifests import MEDIA_EXTENSIONS, ManifestRow, iter_jsonl, resolve_media
-
     clips = []
     for line, where, item in iter_jsonl(path):
         if not isinstance(item.get("id"), str) or not item["id"].strip():
@@ -97,8 +97,6 @@ def read_clips(manifest: str | Path, media_root: str | Path | None = None) -> li
     Raises:
         ValueError: naming the file and line of a bad record, a missing media file or a repeated id.
     """
-    from reasonaudio.data_modules.manifests import read_manifest, resolve_media
-
     path = Path(manifest)
     if not path.is_file():
         raise ValueError(f"{path}: videos manifest not found")

@@ -23,6 +23,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from tqdm import tqdm
+
 from reasonaudio.captions.attachments import load_clip_media
 from reasonaudio.captions.backends import BackendError, ChatBackend, FatalBackendError
 from reasonaudio.captions.inputs import ClipInput
@@ -135,8 +137,6 @@ def run_judge(a_path: str | Path, b_path: str | Path, backend: ChatBackend, frac
         ValueError: no common clip, a bad fraction, or a clip without media.
         FatalBackendError: a configuration problem of the judge backend.
     """
-    from tqdm import tqdm
-
     if not 0 < fraction <= 1:
         raise ValueError(f"fraction must lie in (0, 1], got {fraction}")
     set_a, set_b = read_captions(a_path), read_captions(b_path)

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from tqdm import tqdm
+
 from reasonaudio.captions.attachments import ClipMedia, load_clip_media
 from reasonaudio.captions.backends import BackendError, ChatBackend, FatalBackendError, Reply, Turn
 from reasonaudio.captions.format import ThinkCaption, format_caption
@@ -201,8 +203,6 @@ def run_annotation(clips: Sequence[ClipInput], backend: ChatBackend, out: str | 
         FatalBackendError: a configuration problem; results finished so far are kept.
         ValueError: a locked or corrupt output.
     """
-    from tqdm import tqdm
-
     workers = workers or backend.concurrency
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")

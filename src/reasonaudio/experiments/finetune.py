@@ -33,10 +33,15 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+import torch
 import yaml
+from safetensors.torch import save_file
 
+from reasonaudio.captions.cli import main as captions_main
 from reasonaudio.cli import CONFIG_DIR
-from reasonaudio.experiments.post_train_compare import run_cli
+from reasonaudio.data_modules.clips import ClipDataModule
+from reasonaudio.data_modules.folder import list_clips
+from reasonaudio.experiments.pipeline import run_cli
 
 
 def _compose(configs: Sequence[Path]) -> dict[str, Any]:
@@ -55,8 +60,6 @@ def _compose(configs: Sequence[Path]) -> dict[str, Any]:
 def clip_data_args(features_config: dict[str, Any]) -> dict[str, Any]:
     """The decoding arguments (duration, preset, frame sizes, batch) of a features config's data module, the
     ones :class:`~reasonaudio.data_modules.clips.ClipDataModule` takes."""
-    from reasonaudio.data_modules.clips import ClipDataModule
-
     accepted = set(inspect.signature(ClipDataModule.__init__).parameters) - {"self", "skip_done_in", "predict_split"}
     given = (features_config.get("data") or {}).get("init_args") or {}
     return {k: v for k, v in given.items() if k in accepted}
@@ -73,15 +76,18 @@ def write_features_data(out: Path, source: Path, captions: Path | None, features
 
 
 def write_model_overlay(out: Path, pretrain_config: dict[str, Any]) -> Path:
-    """``<out>/model.yaml``: the pretrained model's ``net`` and ``conditioner`` under the fine-tuning system."""
+    """``<out>/model.yaml``: the pretrained model's ``net`` and ``conditioner`` under the fine-tuning system, with its
+    ``audio`` shape when the config declares one."""
     args = (pretrain_config.get("model") or {}).get("init_args") or {}
     missing = [k for k in ("net", "conditioner") if k not in args]
     if missing:
         raise SystemExit(f"finetune: --pretrain-config has no model.init_args.{missing[0]}")
+    overlay = {"model": {"class_path": "reasonaudio.systems.finetune.FlowMatchingFinetune",
+                         "init_args": {"net": args["net"], "conditioner": args["conditioner"]}}}
+    if pretrain_config.get("audio"):  # the pretrained model's audio shape (cli.AudioShape) reaches its net again
+        overlay = {"audio": pretrain_config["audio"], **overlay}
     path = out / "model.yaml"
-    path.write_text(yaml.safe_dump({"model": {"class_path": "reasonaudio.systems.finetune.FlowMatchingFinetune",
-                                              "init_args": {"net": args["net"],
-                                                            "conditioner": args["conditioner"]}}}, sort_keys=False))
+    path.write_text(yaml.safe_dump(overlay, sort_keys=False))
     return path
 
 
@@ -90,9 +96,6 @@ def pretrained_export(path: Path, out: Path) -> Path:
     ``conditioner.*`` weights written to ``<out>/pretrained.safetensors``."""
     if path.suffix != ".ckpt":
         return path
-    import torch
-    from safetensors.torch import save_file
-
     converted = out / "pretrained.safetensors"
     if not converted.is_file():
         state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
@@ -103,8 +106,6 @@ def pretrained_export(path: Path, out: Path) -> Path:
 
 def annotate(out: Path, clips: Sequence[tuple[str, Path, str]], backend: Path) -> Path:
     """Run the VGGSound-Think annotation pipeline on the clips into ``<out>/captions.jsonl`` (it resumes)."""
-    from reasonaudio.captions.cli import main as captions_main
-
     manifest = out / "clips.jsonl"
     manifest.write_text("".join(json.dumps({"id": i, "video": str(v.resolve())}) + "\n" for i, v, _ in clips))
     code = captions_main(["annotate", "--videos", str(manifest), "--out", str(out / "captions.jsonl"),
@@ -135,8 +136,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    from reasonaudio.data_modules.folder import list_clips
-
     try:
         clips = list_clips(args.data)
     except ValueError as err:

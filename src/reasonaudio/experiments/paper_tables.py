@@ -39,6 +39,10 @@ from typing import Mapping, Sequence
 import yaml
 
 from reasonaudio.cli import CONFIG_DIR
+from reasonaudio.experiments.layout import DemoLayout, fit_checkpoint
+from reasonaudio.experiments.pipeline import Pipeline, corpus_captions, run_cli
+from reasonaudio.models.tiny_clip import write_tiny_clip
+from reasonaudio.models.tiny_mllm import write_tiny_qwen_omni_thinker
 
 PAPER_DIR = CONFIG_DIR / "paper"
 L_OVERLAY = ("--model.init_args.net.class_path=reasonaudio.models.dit.dit_l",
@@ -263,21 +267,18 @@ def newest_results(folder: Path) -> Path:
     return found[-1]
 
 
-def demo_vocoder(demo: Path) -> Path:
-    return demo / "vocoder" / "vocoder" / "version_0" / "checkpoints" / "last.ckpt"
-
-
 def demo_caches(demo: Path) -> list[str]:
     """The data overrides that point a feature data module at the demo's training and held-out caches."""
-    return [f"--data.init_args.train=[{demo / 'features_corpus'}]",
-            f"--data.init_args.val=[{demo / 'features_heldout'}]"]
+    layout = DemoLayout(demo)
+    return [f"--data.init_args.train=[{layout.features_corpus}]", f"--data.init_args.val=[{layout.features_heldout}]"]
 
 
 def demo_settings(demo: Path) -> dict:
     """The settings of a finished ``make demo`` folder, after checking the artifacts a toy run reads."""
-    state = demo / "steps.json"
-    needed = [state, demo / "features_corpus", demo / "features_heldout", demo / "heldout", demo / "mllm",
-              demo / "latent_stats" / "vae.ckpt", demo_vocoder(demo)]
+    layout = DemoLayout(demo)
+    state = layout.steps
+    needed = [state, layout.features_corpus, layout.features_heldout, layout.heldout, layout.mllm, layout.vae,
+              layout.vocoder]
     missing = [str(p) for p in needed if not p.exists()]
     if missing:
         raise SystemExit(f"paper_tables --toy: {missing[0]} not found (and {len(missing) - 1} more): run `make demo` "
@@ -295,7 +296,7 @@ def toy_train_args(row: ToyRow, demo: Path, folders: Mapping[str, object], steps
             f"--trainer.max_steps={steps}", "--trainer.limit_val_batches=0", "--trainer.accelerator=cpu",
             "--trainer.log_every_n_steps=5", "--trainer.logger.init_args.save_dir={tmp}",
             "--trainer.logger.init_args.name=pretrain", "--trainer.callbacks.init_args.export={tmp}/export",
-            f"--model.init_args.net.init_args.duration={duration}", *base,
+            f"--audio.duration={duration}", *base,
             *(a.format(**folders) for a in row.conditioner), *demo_caches(demo)]
 
 
@@ -303,17 +304,17 @@ def toy_validate_args(name: str, key: str, ckpt: Path, out: Path, demo: Path, du
     """The row's ``validate`` (its paper eval config and overlay, :func:`validate_args`) pointed at the demo:
     its audio shape (``duration`` s, ``tiny`` preset), tiny codec, held-out caches and clips, CPU fp32, plus
     :data:`TOY_METRICS`."""
-    row, metrics = TOY[name][key], "--trainer.callbacks.init_args.metrics"
-    sync = demo / "sync" / "export" / "synchformer.safetensors"
+    row, metrics, layout = TOY[name][key], "--trainer.callbacks.init_args.metrics", DemoLayout(demo)
+    sync = layout.sync_weights
     desync = ([f"{metrics}.desync.class_path=reasonaudio.metrics.desync.DeSync",
                f"{metrics}.desync.init_args.synchformer={sync}"] if sync.is_file() else [])
     return [*validate_args(name, key, ckpt, out), f"--audio.duration={duration}", "--audio.preset=tiny",
             "--trainer.callbacks.init_args.vae=reasonaudio.models.vae.mel_vae_tiny",
-            f"--trainer.callbacks.init_args.vae_checkpoint={demo / 'latent_stats' / 'vae.ckpt'}",
-            f"--trainer.callbacks.init_args.vocoder={demo_vocoder(demo)}",
-            f"--trainer.callbacks.init_args.corpora=[{demo / 'heldout'}]",
-            *desync, f"{metrics}.onset_f1.class_path=reasonaudio.metrics.synthetic_metrics.OnsetF1",
-            f"{metrics}.timbre_agreement.class_path=reasonaudio.metrics.synthetic_metrics.TimbreAgreement",
+            f"--trainer.callbacks.init_args.vae_checkpoint={layout.vae}",
+            f"--trainer.callbacks.init_args.vocoder={layout.vocoder}",
+            f"--trainer.callbacks.init_args.corpora=[{layout.heldout}]",
+            *desync, f"{metrics}.onset_f1.class_path=reasonaudio.metrics.synthetic.OnsetF1",
+            f"{metrics}.timbre_agreement.class_path=reasonaudio.metrics.synthetic.TimbreAgreement",
             *demo_caches(demo), "--data.init_args.batch_size=8", "--data.init_args.num_workers=0",
             "--trainer.accelerator=cpu",
             "--trainer.devices=1", "--trainer.precision=32", *row.eval_data]
@@ -321,19 +322,15 @@ def toy_validate_args(name: str, key: str, ckpt: Path, out: Path, demo: Path, du
 
 def run_toy(name: str, demo: Path, out: Path, steps: int, seed: int = 0) -> str:
     """Smoke-run a table at toy scale (module docstring); returns its Markdown, also written to ``<out>/<name>.md``."""
-    from reasonaudio.demo import Pipeline, corpus_captions
-    from reasonaudio.experiments.post_train_compare import run_cli
-    from reasonaudio.models.tiny_clip import write_tiny_clip
-    from reasonaudio.models.tiny_mllm import write_tiny_qwen_omni_thinker
-
+    layout = DemoLayout(demo)
     duration = float(demo_settings(demo)["duration"])
     pipe = Pipeline(out, {"demo": str(demo), "steps": steps, "seed": seed}, tag="paper_tables")
-    folders: dict[str, object] = {"mllm": demo / "mllm", "frames": max(1, round(2 * duration))}
+    folders: dict[str, object] = {"mllm": layout.mllm, "frames": max(1, round(2 * duration))}
     rows = TOY[name]
     needed = {f for row in rows.values() for arg in row.conditioner for f in re.findall(r"{(\w+)}", arg)}
     for folder, write in (("clip", write_tiny_clip), ("omni", write_tiny_qwen_omni_thinker)):
         if folder in needed:  # tiny random models whose vocabulary covers the demo's captions
-            pipe.step(folder, lambda tmp, write=write: {"folder": str(write(tmp, corpus_captions(demo)))})
+            pipe.step(folder, lambda tmp, write=write: {"folder": str(write(tmp, corpus_captions(layout)))})
             folders[folder] = out / folder
     ours: dict[str, dict[str, float | str]] = {}
     checkpoints: dict[str, str] = {}
@@ -346,13 +343,13 @@ def run_toy(name: str, demo: Path, out: Path, steps: int, seed: int = 0) -> str:
         model = "model_" + hashlib.sha1("\0".join(train).encode()).hexdigest()[:12]
         pipe.step(model, lambda tmp, train=train: run_cli([a.replace("{tmp}", str(tmp)) for a in train]) or
                   {"args": train})
-        ckpt = out / model / "pretrain" / "version_0" / "checkpoints" / "last.ckpt"
+        ckpt = fit_checkpoint(out / model, "pretrain")
         evaluation = pipe.step(f"{name}_{key}", lambda tmp, key=key, ckpt=ckpt: (
             run_cli(toy_validate_args(name, key, ckpt, tmp, demo, duration)) or
             {"results": read_results(newest_results(tmp))}))
         ours[key], checkpoints[key] = evaluation["results"], str(ckpt)
     minutes = (time.perf_counter() - started) / 60
-    desync = ("DeSync here is the demo's trained tiny Synchformer" if (demo / "sync" / "export").is_dir()
+    desync = ("DeSync here is the demo's trained tiny Synchformer" if layout.sync_weights.parent.is_dir()
               else "the demo trained no Synchformer, so DeSync needs the released one")
     note = (f"\nToy scale (a wiring check, not comparable with the paper): the synthetic corpus of `{demo}` "
             f"({duration:g} s clips), every row a `dit_tiny` trained {steps} steps from seed {seed} with its own "
@@ -377,8 +374,6 @@ def _pairs(items: Sequence[str], table: Table, option: str) -> dict[str, Path]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from reasonaudio.experiments.post_train_compare import run_cli
-
     argv = list(sys.argv[1:] if argv is None else argv)
     extra = argv[argv.index("--") + 1:] if "--" in argv else []
     argv = argv[:argv.index("--")] if "--" in argv else argv

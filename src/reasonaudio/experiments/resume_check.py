@@ -27,14 +27,18 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
+from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+from tensorboard.util import tensor_util
 
 from reasonaudio.cli import CONFIG_DIR
+from reasonaudio.experiments.layout import DemoLayout
 
 
 def fit(args: Sequence[str], log: Path | None = None) -> None:
     """``python -m reasonaudio fit <args>`` in a subprocess (output to ``log`` when given); raises on failure."""
     with open(log, "ab") if log else open(os.devnull, "wb") as out:
-        result = subprocess.run([sys.executable, "-m", "reasonaudio", "fit", *args], stdout=out, stderr=subprocess.STDOUT)
+        result = subprocess.run([sys.executable, "-m", "reasonaudio", "fit", *args], stdout=out,
+                                stderr=subprocess.STDOUT)
     if result.returncode:
         raise RuntimeError(f"reasonaudio fit exited with {result.returncode}" + (f"; see {log}" if log else ""))
 
@@ -63,13 +67,15 @@ def _logged(runs: Path, step: int, tag: str = "train/loss") -> bool:
 
 def fit_and_kill(args: Sequence[str], checkpoints: Path, step: int, log: Path | None = None,
                  timeout: float = 600.0, sig: int = signal.SIGKILL) -> int:
-    """Start ``fit``; send ``sig`` once a step checkpoint of step >= ``step`` exists under ``checkpoints/*/checkpoints``.
+    """Start ``fit``; send ``sig`` once a step checkpoint of step >= ``step`` exists under
+    ``checkpoints/*/checkpoints``.
 
     Returns that checkpoint's step. Raises if the run ends (or times out) first, and, for a signal other than
     SIGKILL, unless the run then exits with status 0 (a preempted run ends cleanly).
     """
     with open(log, "ab") if log else open(os.devnull, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "reasonaudio", "fit", *args], stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([sys.executable, "-m", "reasonaudio", "fit", *args], stdout=out,
+                                stderr=subprocess.STDOUT)
         start = time.monotonic()
         try:
             while True:
@@ -88,7 +94,8 @@ def fit_and_kill(args: Sequence[str], checkpoints: Path, step: int, log: Path | 
                         raise RuntimeError(f"the run exited with status {status} after signal {sig}")
                     return found[0]
                 if done:
-                    raise RuntimeError(f"the run ended (status {proc.returncode}) before it was killed after step {step}")
+                    raise RuntimeError(f"the run ended (status {proc.returncode}) before it was killed after step "
+                                       f"{step}")
                 if time.monotonic() - start > timeout:
                     raise TimeoutError(f"no checkpoint of step {step} after {timeout:.0f} s")
                 time.sleep(0.02)
@@ -100,9 +107,6 @@ def fit_and_kill(args: Sequence[str], checkpoints: Path, step: int, log: Path | 
 
 def logged_scalars(run_dir: Path, tag: str = "train/loss") -> dict[int, float]:
     """``step → value`` of ``tag`` from every event file of a run folder, in write order (a later file wins)."""
-    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
-    from tensorboard.util import tensor_util
-
     files = sorted(run_dir.glob("events.out.tfevents.*"), key=lambda p: (int(p.name.split(".")[3]), p.name))
     values: dict[int, float] = {}
     for path in files:
@@ -141,7 +145,8 @@ def compare(reference: Path, resumed: Path, tag: str = "train/loss") -> dict[str
     a, b = logged_scalars(reference, tag), logged_scalars(resumed, tag)
     missing = sorted(set(a) - set(b))
     loss_diff = max((abs(a[s] - b[s]) for s in a if s in b), default=float("nan"))
-    wa, wb = checkpoint_tensors(reference / "checkpoints" / "last.ckpt"), checkpoint_tensors(resumed / "checkpoints" / "last.ckpt")
+    wa = checkpoint_tensors(reference / "checkpoints" / "last.ckpt")
+    wb = checkpoint_tensors(resumed / "checkpoints" / "last.ckpt")
     if set(wa) != set(wb):
         raise ValueError(f"checkpoints hold different tensors: {sorted(set(wa) ^ set(wb))[:5]}")
     weight_diff = max((float((wa[k].double() - wb[k].double()).abs().max()) if wa[k].numel() else 0.0) for k in wa)
@@ -166,7 +171,8 @@ def check(name: str, args: Sequence[str], out: Path, kill_at_step: int, sig: int
     if reference is None:
         fit([*args, *where["uninterrupted"]], out / "uninterrupted.log")
         reference = runs["uninterrupted"] / name / "version_0"
-    killed_at = fit_and_kill([*args, *where["killed"]], runs["killed"] / name, kill_at_step, out / "killed.log", sig=sig)
+    killed_at = fit_and_kill([*args, *where["killed"]], runs["killed"] / name, kill_at_step, out / "killed.log",
+                             sig=sig)
     fit([*args, *where["killed"], "--ckpt_path=last"], out / "resumed.log")
     versions = sorted((runs["killed"] / name).iterdir())
     if len(versions) != 1:
@@ -178,40 +184,45 @@ def check(name: str, args: Sequence[str], out: Path, kill_at_step: int, sig: int
 
 def pretrain_args(demo: Path, steps: int, every: int, workers: int, duration: float) -> list[str]:
     """The demo's pretraining from its caches (live MLLM prompts), checkpoints every ``every`` steps."""
-    return ["--config", str(CONFIG_DIR / "pretrain.yaml"), f"--model.init_args.conditioner.init_args.model={demo / 'mllm'}",
-            f"--model.init_args.net.init_args.duration={duration}", f"--data.init_args.train=[{demo / 'features_corpus'}]",
-            f"--data.init_args.val=[{demo / 'features_heldout'}]", f"--data.init_args.num_workers={workers}",
-            f"--trainer.max_steps={steps}", f"--trainer.val_check_interval={steps // 2}", "--trainer.limit_val_batches=1",
-            "--trainer.accelerator=cpu", "--trainer.log_every_n_steps=1", "--trainer.enable_progress_bar=false",
-            f"--checkpoint.every_n_train_steps={every}", "--trainer.callbacks.init_args.export=null"]
+    run = DemoLayout(demo)
+    return ["--config", str(CONFIG_DIR / "pretrain.yaml"), f"--model.init_args.conditioner.init_args.model={run.mllm}",
+            f"--audio.duration={duration}", f"--data.init_args.train=[{run.features_corpus}]",
+            f"--data.init_args.val=[{run.features_heldout}]", f"--data.init_args.num_workers={workers}",
+            f"--trainer.max_steps={steps}", f"--trainer.val_check_interval={steps // 2}",
+            "--trainer.limit_val_batches=1", "--trainer.accelerator=cpu", "--trainer.log_every_n_steps=1",
+            "--trainer.enable_progress_bar=false", f"--checkpoint.every_n_train_steps={every}",
+            "--trainer.callbacks.init_args.export=null"]
 
 
 def post_train_args(demo: Path, steps: int, every: int, workers: int, duration: float) -> list[str]:
     """The demo's Flow-DPO post-training with LoRA from its pretrained export and preference groups."""
-    return ["--config", str(CONFIG_DIR / "post_train_dpo.yaml"), f"--model.init_args.conditioner.init_args.model={demo / 'mllm'}",
-            f"--model.init_args.net.init_args.duration={duration}",
-            f"--model.init_args.pretrained={demo / 'pretrain' / 'export' / 'model.safetensors'}",
+    run = DemoLayout(demo)
+    return ["--config", str(CONFIG_DIR / "post_train_dpo.yaml"),
+            f"--model.init_args.conditioner.init_args.model={run.mllm}",
+            f"--audio.duration={duration}", f"--model.init_args.pretrained={run.pretrained}",
             "--model.init_args.export=null", "--model.init_args.val_ground_truth=null",
-            f"--data.init_args.cache={demo / 'features_corpus'}", f"--data.init_args.groups={demo / 'preference_data' / 'groups'}",
-            f"--data.init_args.val=[{demo / 'features_heldout'}]", f"--data.init_args.num_workers={workers}",
+            f"--data.init_args.cache={run.features_corpus}", f"--data.init_args.groups={run.preference_groups}",
+            f"--data.init_args.val=[{run.features_heldout}]", f"--data.init_args.num_workers={workers}",
             f"--trainer.max_steps={steps}", "--trainer.limit_val_batches=0", "--trainer.num_sanity_val_steps=0",
             "--trainer.accelerator=cpu", "--trainer.log_every_n_steps=1", "--trainer.enable_progress_bar=false",
             f"--checkpoint.every_n_train_steps={every}"]
 
 
 def _stage_args(stage: str) -> Callable[[Path, int, int, int, float], list[str]]:
-    """``vae`` / ``vocoder`` / ``sync`` on the demo's synthetic corpus, ``reward`` on its feature caches (small batches)."""
+    """``vae`` / ``vocoder`` / ``sync`` on the demo's synthetic corpus, ``reward`` on its feature caches (small
+    batches)."""
     def make(demo: Path, steps: int, every: int, workers: int, duration: float) -> list[str]:
-        common = [f"--trainer.max_steps={steps}", f"--trainer.val_check_interval={steps // 2}", "--trainer.limit_val_batches=1",
-                  "--trainer.num_sanity_val_steps=0", "--trainer.accelerator=cpu", "--trainer.log_every_n_steps=1",
-                  "--trainer.enable_progress_bar=false", f"--checkpoint.every_n_train_steps={every}",
-                  f"--data.init_args.num_workers={workers}"]
+        run = DemoLayout(demo)
+        common = [f"--trainer.max_steps={steps}", f"--trainer.val_check_interval={steps // 2}",
+                  "--trainer.limit_val_batches=1", "--trainer.num_sanity_val_steps=0", "--trainer.accelerator=cpu",
+                  "--trainer.log_every_n_steps=1", "--trainer.enable_progress_bar=false",
+                  f"--checkpoint.every_n_train_steps={every}", f"--data.init_args.num_workers={workers}"]
         if stage == "reward":
-            data = [f"--data.init_args.train=[{demo / 'features_corpus'}]", f"--data.init_args.val=[{demo / 'features_heldout'}]",
+            data = [f"--data.init_args.train=[{run.features_corpus}]", f"--data.init_args.val=[{run.features_heldout}]",
                     "--data.init_args.batch_size=4", "--model.init_args.export=null"]
         else:
-            data = [f"--data.init_args.root={demo / 'corpus'}", f"--data.init_args.val_root={demo / 'heldout'}",
-                    f"--data.init_args.duration={duration}", "--data.init_args.batch_size=2"]
+            data = [f"--data.init_args.root={run.corpus}", f"--data.init_args.val_root={run.heldout}",
+                    f"--audio.duration={duration}", "--data.init_args.batch_size=2"]
             data += {"vae": ["--model.init_args.disc_start=2"],
                      "vocoder": ["--model.init_args.segment_size=4096"],
                      "sync": ["--model.init_args.export=null", "--model.init_args.pairs_per_clip=4",
@@ -239,8 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stages", nargs="+", choices=sorted(STAGES), default=None,
                         help="stages to check (default: pretrain post_train_dpo; --no-post-train: pretrain)")
     args = parser.parse_args(argv)
-    if not (args.demo / "features_corpus").is_dir():
-        parser.error(f"{args.demo / 'features_corpus'} not found: run `make demo` first")
+    if not DemoLayout(args.demo).features_corpus.is_dir():
+        parser.error(f"{DemoLayout(args.demo).features_corpus} not found: run `make demo` first")
     names = args.stages or ["pretrain"] + ([] if args.no_post_train else ["post_train_dpo"])
     stages = [(name, STAGES[name]) for name in names]
     results = []

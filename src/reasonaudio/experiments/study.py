@@ -22,25 +22,37 @@ decoded, and ``chance`` random onsets at each clip's true rate.
 
 Outputs: ``runs/study/summary.json`` (the demo summary's shape, every value ``{"mean", "std"}`` over
 the seeds that produced it: the inference rows and ``pretrained`` over ``--seeds``, the rest over
-one; how many per row under ``seeds``), ``docs/study.md`` (tables, settings, machine, timings) and ``docs/study_onsets.png`` (onset
-strength of 4 held-out clips: ground truth, pretrained, video dropped, true impacts marked). Steps
-are resumable like the demo's (``runs/study/steps.json``).
+one; how many per row under ``seeds``), ``docs/study.md`` (tables, settings, machine, timings) and
+``docs/study_onsets.png`` (onset strength of 4 held-out clips: ground truth, pretrained, video dropped, true
+impacts marked). Steps are resumable like the demo's (``runs/study/steps.json``); the artefacts' folders are
+the demo's (:class:`~reasonaudio.experiments.layout.DemoLayout`).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import math
-import platform
-import subprocess
 import sys
 import time
 from datetime import date
 from pathlib import Path
 from typing import Any, Callable
 
-from reasonaudio.demo import (Pipeline, _check, _fit, _latent_fd, _predict, _row, _synth, _tiny_mllm, codec_args,
-                              corpus_captions)
+import torch
+
+from reasonaudio.data_modules.features import CachedFeatureDataModule
+from reasonaudio.experiments.layout import DemoLayout, corpus_video
+from reasonaudio.experiments.pipeline import (Pipeline, check_step, corpus_captions, fit_step, machine_name,
+                                              predict_step, synth_step, tiny_mllm_step)
+from reasonaudio.experiments.scoring import chance_row, latent_fd, summary_row
+from reasonaudio.experiments.stages import codec_args
+from reasonaudio.media import write_audio
+from reasonaudio.metrics.desync import clip_desync, load_sync_model
+from reasonaudio.metrics.synthetic import ONSET_THRESHOLD, clip_scores, onset_strength
+from reasonaudio.models.tiny_clip import write_tiny_clip
+from reasonaudio.synthetic_world import GroundTruth, ground_truth_file, impact_times, read_ground_truth
+from reasonaudio.systems.codec import AudioDecoder
+from reasonaudio.systems.flow_matching import FlowMatchingPretrain
 
 METRICS = ("onset_f1", "onset_error_ms", "desync_s", "offscreen_presence", "timbre_agreement", "fd_latent")
 """Per-row metrics of the summary, in table order."""
@@ -80,12 +92,13 @@ def clip_frames(duration: float) -> int:
     return max(1, round(duration * 2))
 
 
-def _pretrain(out: Path, steps: int, seed: int, caches: str, extra: list[str] = ()) -> Callable[[Path], dict]:
+def _pretrain(out: DemoLayout, steps: int, seed: int, caches: str, extra: list[str] = ()) -> Callable[[Path], dict]:
     """``reasonaudio fit`` of pretrain.yaml on the study's caches (``caches``: ``features`` or ``features_random``)."""
-    return _fit("pretrain", out, steps, [
-        f"--model.init_args.conditioner.init_args.model={out / 'mllm'}",
-        f"--data.init_args.train=[{out / f'{caches}_corpus'}]", f"--data.init_args.val=[{out / f'{caches}_heldout'}]",
-        f"--seed_everything={seed}", "--trainer.callbacks.init_args.export={tmp}/export", *extra], data_roots=False)
+    return fit_step("pretrain", steps, [
+        f"--model.init_args.conditioner.init_args.model={out.mllm}",
+        f"--data.init_args.train=[{out.features('corpus', caches)}]",
+        f"--data.init_args.val=[{out.features('heldout', caches)}]",
+        f"--seed_everything={seed}", "--trainer.callbacks.init_args.export={tmp}/export", *extra])
 
 
 def split_seeds(score: dict) -> dict:
@@ -96,45 +109,32 @@ def split_seeds(score: dict) -> dict:
             "rows": rows, "seeds": seeds}
 
 
-def _clip_folder(out: Path) -> Callable[[Path], dict]:
+def _clip_folder(out: DemoLayout) -> Callable[[Path], dict]:
     def run(tmp: Path) -> dict:
-        from reasonaudio.models.tiny_clip import write_tiny_clip
-
         write_tiny_clip(tmp, corpus_captions(out))
-        return {"folder": str(out / "clip")}
+        return {"folder": str(out.clip)}
     return run
 
 
-def _score(out: Path, args: argparse.Namespace, sync_weights: Path) -> Callable[[Path], dict]:
+def _score(out: DemoLayout, args: argparse.Namespace) -> Callable[[Path], dict]:
     """Generate for the held-out clips with every model and score each row against the ground truth."""
     def run(tmp: Path) -> dict:
-        import torch
-
-        from reasonaudio.data_modules.features import CachedFeatureDataModule
-        from reasonaudio.generation import clip_scores, latents_to_audio
-        from reasonaudio.media import write_audio
-        from reasonaudio.metrics.desync import clip_desync, load_sync_model
-        from reasonaudio.metrics.synthetic import chance_onset_scores
-        from reasonaudio.systems.flow_matching import FlowMatchingPretrain
-        from reasonaudio.systems.vae import trained_vae
-        from reasonaudio.systems.vocoder import trained_generator
-
-        vae = trained_vae(str(out / "latent_stats" / "vae.ckpt"))
-        vocoder = trained_generator(str(out / "vocoder" / "vocoder" / "version_0" / "checkpoints" / "last.ckpt"))
-        sync_model = load_sync_model(sync_weights)
+        decode = AudioDecoder(vae_checkpoint=out.vae, vocoder=out.vocoder)
+        sync_model = load_sync_model(out.sync_weights)
         sr = 16000
 
         def heldout(caches: str, stored: bool = True) -> dict[str, Any]:
-            dm = CachedFeatureDataModule(train=[str(out / f"{caches}_corpus")], val=[str(out / f"{caches}_heldout")],
+            dm = CachedFeatureDataModule(train=[str(out.features("corpus", caches))],
+                                         val=[str(out.features("heldout", caches))],
                                          batch_size=1024, **({"prefix_kv": "study"} if stored else {}))
             dm.setup("fit")
             return next(iter(dm.val_dataloader()))
 
         batch = heldout("features")
         ids = batch["id"]
-        gts = [out / "heldout" / "gt" / f"{i}.json" for i in ids]
-        videos = [out / "heldout" / "videos" / f"{i}.mp4" for i in ids]
-        samples = round(json.loads(gts[0].read_text())["duration"] * sr)
+        gts = [ground_truth_file(out.heldout, i) for i in ids]
+        videos = [corpus_video(out.heldout, i) for i in ids]
+        samples = round(read_ground_truth(gts[0])["duration"] * sr)
         noise = torch.randn(batch["latent"].shape, generator=torch.Generator().manual_seed(0))
         per_clip: dict[str, list] = {}
         curves: dict[str, torch.Tensor] = {}
@@ -143,8 +143,8 @@ def _score(out: Path, args: argparse.Namespace, sync_weights: Path) -> Callable[
             clips = [{"id": i, **c} for i, c in zip(ids, clip_scores(wavs, sr, gts))]
             for clip, desync in zip(clips, clip_desync(sync_model, videos, wavs[:, :samples], sr).tolist()):
                 clip["desync"] = desync
-            fd = {"fd_latent": _latent_fd(latents, batch["latent"])} if latents is not None else {}
-            row = _row(clips, **fd)
+            fd = {"fd_latent": latent_fd(latents, batch["latent"])} if latents is not None else {}
+            row = summary_row(clips, **fd)
             per_clip[name] = row.pop("clips")
             return row
 
@@ -155,14 +155,13 @@ def _score(out: Path, args: argparse.Namespace, sync_weights: Path) -> Callable[
             return system.generate(data, steps=args.sample_steps, cfg=args.cfg, seed=0)
 
         def load(run: str) -> FlowMatchingPretrain:
-            system = FlowMatchingPretrain.load_from_checkpoint(
-                out / run / "pretrain" / "version_0" / "checkpoints" / "last.ckpt", map_location="cpu").eval()
-            system.load_ema(str(out / run / "export" / "model.safetensors"))
+            system = FlowMatchingPretrain.load_from_checkpoint(out.pretrain_checkpoint(run), map_location="cpu").eval()
+            system.load_ema(str(out.pretrain_export(run)))
             return system.eval()
 
         per_seed: dict[str, list[dict]] = {"untrained": [], "vocoded_gt": [], "chance": []}
-        per_seed["untrained"].append(scored("untrained", latents_to_audio(noise, vae, vocoder), noise))
-        gt_wavs = latents_to_audio(batch["latent"], vae, vocoder)
+        per_seed["untrained"].append(scored("untrained", decode(noise), noise))
+        gt_wavs = decode(batch["latent"])
         per_seed["vocoded_gt"].append({**scored("vocoded_gt", gt_wavs, None), "fd_latent": 0.0})
         curves["vocoded_gt"] = gt_wavs
         for seed in range(args.seeds):
@@ -171,7 +170,7 @@ def _score(out: Path, args: argparse.Namespace, sync_weights: Path) -> Callable[
                                ("text_dropped", {"has_text": False})):
                 print(f"[study] scoring {row}, training seed {seed}", flush=True)
                 latents = sample(system, batch, **flags)
-                wavs = latents_to_audio(latents, vae, vocoder)
+                wavs = decode(latents)
                 per_seed.setdefault(row, []).append(scored(f"{row}/seed{seed}", wavs, latents))
                 if seed == 0:
                     curves[row] = wavs
@@ -181,20 +180,16 @@ def _score(out: Path, args: argparse.Namespace, sync_weights: Path) -> Callable[
         for row, run_name, caches in (("sync_random", "pretrain_sync_random", "features_random"),
                                       ("no_queries", "pretrain_no_queries", "features"),
                                       ("joint_attention_only", "pretrain_joint_attention_only", "features")):
-            if not (out / run_name).exists():
+            if not (out.root / run_name).exists():
                 continue
             print(f"[study] scoring {row}", flush=True)
             data = heldout(caches, stored=row != "no_queries")  # CLIP reads frames and captions, not MLLM prompts
             assert data["id"] == ids, "every row scores the same held-out clips in the same order"
             latents = sample(load(run_name), data)
-            per_seed[row] = [scored(row, latents_to_audio(latents, vae, vocoder), latents)]
-        chance = []
-        for clip_id, path in zip(ids, gts):
-            error, f1 = chance_onset_scores(json.loads(path.read_text()), draws=1000, seed=0)
-            chance.append({"id": clip_id, "onset_error": error, "onset_f1": f1})
-        per_seed["chance"].append(_row(chance))
+            per_seed[row] = [scored(row, decode(latents), latents)]
+        per_seed["chance"].append(chance_row(ids, gts))
         per_seed["chance"][0].pop("clips")
-        trained = json.loads((sync_weights.parent / "metrics.json").read_text())
+        trained = json.loads(out.sync_metrics.read_text())
         summary = {"sync_offset_acc": mean_std([trained["val/acc_within_one"]]),
                    "sync_offset_top1": mean_std([trained["val/acc"]]), "rows": aggregate(per_seed)}
         (tmp / "per_clip.json").write_text(json.dumps(per_clip, indent=2))
@@ -204,26 +199,26 @@ def _score(out: Path, args: argparse.Namespace, sync_weights: Path) -> Callable[
     return run
 
 
-def _onset_figure(curves: dict, ids: list[str], gts: list[Path], sr: int, path: Path, clips: int = 4) -> None:
+def _onset_figure(curves: dict, ids: list[str], gts: list[GroundTruth], sr: int, path: Path, clips: int = 4) -> None:
     """Onset strength over time of ``clips`` held-out clips: ground truth (vocoded), pretrained, video dropped."""
+    # lazy: matplotlib is no install requirement (setup.cfg); only the figure needs it
     import matplotlib
 
     matplotlib.use("Agg")
+    # lazy: pyplot must load after matplotlib.use("Agg") picks the headless backend
     import matplotlib.pyplot as plt
-
-    from reasonaudio.metrics.synthetic import ONSET_THRESHOLD, _impact_times, onset_strength
 
     shown = [("vocoded_gt", "ground truth (vocoded)", "black"), ("pretrained", "pretrained", "tab:blue"),
              ("video_dropped", "video dropped", "tab:orange")]
     fig, axes = plt.subplots(min(clips, len(ids)), 1, figsize=(9, 2.2 * min(clips, len(ids))), sharex=True)
     for ax, i in zip(axes, range(clips)):
-        gt = json.loads(gts[i].read_text())
+        gt = read_ground_truth(gts[i])
         for key, label, colour in shown:
             t, flux = onset_strength(curves[key][i].cpu().numpy()[: round(gt["duration"] * sr)], sr)
             inner = (t > 0.05) & (t < gt["duration"] - 0.05)  # the detector ignores the reflect-padded ends
             ax.plot(t[inner], flux[inner], label=label, color=colour, linewidth=0.9, alpha=0.85)
         ax.axhline(ONSET_THRESHOLD, color="grey", linestyle="--", linewidth=0.7)
-        for x in _impact_times(gt):
+        for x in impact_times(gt):
             ax.axvline(x, color="tab:red", linestyle=":", linewidth=0.8)
         ax.set_ylabel(ids[i], fontsize=8)
     axes[0].legend(fontsize=7, loc="upper right")
@@ -232,17 +227,6 @@ def _onset_figure(curves: dict, ids: list[str], gts: list[Path], sr: int, path: 
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
-
-def machine_name() -> str:
-    """The CPU model and count (`lscpu`), for the figures a run records."""
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        model = next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
-        cpus = next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("CPU(s)"))
-        return f"{model}, {cpus} CPUs"
-    except (OSError, subprocess.CalledProcessError, StopIteration):
-        return platform.processor() or "unknown CPU"
 
 
 def _cell(m: dict | None, digits: int, scale: float = 1.0) -> str:
@@ -326,48 +310,45 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ablations", default=",".join(RETRAINED),
                         help="retrained ablations to run (comma-separated; '' for none)")
     args = parser.parse_args(argv)
-    out = Path(args.out)
+    out = DemoLayout(args.out)
     ablations = {a for a in args.ablations.split(",") if a}
     if ablations - set(RETRAINED):
         parser.error(f"unknown ablations {sorted(ablations - set(RETRAINED))}")
-    pipe = Pipeline(out, {k: v for k, v in vars(args).items() if k not in ("out", "docs")}, tag="study")
+    pipe = Pipeline(out.root, {k: v for k, v in vars(args).items() if k not in ("out", "docs")}, tag="study")
     t0 = time.perf_counter()
-    same = f"--data.init_args.duration={args.duration}"
-    pipe.step("corpus", _synth(args.num_clips, seed=0, duration=args.duration))
-    pipe.step("heldout", _synth(args.heldout_clips, seed=10_000, duration=args.duration))
-    pipe.step("check", _check(out))
-    pipe.step("sync", _fit("sync", out, args.sync_steps, [same, "--model.init_args.export={tmp}/export"]))
-    sync_weights = out / "sync" / "export" / "synchformer.safetensors"
-    vocoder_ckpt = out / "vocoder" / "vocoder" / "version_0" / "checkpoints" / "last.ckpt"
-    vocoder_args, vae_args = codec_args(args.vocoder_steps, args.vae_steps, same, vocoder_ckpt)
-    pipe.step("vocoder", _fit("vocoder", out, args.vocoder_steps, vocoder_args))
-    pipe.step("vae", _fit("vae", out, args.vae_steps, vae_args))
-    pipe.step("latent_stats", _predict([
+    same = f"--audio.duration={args.duration}"
+    pipe.step("corpus", synth_step(args.num_clips, seed=0, duration=args.duration))
+    pipe.step("heldout", synth_step(args.heldout_clips, seed=10_000, duration=args.duration))
+    pipe.step("check", check_step(out.root, tag="study"))
+    pipe.step("sync", fit_step("sync", args.sync_steps, [same, "--model.init_args.export={tmp}/export"], data=out))
+    vocoder_args, vae_args = codec_args(args.vocoder_steps, args.vae_steps, same, out.vocoder)
+    pipe.step("vocoder", fit_step("vocoder", args.vocoder_steps, vocoder_args, data=out))
+    pipe.step("vae", fit_step("vae", args.vae_steps, vae_args, data=out))
+    pipe.step("latent_stats", predict_step([
         "--config", "lightning_configs/vae.yaml", "--config", "lightning_configs/predict/latent_stats.yaml",
-        f"--data.init_args.root={out / 'corpus'}", f"--data.init_args.val_root={out / 'heldout'}", same,
-        "--trainer.callbacks.init_args.output={tmp}/vae.ckpt",
-        f"--ckpt_path={out / 'vae' / 'vae' / 'version_0' / 'checkpoints' / 'last.ckpt'}"], out / "latent_stats"))
-    cache_sets = {"features": [f"--model.init_args.sync_checkpoint={sync_weights}"]}
+        f"--data.init_args.root={out.corpus}", f"--data.init_args.val_root={out.heldout}", same,
+        f"--trainer.callbacks.init_args.output={{tmp}}/{out.vae.name}", f"--ckpt_path={out.vae_fit}"],
+        out.vae.parent))
+    cache_sets = {"features": [f"--model.init_args.sync_checkpoint={out.sync_weights}"]}
     if "sync_random" in ablations:
         cache_sets["features_random"] = []  # the features stage's own random synchrony encoder (fixed seed)
     for caches, sync_args in cache_sets.items():
         for corpus in ("corpus", "heldout"):
-            pipe.step(f"{caches}_{corpus}", _predict([
-                "--config", "lightning_configs/features.yaml",
-                f"--model.init_args.vae_checkpoint={out / 'latent_stats' / 'vae.ckpt'}", *sync_args,
-                f"--model.init_args.duration={args.duration}", same, f"--data.init_args.root={out / corpus}",
-                "--data.init_args.skip_done_in={tmp}", "--trainer.callbacks.init_args.output={tmp}"],
-                out / f"{caches}_{corpus}"))
-    pipe.step("mllm", _tiny_mllm(out))
+            pipe.step(f"{caches}_{corpus}", predict_step([
+                "--config", "lightning_configs/features.yaml", f"--model.init_args.vae_checkpoint={out.vae}",
+                *sync_args, same,
+                f"--data.init_args.root={out.root / corpus}", "--data.init_args.skip_done_in={tmp}",
+                "--trainer.callbacks.init_args.output={tmp}"], out.features(corpus, caches)))
+    pipe.step("mllm", tiny_mllm_step(out))
     for caches in cache_sets:
         for corpus in ("corpus", "heldout"):
-            pipe.step(f"prefix_kv_{caches}_{corpus}", _predict([
+            pipe.step(f"prefix_kv_{caches}_{corpus}", predict_step([
                 "--config", "lightning_configs/prefix_kv.yaml",
-                f"--model.init_args.conditioner.init_args.model={out / 'mllm'}",
-                f"--data.init_args.cache={out / f'{caches}_{corpus}'}", "--data.init_args.name=study"],
-                out / f"{caches}_{corpus}" / "prefix_kv" / "study"))
+                f"--model.init_args.conditioner.init_args.model={out.mllm}",
+                f"--data.init_args.cache={out.features(corpus, caches)}", "--data.init_args.name=study"],
+                out.prefix_kv(corpus, "study", caches)))
     stored = ["--data.init_args.prefix_kv=study"]
-    duration = f"--model.init_args.net.init_args.duration={args.duration}"
+    duration = f"--audio.duration={args.duration}"
     for seed in range(args.seeds):
         pipe.step(f"pretrain_seed{seed}", _pretrain(out, args.pretrain_steps, seed, "features", [duration, *stored]))
     if "sync_random" in ablations:
@@ -377,23 +358,23 @@ def main(argv: list[str] | None = None) -> int:
         pipe.step("clip", _clip_folder(out))
         pipe.step("pretrain_no_queries", _pretrain(out, args.pretrain_steps, 0, "features", [
             duration, "--model.init_args.conditioner=reasonaudio.models.conditioners.CLIPConditioner",
-            f"--model.init_args.conditioner.init_args.model={out / 'clip'}",
+            f"--model.init_args.conditioner.init_args.model={out.clip}",
             "--model.init_args.conditioner.init_args.out_dim=64",
             f"--model.init_args.conditioner.init_args.num_frames={clip_frames(args.duration)}"]))
     if "joint_attention_only" in ablations:
         pipe.step("pretrain_joint_attention_only", _pretrain(out, args.pretrain_steps, 0, "features", [
             duration, *stored, "--model.init_args.net.init_args.sync_adaln=false"]))
-    summary = split_seeds(pipe.step("score", _score(out, args, sync_weights)))
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    summary = split_seeds(pipe.step("score", _score(out, args)))
+    out.summary.write_text(json.dumps(summary, indent=2) + "\n")
     docs = Path(args.docs)
     docs.mkdir(parents=True, exist_ok=True)
-    (docs / "study_onsets.png").write_bytes((out / "score" / "study_onsets.png").read_bytes())
-    steps = json.loads((out / "steps.json").read_text())
+    (docs / "study_onsets.png").write_bytes((out.root / "score" / "study_onsets.png").read_bytes())
+    steps = json.loads(out.steps.read_text())
     seconds = sum(v["seconds"] for v in steps.values() if isinstance(v, dict) and "seconds" in v)
     write_report(summary, steps, args, docs / "study.md", seconds)
     print((docs / "study.md").read_text())
     print(f"[study] steps {seconds:.0f} s in all, this invocation {time.perf_counter() - t0:.0f} s; summary in "
-          f"{out / 'summary.json'}", flush=True)
+          f"{out.summary}", flush=True)
     return 0
 
 

@@ -25,6 +25,10 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 import torchaudio.functional as AF
+from tokenizers import Tokenizer
+from tokenizers.models import WordLevel
+from tokenizers.pre_tokenizers import Whitespace
+from transformers import AutoTokenizer, ClapConfig, ClapFeatureExtractor, ClapModel, PreTrainedTokenizerFast
 
 from reasonaudio.metrics.means import MeanCosine
 
@@ -42,8 +46,6 @@ def load_clap(folder: str | Path) -> tuple[Any, Any, Any]:
     Raises:
         FileNotFoundError: naming the folder or the missing file.
     """
-    from transformers import AutoTokenizer, ClapFeatureExtractor, ClapModel
-
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(2, "CLAP model folder not found", str(folder))
@@ -122,11 +124,6 @@ def write_tiny_clap(folder: str | Path, texts: Sequence[str], seed: int = 0) -> 
     of text and audio, not CLAP scores. The audio tower keeps HTSAT's input geometry (64 mels, a 256² Swin
     input, so 10 s at 48 kHz fit) with widths of 32.
     """
-    from tokenizers import Tokenizer
-    from tokenizers.models import WordLevel
-    from tokenizers.pre_tokenizers import Whitespace
-    from transformers import ClapConfig, ClapFeatureExtractor, ClapModel, PreTrainedTokenizerFast
-
     words = sorted({w for t in texts for w in re.findall(r"\w+|[^\w\s]", t)})
     vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, **{w: i + 4 for i, w in enumerate(words)}}
     tok = Tokenizer(WordLevel(vocab, unk_token="<unk>"))

@@ -38,8 +38,7 @@ from reasonaudio.config import SYNC_FPS, SYNC_TOKENS_PER_WINDOW
 from reasonaudio.media import load_video
 from reasonaudio.metrics.backbones import resample
 from reasonaudio.models.sync_offsets import cut_pairs, grid_pairs, mel_bank
-from reasonaudio.models.synchformer import (AUDIO_TOKENS_PER_WINDOW, SYNC_SAMPLE_RATE, Synchformer,
-                                            read_export_config)
+from reasonaudio.models.synchformer import AUDIO_TOKENS_PER_WINDOW, SYNC_SAMPLE_RATE, Synchformer, read_export_config
 
 
 def load_sync_model(path: str | os.PathLike) -> Synchformer:

@@ -59,6 +59,7 @@ import torchaudio.compliance.kaldi as kaldi
 import torchaudio.functional as AF
 from torch import nn
 
+from reasonaudio.media import load_video
 from reasonaudio.metrics.means import MeanCosine
 
 CHECKPOINT_NAME = "imagebind_huge.pth"
@@ -378,8 +379,6 @@ def video_clips(frames: torch.Tensor, config: ImageBindConfig = IMAGEBIND_HUGE) 
 
 def load_video_frames(path: str | Path, video_length: float) -> torch.Tensor:
     """Frames at 0.5 fps from the start of a video, ``int(0.5 · video_length)`` at most. # [T, H, W, 3] uint8"""
-    from reasonaudio.media import load_video
-
     clip = load_video(path, VIDEO_FPS)
     frames = clip.frames[clip.mask]
     return frames[: max(1, int(VIDEO_FPS * video_length))]

@@ -39,6 +39,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from scipy.stats import t
+
+from reasonaudio.media import MediaError, probe
+
 SCALE = (20, 100)
 """The paper's rating scale (Appendix G)."""
 RATING_COLUMNS = ("test_id", "rater", "order_seed", "position", "item", "mos_q", "mos_f", "submitted_at")
@@ -103,8 +107,6 @@ def find_clips(folder: Path) -> list[Clip]:
 
 def _check_media(clips: Sequence[Clip]) -> None:
     """Every clip must decode as a video with an audio track; all problems are reported at once."""
-    from reasonaudio.media import MediaError, probe
-
     bad = []
     for c in clips:
         try:
@@ -314,8 +316,6 @@ class Summary:
 
 def t_quantile(p: float, df: int) -> float:
     """Student-t quantile (scipy)."""
-    from scipy.stats import t
-
     return float(t.ppf(p, df))
 
 

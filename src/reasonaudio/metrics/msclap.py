@@ -28,6 +28,7 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 import torchaudio.functional as AF
+from transformers import AutoTokenizer
 
 from reasonaudio.metrics.means import MeanCosine
 
@@ -49,8 +50,8 @@ def load_msclap(weights: str | Path, text_model: str | Path) -> tuple[Any, Any]:
         FileNotFoundError: naming the missing file or folder.
         ValueError: when the checkpoint's keys do not match MS-CLAP 2023.
     """
+    # lazy: msclap is optional (`make setup` installs it --no-deps, pip's resolver cannot); only MS-CLAP needs it
     from msclap.models.clap import CLAP
-    from transformers import AutoTokenizer
 
     weights, text_model = Path(weights), Path(text_model)
     if not weights.is_file():

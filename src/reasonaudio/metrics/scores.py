@@ -101,7 +101,7 @@ class KLDivergence(Metric):
     ``[B, C]`` when ``backbone`` is None.
 
     Args:
-        backbone: a classifier (:class:`~reasonaudio.metrics.backbones_panns.Cnn14`, PaSST), its name
+        backbone: a classifier (:class:`~reasonaudio.metrics.backbones.panns.Cnn14`, PaSST), its name
             (``"panns"``, ``"passt"``) with ``checkpoint``, or None to pass logits.
         checkpoint: the official weights file when ``backbone`` is a name.
         max_seconds: waveforms are cut to this duration first (None: whole).

@@ -1,4 +1,4 @@
-"""Exact metrics for audio generated for the synthetic corpus (``data_modules/synthetic.py``).
+"""Exact metrics for audio generated for the synthetic corpus (:mod:`reasonaudio.data_modules.synthetic`).
 
 The scoring functions take a mono waveform (``[S]`` or ``[1, S]``, numpy or torch), its sample rate
 and the clip's ground-truth dict (``gt/<id>.json``). They are pure and deterministic, work in seconds
@@ -51,41 +51,30 @@ On 150 clips with all three sources, of 2 s and of 4 s, present sources score at
 (hum), 13.1 dB (beeps) and -31 dB (rain); the same clips rendered without the source score at most
 3.7, 3.9 and -103 dB. The rain threshold (-45 dB) is an absolute floor: a generator whose own noise
 floor is that loud reads as rain.
+
+As ``torchmetrics`` metrics. :class:`OnsetError`, :class:`OnsetF1`, :class:`OffscreenPresence` and
+:class:`TimbreAgreement` each hold the per-clip score of one function above (``clip_score``, the one definition
+of that score) and two states, its sum and the number of scored clips, reduced by summation, so they are correct
+under DDP and merge exactly; ``compute`` is the mean per-clip score (NaN with no scored clip).
+``update(audio, sample_rate, ground_truth)`` takes waveforms ``[B, S]`` (or a list of ``[S]``) and one
+ground-truth dict or ``gt/<id>.json`` path per clip. Clips without off-screen sources are not counted by
+:class:`OffscreenPresence`. :func:`clip_scores` / :func:`score_synthetic` give the same four scores per clip /
+as means for a batch of waveforms, from the same ``clip_score`` methods. :class:`GroundTruthOnsetReward` is
+an oracle reward made of the onset scores, for ablations of post-training.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from abc import abstractmethod
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
-
-@dataclass(frozen=True)
-class Timbre:
-    """Spectral model of one impact type, shared by the synthesiser and the metrics.
-
-    Args:
-        partials: ``(frequency ratio, amplitude, decay factor)`` of each tonal partial, relative to
-            the object's pitch, unit amplitude and decay time; empty for a noise timbre.
-        noise_width: standard deviation, in natural-log frequency, of a Gaussian noise band centred
-            on the pitch; 0 for a tonal timbre.
-    """
-
-    partials: tuple[tuple[float, float, float], ...]
-    noise_width: float
-
-
-TIMBRES: dict[str, Timbre] = {
-    "ball": Timbre(partials=((1.0, 1.0, 1.0), (2.0, 0.3, 0.6), (3.0, 0.1, 0.4)), noise_width=0.0),
-    "block": Timbre(partials=(), noise_width=0.3),
-    # Inharmonic ratios (no partial at 2 or 3) keep a bell apart from a ball of the same pitch.
-    "bell": Timbre(
-        partials=((1.0, 1.0, 1.0), (1.59, 0.7, 0.8), (2.76, 0.55, 0.6), (4.07, 0.4, 0.45), (5.40, 0.3, 0.35)),
-        noise_width=0.0,
-    ),
-}
-"""The timbre of each visible object type."""
+from reasonaudio.metrics.means import ItemMean
+from reasonaudio.models.reward import Reward
+from reasonaudio.synthetic_world import (TIMBRES, GroundTruth, ground_truth_file, impact_times, read_ground_truth,
+                                         spectral_tilt)
 
 ONSET_THRESHOLD = 13.0
 """Spectral-flux peak (nats summed over bins) above which an onset is detected."""
@@ -101,14 +90,6 @@ _TIMBRE_WINDOW = 0.1  # s analysed after (and before) each impact
 _SILENT_IMPACT = 1e-3  # an impact adding less than this fraction of the power after it added nothing
 _BAND_WIDTH = np.log(2) / 12  # Gaussian pooling band, standard deviation in log frequency
 _BAND_STEPS = np.arange(-24, 61) / 24  # band centres, octaves relative to the pitch
-
-
-def spectral_tilt(ratio: np.ndarray | float, brightness: float) -> np.ndarray | float:
-    """Amplitude factor of a component at ``ratio`` × pitch: ``ratio ** (-1.5 · (1 - brightness))``.
-
-    Brightness 1 leaves the spectrum flat; brightness 0 attenuates an octave up by 9 dB.
-    """
-    return np.power(ratio, -1.5 * (1.0 - brightness))
 
 
 def _mono(wav: torch.Tensor | np.ndarray, sample_rate: int) -> np.ndarray:
@@ -203,14 +184,6 @@ def _clip(wav: torch.Tensor | np.ndarray, sample_rate: int, gt: dict[str, Any]) 
     return _mono(wav, sample_rate)[: round(gt["duration"] * sample_rate)]
 
 
-def _impact_times(gt: dict[str, Any]) -> np.ndarray:
-    """All on-screen impact times of a ground truth, ascending. # [N]"""
-    times = sorted(t for s in gt["sources"] if s["screen"] == "on_screen" for t in s["impact_times"])
-    if not times:
-        raise ValueError(f"ground truth {gt.get('id')!r} has no on-screen impact")
-    return np.asarray(times)
-
-
 def _scored_onsets(wav: torch.Tensor | np.ndarray, sample_rate: int, gt: dict[str, Any]) -> np.ndarray:
     """Onsets with the ground truth's beep bands excluded (module docstring). # [N]"""
     bands = [(s["frequency"] / BEEP_EXCLUSION, s["frequency"] * BEEP_EXCLUSION)
@@ -227,7 +200,7 @@ def onset_sync_error(wav: torch.Tensor | np.ndarray, sample_rate: int, gt: dict[
     Raises:
         ValueError: on a bad waveform or a ground truth without impacts.
     """
-    return onset_error_of_times(_impact_times(gt), _scored_onsets(wav, sample_rate, gt), gt["duration"])
+    return onset_error_of_times(impact_times(gt), _scored_onsets(wav, sample_rate, gt), gt["duration"])
 
 
 def onset_error_of_times(truth: np.ndarray, onsets: np.ndarray, duration: float) -> float:
@@ -247,7 +220,7 @@ def onset_f1(wav: torch.Tensor | np.ndarray, sample_rate: int, gt: dict[str, Any
     Raises:
         ValueError: on a bad waveform, a ground truth without impacts or a non-positive tolerance.
     """
-    return onset_f1_of_times(_impact_times(gt), _scored_onsets(wav, sample_rate, gt), tolerance)
+    return onset_f1_of_times(impact_times(gt), _scored_onsets(wav, sample_rate, gt), tolerance)
 
 
 def onset_f1_of_times(truth: np.ndarray, onsets: np.ndarray, tolerance: float = 0.05) -> float:
@@ -277,7 +250,7 @@ def chance_onset_scores(gt: dict[str, Any], draws: int = 1000, seed: int = 0,
     """
     if draws < 1:
         raise ValueError(f"draws must be at least 1, got {draws}")
-    truth = _impact_times(gt)
+    truth = impact_times(gt)
     rng = np.random.default_rng(seed)
     errors, f1s = np.empty(draws), np.empty(draws)
     for i in range(draws):
@@ -463,3 +436,135 @@ def _rain_score(x: np.ndarray, sample_rate: int) -> float:
     band = (freqs >= 1500) & (freqs <= min(6000.0, 0.45 * sample_rate))
     floor = np.median(np.percentile(power[:, band], 20, axis=0))
     return _db(floor / max(power.mean(), 1e-30))
+
+
+class SyntheticScore(ItemMean):
+    """Mean of a per-clip synthetic-benchmark score over every clip seen (sum and count states)."""
+
+    @abstractmethod
+    def clip_score(self, wav: np.ndarray, sample_rate: int, gt: dict[str, Any]) -> float | None:
+        """The score of one clip, or ``None`` when the clip has nothing to score."""
+
+    def update(self, audio: torch.Tensor | Sequence[torch.Tensor], sample_rate: int,
+               ground_truth: Sequence[GroundTruth]) -> None:
+        """Score a batch.
+
+        Args:
+            audio: waveforms ``[B, S]`` or a list of ``[S]`` waveforms.
+            sample_rate: their sample rate in Hz.
+            ground_truth: one ground-truth dict (or ``gt/<id>.json`` path) per waveform.
+        """
+        if len(audio) != len(ground_truth):
+            raise ValueError(f"{len(audio)} waveforms but {len(ground_truth)} ground truths")
+        scores = [self.clip_score(wav.detach().cpu().double().numpy(), sample_rate, read_ground_truth(gt))
+                  for wav, gt in zip(audio, ground_truth)]
+        self.add(torch.tensor([s for s in scores if s is not None], dtype=torch.float64))
+
+
+class OnsetError(SyntheticScore):
+    """Mean distance in seconds from each true impact to the nearest detected onset, per clip."""
+
+    higher_is_better = False
+
+    def clip_score(self, wav: np.ndarray, sample_rate: int, gt: dict[str, Any]) -> float:
+        return onset_sync_error(wav, sample_rate, gt)
+
+
+class OnsetF1(SyntheticScore):
+    """Onset F1 against the true impacts, per clip.
+
+    Args:
+        tolerance: matching window in seconds (±).
+    """
+
+    higher_is_better = True
+
+    def __init__(self, tolerance: float = 0.05, **kwargs: Any):
+        if not tolerance > 0:
+            raise ValueError(f"tolerance must be positive, got {tolerance}")
+        super().__init__(**kwargs)
+        self.tolerance = tolerance
+
+    def clip_score(self, wav: np.ndarray, sample_rate: int, gt: dict[str, Any]) -> float:
+        return onset_f1(wav, sample_rate, gt, self.tolerance)
+
+
+class OffscreenPresence(SyntheticScore):
+    """Fraction of a clip's off-screen sources that are audible, over clips that have any."""
+
+    higher_is_better = True
+
+    def clip_score(self, wav: np.ndarray, sample_rate: int, gt: dict[str, Any]) -> float | None:
+        found = offscreen_presence(wav, sample_rate, gt)
+        return float(np.mean(list(found.values()))) if found else None
+
+
+class TimbreAgreement(SyntheticScore):
+    """Mean over on-screen objects of the fraction of their impacts that sound like their type, per clip."""
+
+    higher_is_better = True
+
+    def clip_score(self, wav: np.ndarray, sample_rate: int, gt: dict[str, Any]) -> float:
+        return timbre_agreement(wav, sample_rate, gt)
+
+
+SCORES: dict[str, type[SyntheticScore]] = {"onset_error": OnsetError, "onset_f1": OnsetF1,
+                                           "offscreen_presence": OffscreenPresence,
+                                           "timbre_agreement": TimbreAgreement}
+"""The benchmark's scores by the key they have in summaries (onset error in seconds)."""
+
+
+def clip_scores(wavs: torch.Tensor, sample_rate: int, ground_truth: Sequence[GroundTruth]) -> list[dict[str, float]]:
+    """Per-clip scores (every key of :data:`SCORES`) of ``wavs [B, S]``, one ground truth per item.
+
+    ``offscreen_presence`` is NaN for a clip without off-screen sources.
+    """
+    metrics = {name: cls() for name, cls in SCORES.items()}
+    scores = []
+    for wav, item in zip(wavs.detach().cpu().double().numpy(), ground_truth):
+        gt = read_ground_truth(item)
+        clip = {name: metric.clip_score(wav, sample_rate, gt) for name, metric in metrics.items()}
+        scores.append({k: float("nan") if v is None else float(v) for k, v in clip.items()})
+    return scores
+
+
+def score_synthetic(wavs: torch.Tensor, sample_rate: int, ground_truth: Sequence[GroundTruth]) -> dict[str, float]:
+    """Mean of :func:`clip_scores` over the clips (``offscreen_presence`` over clips that have off-screen
+    sources, NaN when none has): the number each metric of :data:`SCORES` computes on the same clips."""
+    scores = clip_scores(wavs, sample_rate, ground_truth)
+    return {name: float(np.nanmean(values)) if not np.all(np.isnan(values)) else float("nan")
+            for name in SCORES for values in [np.array([c[name] for c in scores])]}
+
+
+class GroundTruthOnsetReward(Reward):
+    """Ground-truth synchrony of synthetic clips: ``½ (onset F1 + exp(−onset error / τ))`` in [0, 1].
+
+    Both terms are this module's metrics against the clip's known impact
+    times: F1 punishes spurious and missing onsets, the error term rewards onsets close to impacts.
+    An oracle for ablations; the comparison in docs/results.md does not train with it.
+
+    Args:
+        ground_truth: synthetic corpus folders holding ``gt/<id>.json``.
+        sample_rate: rate of the waveforms it is given.
+        tau: error scale in seconds.
+    """
+
+    audio_input = "wav"
+
+    def __init__(self, ground_truth: Sequence[str], sample_rate: int = 16000, tau: float = 0.1):
+        super().__init__()
+        if tau <= 0:
+            raise ValueError(f"tau must be positive, got {tau}")
+        self.roots = [Path(p) for p in ground_truth]
+        self.sample_rate, self.tau = sample_rate, tau
+
+    def video_inputs(self, batch: dict[str, Any]) -> list[dict[str, Any]]:
+        return [read_ground_truth(ground_truth_file(self.roots, clip_id)) for clip_id in batch["id"]]
+
+    def forward(self, audio: torch.Tensor, video: Sequence[dict[str, Any]]) -> torch.Tensor:
+        values = []
+        for wav, gt in zip(audio.detach().cpu().numpy(), video):
+            f1 = onset_f1(wav, self.sample_rate, gt)
+            err = onset_sync_error(wav, self.sample_rate, gt)
+            values.append(0.5 * (f1 + float(np.exp(-err / self.tau))))
+        return torch.tensor(values, dtype=torch.float32, device=audio.device)

@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 from torch import nn
 
 META = "meta.json"
@@ -88,8 +90,6 @@ def clip_stamp(clip_id: str, caption: str, frames_shape: Sequence[int] | torch.T
 
 def save_prefix(path: str | Path, prefix: StoredPrefix) -> None:
     """Write ``prefix`` to ``path`` atomically and durably (a crash leaves either the old file or none)."""
-    from safetensors.torch import save_file
-
     path = Path(path)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     grid = torch.tensor(prefix.grid if prefix.grid is not None else [], dtype=torch.long)
@@ -106,8 +106,6 @@ def save_prefix(path: str | Path, prefix: StoredPrefix) -> None:
 
 def load_prefix(path: str | Path) -> StoredPrefix:
     """Read a :func:`save_prefix` file."""
-    from safetensors import safe_open
-
     try:
         with safe_open(str(path), framework="pt") as f:
             t = {k: f.get_tensor(k) for k in f.keys()}

@@ -16,8 +16,9 @@ Legend: B batch, T audio frames (VAE latents), C their channels, Ts Synchformer 
   - :class:`ClassifierReward`: latents + sync tokens ``[B, Ts, S]`` → P(aligned) (the paper's reward);
   - :class:`SynchformerOffsetReward`: waveform + the clip's video (or the cache's sync tokens of the same
     visual branch) → ``1 − E|offset| / max_offset`` (the default) or ``(2 − |offset|) / 4``;
-  - :class:`GroundTruthOnsetReward`: waveform + the clips' ground truth (impact times) →
-    ``½ (onset F1 + exp(−onset error / τ))`` (synthetic corpus only).
+  - ``reasonaudio.metrics.synthetic.GroundTruthOnsetReward``: waveform + the clips' ground truth (impact
+    times) → ``½ (onset F1 + exp(−onset error / τ))`` (synthetic corpus only; it lives with the metrics it is
+    made of).
 
   ``audio_input`` says what a reward reads (``"latent"``: the DiT's normalised latents; ``"wav"``:
   decoded audio); :meth:`Reward.video_inputs` picks what it reads of the clip from a feature-cache
@@ -28,18 +29,20 @@ ground-truth metrics (and DeSync), never with the classifier.
 """
 from __future__ import annotations
 
-import json
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
+import torchaudio.functional as AF
+from safetensors.torch import load_file
 from torch import nn
 
 from reasonaudio.config import SYNC_DIM, SYNC_FPS, SYNC_STRIDE, SYNC_TOKENS_PER_WINDOW, SYNC_WINDOW
+from reasonaudio.media import load_video
+from reasonaudio.models.synchformer import AUDIO_TOKENS_PER_WINDOW, SYNC_SAMPLE_RATE
 
 # --------------------------------------------------------------------------- time alignment
 
@@ -204,8 +207,6 @@ def load_classifier_state(path: str | Path) -> dict[str, torch.Tensor]:
     if not p.is_file():
         raise FileNotFoundError(f"reward classifier weights not found: {p}")
     if p.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
         return load_file(str(p))
     state = torch.load(p, map_location="cpu", weights_only=False).get("state_dict", {})
     prefix = "classifier."
@@ -283,8 +284,6 @@ class SynchformerOffsetReward(Reward):
     def encode_videos(self, paths: Sequence[str | Path]) -> torch.Tensor:
         """This model's visual tokens ``[B, Ts, D]`` of video files (25 fps); the last ``cached_videos`` files
         are not encoded again."""
-        from reasonaudio.media import load_video
-
         tokens = []
         for path in map(str, paths):
             if path in self._visual:
@@ -305,13 +304,8 @@ class SynchformerOffsetReward(Reward):
         return self.encode_videos([self.video_file(i) for i in batch["id"]])
 
     def forward(self, audio: torch.Tensor, video: torch.Tensor) -> torch.Tensor:
-        from reasonaudio.config import SYNC_TOKENS_PER_WINDOW
-        from reasonaudio.models.synchformer import AUDIO_TOKENS_PER_WINDOW, SYNC_SAMPLE_RATE
-
         wav = audio.float()
         if self.sample_rate != SYNC_SAMPLE_RATE:
-            import torchaudio.functional as AF
-
             wav = AF.resample(wav, self.sample_rate, SYNC_SAMPLE_RATE)
         a = self.synchformer.encode_audio(wav)
         v = video.to(wav.device).float()
@@ -321,46 +315,3 @@ class SynchformerOffsetReward(Reward):
             offset = self.synchformer.window_offsets(v, a, expected=True).mean(dim=1)
             return 1.0 - offset / self.synchformer.config.max_offset
         return (2.0 - self.synchformer.desync(v, a).abs()) / 4.0
-
-
-class GroundTruthOnsetReward(Reward):
-    """Ground-truth synchrony of synthetic clips: ``½ (onset F1 + exp(−onset error / τ))`` in [0, 1].
-
-    Both terms are the synthetic metrics (``metrics/synthetic.py``) against the clip's known impact
-    times: F1 punishes spurious and missing onsets, the error term rewards onsets close to impacts.
-    An oracle for ablations; the comparison in docs/results.md does not train with it.
-
-    Args:
-        ground_truth: synthetic corpus folders holding ``gt/<id>.json``.
-        sample_rate: rate of the waveforms it is given.
-        tau: error scale in seconds.
-    """
-
-    audio_input = "wav"
-
-    def __init__(self, ground_truth: Sequence[str], sample_rate: int = 16000, tau: float = 0.1):
-        super().__init__()
-        if tau <= 0:
-            raise ValueError(f"tau must be positive, got {tau}")
-        self.roots = [Path(p) for p in ground_truth]
-        self.sample_rate, self.tau = sample_rate, tau
-
-    def video_inputs(self, batch: dict[str, Any]) -> list[dict[str, Any]]:
-        gts = []
-        for clip_id in batch["id"]:
-            path = next((r / "gt" / f"{clip_id}.json" for r in self.roots if (r / "gt" / f"{clip_id}.json").is_file()),
-                        None)
-            if path is None:
-                raise FileNotFoundError(f"no ground truth gt/{clip_id}.json in {[str(r) for r in self.roots]}")
-            gts.append(json.loads(path.read_text()))
-        return gts
-
-    def forward(self, audio: torch.Tensor, video: Sequence[dict[str, Any]]) -> torch.Tensor:
-        from reasonaudio.metrics import synthetic
-
-        values = []
-        for wav, gt in zip(audio.detach().cpu().numpy(), video):
-            f1 = synthetic.onset_f1(wav, self.sample_rate, gt)
-            err = synthetic.onset_sync_error(wav, self.sample_rate, gt)
-            values.append(0.5 * (f1 + float(np.exp(-err / self.tau))))
-        return torch.tensor(values, dtype=torch.float32, device=audio.device)

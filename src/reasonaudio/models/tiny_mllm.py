@@ -16,7 +16,8 @@ import torch
 from tokenizers import AddedToken, Tokenizer
 from tokenizers.models import WordLevel
 from tokenizers.pre_tokenizers import Whitespace
-from transformers import PreTrainedTokenizerFast, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+from transformers import (PreTrainedTokenizerFast, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration,
+                          Qwen2_5OmniThinkerConfig, Qwen2_5OmniThinkerForConditionalGeneration)
 
 SPECIAL = ("<|im_start|>", "<|im_end|>", "<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")
 CHAT_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m.role }}\n{% if m.content is string %}{{ m.content }}"
@@ -80,8 +81,6 @@ def write_tiny_qwen_omni_thinker(folder: str | Path, texts: Iterable[str], seed:
     """Write a tiny random Qwen2.5-Omni *thinker* folder (``model_type`` ``qwen2_5_omni_thinker``), the same
     sizes and tokenizer as :func:`write_tiny_qwen_vl`, with a one-layer audio tower that
     ``OmniThinkerQueryConditioner`` deletes on load (Table 5's Omni row at toy scale)."""
-    from transformers import Qwen2_5OmniThinkerConfig, Qwen2_5OmniThinkerForConditionalGeneration
-
     tokenizer, ids = _word_tokenizer(texts)
     config = Qwen2_5OmniThinkerConfig(
         text_config=_text_config(ids), vision_config=VISION,

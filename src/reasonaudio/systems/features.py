@@ -24,6 +24,7 @@ from torch import nn
 
 from reasonaudio.config import SYNC_DIM, SequenceConfig
 from reasonaudio.config import audio_preset as get_audio_preset
+from reasonaudio.data_modules.clips import SkippedSample
 from reasonaudio.models.mel import MelSpectrogram
 from reasonaudio.systems.hparams import save_system_hparams
 from reasonaudio.systems.vae import load_vae_weights
@@ -128,8 +129,6 @@ class FeatureExtraction(LightningModule):
 
 def _refuse(batch: dict[str, Any], verdicts: list[str | None]) -> dict[str, Any]:
     """The batch without the items that have a verdict; those join ``batch["skipped"]``."""
-    from reasonaudio.data_modules.clips import SkippedSample
-
     keep = [v is None for v in verdicts]
     paths = batch.get("path") or [""] * len(verdicts)
     refused = [SkippedSample(id=batch["id"][i], path=paths[i], reason=v) for i, v in enumerate(verdicts) if v]

@@ -3,7 +3,7 @@
 * **Weights.** ``pretrained`` (an EMA / post-training export: ``model.safetensors`` or its folder, the
   format a released model ships in) is loaded into the DiT and the conditioner when the stage starts.
 * **LoRA** (``lora_rank`` > 0): the DiT and the conditioner are frozen and peft LoRA adapters are put on
-  the DiT's linear layers (as post-training does, ``systems/preference.py``); only the adapters train.
+  the DiT's linear layers (as post-training does, ``systems/post_train.py``); only the adapters train.
   **Full** (``lora_rank = 0``): every weight pretraining trains does (the DiT, the conditioner's queries
   and connector); the MLLM stays frozen either way.
 * **Objective.** The flow-matching loss of :class:`FlowMatchingPretrain` with its condition dropout, so
@@ -26,7 +26,7 @@ from torch import nn
 from reasonaudio import flow
 from reasonaudio.systems.flow_matching import FlowMatchingPretrain
 from reasonaudio.systems.hparams import save_system_hparams
-from reasonaudio.systems.preference import StartsFromExport, add_lora, export_state, write_export
+from reasonaudio.systems.policy_weights import StartsFromExport, add_lora, export_state, write_export
 
 
 class FlowMatchingFinetune(StartsFromExport, FlowMatchingPretrain):

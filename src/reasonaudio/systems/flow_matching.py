@@ -18,10 +18,11 @@ from typing import Any, Sequence
 import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from safetensors.torch import load_file
 from torch import nn
 
 from reasonaudio import flow
-from reasonaudio.parallel import parallelize
+from reasonaudio.models.parallel import parallelize
 from reasonaudio.schedules import build_lr_scheduler
 from reasonaudio.systems.hparams import save_system_hparams
 
@@ -67,7 +68,8 @@ class FlowMatchingPretrain(LightningModule):
             self.conditioner.check_store(meta, store)
 
     def configure_model(self) -> None:
-        """Apply the trainer's parallelism (FSDP2 sharding, activation checkpointing; ``reasonaudio.parallel``)."""
+        """Apply the trainer's parallelism (FSDP2 sharding, activation checkpointing;
+        ``reasonaudio.models.parallel``)."""
         parallelize(self)
 
     def conditions(self, batch: dict[str, Any], has_text: torch.Tensor, has_video: torch.Tensor) -> dict[str, Any]:
@@ -128,8 +130,6 @@ class FlowMatchingPretrain(LightningModule):
 
     def load_ema(self, path: str) -> None:
         """Load exported EMA weights (``model.safetensors``); every trainable parameter must be in it."""
-        from safetensors.torch import load_file
-
         result = self.load_state_dict(load_file(str(path)), strict=False)
         trainable = {n for n, p in self.named_parameters() if p.requires_grad}
         missing = sorted(trainable & set(result.missing_keys))

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 import yaml
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from safetensors.torch import save_file
 from torch import nn
 
 from reasonaudio.config import audio_preset as get_audio_preset
@@ -144,7 +145,6 @@ class RewardTrain(LightningModule):
     def on_train_end(self) -> None:
         if self.hparams.export is None or not self.trainer.is_global_zero:
             return
-        from safetensors.torch import save_file
 
         out = Path(self.hparams.export)
         out.mkdir(parents=True, exist_ok=True)

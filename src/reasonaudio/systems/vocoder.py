@@ -23,6 +23,7 @@ from torch import nn
 
 from reasonaudio.losses import (discriminator_loss, feature_matching_loss, generator_adv_loss, mel_l1_loss,
                                 multi_resolution_stft_distance, multiscale_mel_loss)
+from reasonaudio.models.bigvgan import BigVGAN
 from reasonaudio.models.mel import MelSpectrogram
 from reasonaudio.systems.hparams import save_system_hparams
 
@@ -80,7 +81,6 @@ class VocoderTrain(LightningModule):
             raise ValueError(f"{type(self).__name__} supports fp32 and bf16 precision, not {self.trainer.precision!r}")
         folder = self.hparams.init_generator_from
         if folder and self.global_step == 0:  # a resumed run already holds its own weights
-            from reasonaudio.models.bigvgan import BigVGAN
 
             released = BigVGAN.from_pretrained(folder)
             mismatch = self.generator.load_state_dict(released.state_dict(), strict=False)
@@ -186,8 +186,6 @@ def trained_generator(path: str) -> nn.Module:
     Returned in eval mode with gradients off and weight norm folded (inference form). Use it from YAML as
     ``vocoder: {class_path: reasonaudio.systems.vocoder.trained_generator, init_args: {path: ...}}``.
     """
-    from reasonaudio.models.bigvgan import BigVGAN
-
     p = Path(path)
     if p.is_dir():
         generator = BigVGAN.from_pretrained(p)

@@ -10,7 +10,7 @@ backbone    rate       output per clip                         checkpoint file (
 ``passt``   32 kHz     768-d embedding + 527 AudioSet logits   ``passt-s-f128-p16-s10-ap.476-swa.pt`` (PaSST)
 ==========  =========  ======================================  ================================================
 
-Each is implemented here (``backbones_panns.py``, ``backbones_vggish.py``, ``backbones_passt.py``),
+Each is implemented in this package (``panns.py``, ``vggish.py``, ``passt.py``),
 key-compatible with its official checkpoint, and proved equal to the field-standard package
 (``panns-inference``, ``torchvggish``, ``hear21passt``) on shared random weights in
 ``tests/test_metrics_backbones.py``. docs/evaluation.md says why we do not call those packages
@@ -202,37 +202,3 @@ def read_checkpoint(path: str | os.PathLike, what: str, key: str | None = None,
     if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise ValueError(f"{path} does not hold a {what} state dict (a mapping of names to tensors)")
     return dict(obj)
-
-
-BACKBONE_NAMES = ("panns", "vggish", "passt")
-"""Names :func:`load_backbone` accepts."""
-
-
-def load_backbone(name: str, checkpoint: str | os.PathLike) -> AudioBackbone:
-    """Build backbone ``name`` (``panns``, ``vggish`` or ``passt``) at its official size from ``checkpoint``.
-
-    Raises:
-        ValueError: an unknown name, or a checkpoint that does not match.
-        FileNotFoundError: ``checkpoint`` does not exist (``filename`` is the path).
-    """
-    # imported here: the backbone modules import this one
-    from reasonaudio.metrics.backbones_panns import Cnn14
-    from reasonaudio.metrics.backbones_passt import PaSST
-    from reasonaudio.metrics.backbones_vggish import VGGish
-
-    classes = {"panns": Cnn14, "vggish": VGGish, "passt": PaSST}
-    if name not in classes:
-        raise ValueError(f"unknown backbone {name!r}; expected one of {', '.join(BACKBONE_NAMES)}")
-    return classes[name]().load_checkpoint(checkpoint)
-
-
-def resolve_backbone(backbone: AudioBackbone | str | None,
-                     checkpoint: str | os.PathLike | None) -> AudioBackbone | None:
-    """A metric's ``backbone`` argument: a module as is, or a name loaded from ``checkpoint`` (YAML configs)."""
-    if backbone is None or isinstance(backbone, nn.Module):
-        if checkpoint is not None:
-            raise ValueError("checkpoint is only used with a backbone name ('panns', 'vggish', 'passt')")
-        return backbone
-    if checkpoint is None:
-        raise ValueError(f"backbone {backbone!r} needs checkpoint=<path to its official weights file>")
-    return load_backbone(backbone, checkpoint)

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from reasonaudio.metrics.backbones import AudioBackbone, AudioFeatures
+from reasonaudio.metrics.backbones.base import AudioBackbone, AudioFeatures
 
 SAMPLE_RATE = 16000
 WINDOW = 400

@@ -2,7 +2,7 @@
 
 A group is one condition (a row of a feature cache) with K candidates sampled from a model, their
 noise seeds and their rewards. Layout of a store folder (written by
-``reasonaudio.systems.preference_data.PreferenceDataBuilder``)::
+``reasonaudio.systems.preference_builder.PreferenceDataBuilder``)::
 
     meta.json              the settings that made the groups (model, reward, K, sampler, seed, threshold);
                            a later run with other settings is refused
@@ -35,8 +35,10 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, RandomSampler
 
-from reasonaudio.data_modules.features import CachedFeatureDataset, StoredPrefixTransfer, collate_features, prefix_stores
+from reasonaudio.data_modules.features import (CachedFeatureDataset, StoredPrefixTransfer, collate_features,
+                                               prefix_stores)
 from reasonaudio.data_modules.resumable import ResumableLoader
+from reasonaudio.preference_objectives import reward_ranking
 
 META = "meta.json"
 SUMMARY = "summary.json"
@@ -54,21 +56,21 @@ def _atomic_write(path: Path, write) -> None:
 def ground_truth_of_pairs(groups: list[dict[str, Any]]) -> dict[str, Any]:
     """What the ground truth says of the reward's choices, over groups that carry ``gt_onset_error`` / ``gt_onset_f1``:
     the onset error and F1 of each group's winner (arg-max reward) and loser (arg-min), the winner − loser error
-    difference with its standard error, and (``ranking``) :func:`reasonaudio.preference.reward_ranking` over every
-    candidate."""
-    from reasonaudio.preference import reward_ranking
-
+    difference with its standard error, and (``ranking``) :func:`reasonaudio.preference_objectives.reward_ranking`
+    over every candidate."""
     best = [int(g["rewards"].argmax()) for g in groups]
     worst = [int(g["rewards"].argmin()) for g in groups]
     err_w = np.array([float(g["gt_onset_error"][i]) for g, i in zip(groups, best)])
     err_l = np.array([float(g["gt_onset_error"][i]) for g, i in zip(groups, worst)])
     diff = err_w - err_l
-    return {"pairs": len(groups), "winner_onset_error_s": float(err_w.mean()), "loser_onset_error_s": float(err_l.mean()),
+    return {"pairs": len(groups), "winner_onset_error_s": float(err_w.mean()),
+            "loser_onset_error_s": float(err_l.mean()),
             "winner_minus_loser_error_s": float(diff.mean()),
             "winner_minus_loser_error_sem_s": float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else None,
             "winner_onset_f1": float(np.mean([float(g["gt_onset_f1"][i]) for g, i in zip(groups, best)])),
             "loser_onset_f1": float(np.mean([float(g["gt_onset_f1"][i]) for g, i in zip(groups, worst)])),
-            "ranking": reward_ranking([g["rewards"].numpy() for g in groups], [g["gt_onset_error"].numpy() for g in groups])}
+            "ranking": reward_ranking([g["rewards"].numpy() for g in groups],
+                                      [g["gt_onset_error"].numpy() for g in groups])}
 
 
 class PreferenceStore:

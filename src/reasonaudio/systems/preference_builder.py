@@ -5,17 +5,17 @@
 For every condition (a row of a feature cache, served by ``PreferenceDataModule``) the pretrained model
 (its EMA export, or a post-trained export / adapter) samples K candidates with CFG from distinct
 seeds, a reward (``models/reward.py``) scores them, and the group — condition id, row, seeds,
-rewards and latents — is written to the store (``data_modules/preference.py``). Groups whose reward
+rewards and latents — is written to the store (``data_modules/preference_groups.py``). Groups whose reward
 spread max − min is ≤ ``min_spread`` carry no preference: they are written to ``dropped/`` (without
 latents) and counted, never trained on. A rerun resumes: rows with a group are not sampled again.
 
 On the synthetic corpus the truth is known: with ``ground_truth`` (the corpus folder) every candidate
 is decoded and its onset error and F1 are stored with the group, and the run prints (and the store's
 ``summary.json`` keeps) the reward's winners vs losers on the ground truth and how often the reward
-orders candidates like it (``reasonaudio.preference.reward_ranking``): the check of the preference
+orders candidates like it (``reasonaudio.preference_objectives.reward_ranking``): the check of the preference
 signal that post-training can only be as good as.
 
-Pairing is the trainer's job (``reasonaudio.preference.preference_pairs``): winner = arg-max reward,
+Pairing is the trainer's job (``reasonaudio.preference_objectives.preference_pairs``): winner = arg-max reward,
 loser = arg-min (the pair of extremes, as flow_grpo), or every ordered pair; all K candidates are kept
 so that SFT and RWR can use them too.
 
@@ -24,20 +24,20 @@ online mode of ``PreferencePostTrain``, with the current policy instead of the p
 """
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
 
 from reasonaudio import flow
+from reasonaudio.metrics import synthetic
+from reasonaudio.synthetic_world import GT_FOLDER, ground_truth_file, read_ground_truth
+from reasonaudio.systems.codec import AudioDecoder
 from reasonaudio.systems.flow_matching import FlowMatchingPretrain
 from reasonaudio.systems.hparams import save_system_hparams
-
-Decoder = Callable[[torch.Tensor], torch.Tensor]
-"""Normalised latents ``[N, T, C]`` → waveforms ``[N, S]``."""
+from reasonaudio.systems.policy_weights import load_policy_weights
 
 
 def candidate_seeds(rows: torch.Tensor, num_candidates: int, seed: int) -> torch.Tensor:
@@ -79,7 +79,7 @@ def sample_candidates(system: FlowMatchingPretrain, batch: dict[str, Any], seeds
 
 @torch.no_grad()
 def score_candidates(reward: nn.Module, latents: torch.Tensor, batch: dict[str, Any],
-                     decode: Decoder | None = None) -> torch.Tensor:
+                     decode: AudioDecoder | None = None) -> torch.Tensor:
     """Rewards ``[B, K]`` of candidates ``[B, K, T, C]`` against their conditions' clips.
 
     Raises:
@@ -119,32 +119,24 @@ def write_groups(store, batch: dict[str, Any], seeds: torch.Tensor, rewards: tor
 def candidate_onset_scores(wavs: torch.Tensor, sample_rate: int, corpus: str | Path,
                            clip_id: str) -> dict[str, torch.Tensor]:
     """Onset error (s) and F1 ``[K]`` of one clip's decoded candidates ``wavs [K, S]`` against the synthetic
-    corpus's ``gt/<clip_id>.json``."""
-    from reasonaudio.metrics import synthetic
-
-    path = Path(corpus) / "gt" / f"{clip_id}.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no ground truth for clip {clip_id} (the corpus must be the one the "
-                                "cache was made from)")
-    gt = json.loads(path.read_text())
+    corpus's ``gt/<clip_id>.json`` (the corpus must be the one the cache was made from)."""
+    gt = read_ground_truth(ground_truth_file(corpus, clip_id))
     wavs = wavs.cpu().numpy()
     return {"onset_error": torch.tensor([synthetic.onset_sync_error(w, sample_rate, gt) for w in wavs]),
             "onset_f1": torch.tensor([synthetic.onset_f1(w, sample_rate, gt) for w in wavs])}
 
 
-def make_decoder(vae: nn.Module | None, vae_checkpoint: str | None, vocoder: str | None) -> Decoder | None:
-    """Latents → waveforms through the cache's VAE and a vocoder, or None when they are not configured."""
+def make_decoder(vae: nn.Module | None, vae_checkpoint: str | None, vocoder: str | None,
+                 audio_preset: str = "tiny") -> AudioDecoder | None:
+    """The configured codec pair, read now (a missing file fails the stage at setup), or None when none of
+    ``vae``, ``vae_checkpoint`` and ``vocoder`` is set."""
     if vae is None and vae_checkpoint is None and vocoder is None:
         return None
     if vae is None or not vae_checkpoint or not vocoder:
         raise ValueError("decoding needs all of vae, vae_checkpoint and vocoder")
-    from reasonaudio.generation import latents_to_audio
-    from reasonaudio.systems.vae import load_vae_weights
-    from reasonaudio.systems.vocoder import trained_generator
-
-    vae = load_vae_weights(vae, vae_checkpoint)
-    generator = trained_generator(vocoder)
-    return lambda latents: latents_to_audio(latents, vae.to(latents.device), generator.to(latents.device))
+    decoder = AudioDecoder(vae, vae_checkpoint, vocoder, audio_preset)
+    decoder.models()
+    return decoder
 
 
 class PreferenceDataBuilder(FlowMatchingPretrain):
@@ -186,28 +178,27 @@ class PreferenceDataBuilder(FlowMatchingPretrain):
             raise ValueError(f"min_spread must be >= 0, got {min_spread}")
         self.reward = reward.requires_grad_(False)  # frozen, and outside the sampling model's weights
         self.vae = vae.requires_grad_(False) if vae is not None else None
-        self.decode: Decoder | None = None
+        self.decode: AudioDecoder | None = None
         self.counts = [0, 0]
 
     def setup(self, stage: str) -> None:
-        from reasonaudio.systems.preference import load_policy_weights
-
         load_policy_weights(self, self.hparams.pretrained)
         super().setup(stage)  # after loading: stored prefix KV stores, if used, must be this backbone's
         self.reward.prepare()
-        self.decode = make_decoder(self.vae, self.hparams.vae_checkpoint, self.hparams.vocoder)
+        self.decode = make_decoder(self.vae, self.hparams.vae_checkpoint, self.hparams.vocoder,
+                                   self.hparams.audio_preset)
         if self.reward.audio_input == "wav" and self.decode is None:
             raise ValueError(f"{type(self.reward).__name__} scores waveforms: set vae, vae_checkpoint and vocoder")
         if self.hparams.ground_truth is not None:
             if self.decode is None:
                 raise ValueError("ground_truth scores decoded candidates: set vae, vae_checkpoint and vocoder")
-            if not (Path(self.hparams.ground_truth) / "gt").is_dir():
-                raise FileNotFoundError(f"ground_truth {self.hparams.ground_truth}: no gt/ folder (a synthetic corpus "
-                                        "folder has gt/<id>.json per clip)")
+            if not (Path(self.hparams.ground_truth) / GT_FOLDER).is_dir():
+                raise FileNotFoundError(f"ground_truth {self.hparams.ground_truth}: no {GT_FOLDER}/ folder (a "
+                                        f"synthetic corpus folder has {GT_FOLDER}/<id>.json per clip)")
         store = getattr(self.trainer.datamodule, "store", None) if self._trainer is not None else None
         if store is None:
             raise ValueError("PreferenceDataBuilder needs a data module with a preference store "
-                             "(reasonaudio.data_modules.preference.PreferenceDataModule)")
+                             "(reasonaudio.data_modules.preference_groups.PreferenceDataModule)")
         store.check_settings(self.settings())  # before any batch: a finished store is checked too
         self.store = store
 
@@ -234,9 +225,7 @@ class PreferenceDataBuilder(FlowMatchingPretrain):
     @torch.no_grad()
     def ground_truth_scores(self, latents: torch.Tensor, ids: list[str]) -> list[dict[str, torch.Tensor]]:
         """:func:`candidate_onset_scores` of each clip's candidates ``[B, K, T, C]``."""
-        from reasonaudio.config import audio_preset
-
-        sr = audio_preset(self.hparams.audio_preset).sample_rate
+        sr = self.decode.sample_rate
         wavs = self.decode(latents.flatten(0, 1)).view(*latents.shape[:2], -1)
         return [candidate_onset_scores(w, sr, self.hparams.ground_truth, clip_id) for clip_id, w in zip(ids, wavs)]
 

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 import torchaudio.compliance.kaldi as kaldi
 from torch import nn
 
-from reasonaudio.metrics.backbones import AudioBackbone, AudioFeatures
+from reasonaudio.metrics.backbones.base import AudioBackbone, AudioFeatures
 
 
 @dataclass(frozen=True)

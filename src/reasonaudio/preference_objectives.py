@@ -48,6 +48,7 @@ from typing import Any, Literal, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.stats import spearmanr
 from torch import nn
 
 Reduction = Literal["mean", "sum"]
@@ -300,8 +301,6 @@ def reward_ranking(rewards: Sequence[np.ndarray], errors: Sequence[np.ndarray], 
     fraction of candidates in the lowest / highest 1 % of ``reward_range``; ``histogram``: counts in 10 equal
     bins of that range.
     """
-    from scipy.stats import spearmanr
-
     agree, pairs, within = 0.0, 0, []
     for r, e in zip(rewards, errors):
         r, e = np.asarray(r, dtype=float), np.asarray(e, dtype=float)

@@ -7,12 +7,12 @@ Legend: G groups per batch (one condition each), K candidates per group, P pairs
   at initialisation) are put on the DiT's linear layers (all of them by default). The reference
   velocity v_ref is the same network with the adapter disabled (``disable_adapter``), computed
   without gradients: there is no second copy of the model, and at step 0 policy = reference exactly.
-* **Batches** are preference groups (``reasonaudio.data_modules.preference.PreferenceDataModule``): latents
+* **Batches** are preference groups (``reasonaudio.data_modules.preference_groups.PreferenceDataModule``): latents
   ``[G, K, T, C]`` sampled from the pretrained model, rewards ``[G, K]`` and the conditions.
   Condition dropout for CFG (``text_drop`` / ``video_drop``) is drawn once per group and shared by
   all its samples, so a winner and its loser always see the same condition; the conditioner runs
   once per group, without gradients.
-* **Objectives** (``reasonaudio.preference``, chosen in YAML): pointwise ones (SFT, RWR) regress the
+* **Objectives** (``reasonaudio.preference_objectives``, chosen in YAML): pointwise ones (SFT, RWR) regress the
   candidates with non-zero weight, each with its own noise and t; pairwise ones (DPO, β-DPO) draw one
   noise and one t per pair and use them for winner and loser, policy and reference.
 * **Logged** every step: ``train/loss``; ``train/reward_margin`` (mean reward gap of the pairs, or of
@@ -37,171 +37,25 @@ Legend: G groups per batch (one condition each), K candidates per group, P pairs
 """
 from __future__ import annotations
 
-import copy
-import json
-import re
-import shutil
 import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
-import yaml
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
 from reasonaudio import flow
-from reasonaudio.preference import per_sample_error
+from reasonaudio.data_modules.preference_groups import (PreferenceDataModule, PreferenceStore, _RowDataset,
+                                                        collate_groups)
+from reasonaudio.metrics.synthetic import score_synthetic
+from reasonaudio.preference_objectives import per_sample_error
+from reasonaudio.synthetic_world import ground_truth_file
 from reasonaudio.systems.flow_matching import FlowMatchingPretrain
 from reasonaudio.systems.hparams import save_system_hparams
-
-ADAPTER_CONFIG = "adapter_config.json"
-MERGED = "model.safetensors"
-LORA_PREFIX = "base_model.model."
-
-# --------------------------------------------------------------------------- LoRA and weights
-
-
-def lora_target_names(net: nn.Module, pattern: str | None = None) -> list[str]:
-    """Names of the ``nn.Linear`` modules of ``net`` (those fully matching the regex ``pattern`` if given)."""
-    names = [n for n, m in net.named_modules() if isinstance(m, nn.Linear)
-             and (pattern is None or re.fullmatch(pattern, n))]
-    if not names:
-        raise ValueError(f"no linear layer of {type(net).__name__} matches lora_targets={pattern!r}")
-    return names
-
-
-def add_lora(net: nn.Module, rank: int = 64, alpha: float | None = None, targets: str | None = None) -> nn.Module:
-    """Freeze ``net`` and wrap it in a peft LoRA model (B = 0: the wrapped network computes what ``net`` did)."""
-    from peft import LoraConfig, get_peft_model
-
-    if rank < 1:
-        raise ValueError(f"lora_rank must be positive, got {rank}")
-    net.requires_grad_(False)
-    config = LoraConfig(r=rank, lora_alpha=alpha if alpha is not None else rank, lora_dropout=0.0,
-                        target_modules=lora_target_names(net, targets), init_lora_weights=True)
-    return get_peft_model(net, config)
-
-
-def base_key(key: str) -> str | None:
-    """The unwrapped network's name for a key of the LoRA-wrapped network's state dict (None for LoRA weights)."""
-    if ".lora_" in key:
-        return None
-    return key.removeprefix(LORA_PREFIX).replace(".base_layer.", ".")
-
-
-def _export_file(path: Path) -> Path:
-    return path / MERGED if path.is_dir() else path
-
-
-def export_state(system: FlowMatchingPretrain, merge: bool) -> dict[str, torch.Tensor]:
-    """A system's weights in the EMA export's layout: ``net.*`` (its LoRA merged when ``merge``) and ``conditioner.*``."""
-    net = copy.deepcopy(system.net).merge_and_unload() if merge else system.net
-    state = {f"net.{k}": v for k, v in net.state_dict().items()}
-    state.update({f"conditioner.{k}": v for k, v in system.conditioner.state_dict().items()})
-    return {k: v.detach().cpu().contiguous() for k, v in state.items()}
-
-
-def write_export(system: FlowMatchingPretrain, folder: str | Path, state: dict[str, torch.Tensor],
-                 adapter: bool) -> Path:
-    """Write ``state`` as ``model.safetensors`` + ``config.yaml`` (the system's hyperparameters) into ``folder``,
-    and, with ``adapter``, the peft ``adapter/`` whose base is the system's ``pretrained`` export.
-
-    Each file is written under a temporary name and renamed, so an export is never half-written.
-    """
-    from safetensors.torch import save_file
-
-    out = Path(folder)
-    out.mkdir(parents=True, exist_ok=True)
-    if adapter:
-        if system.hparams.pretrained:
-            system.net.peft_config["default"].base_model_name_or_path = str(Path(system.hparams.pretrained).resolve())
-        tmp = out / ".adapter.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        system.net.save_pretrained(str(tmp))
-        shutil.rmtree(out / "adapter", ignore_errors=True)
-        tmp.rename(out / "adapter")
-    save_file(state, str(out / f".{MERGED}.tmp"))
-    (out / f".{MERGED}.tmp").replace(out / MERGED)
-    plain = json.loads(json.dumps(dict(system.hparams), default=repr))  # configs stay, objects become their repr
-    (out / "config.yaml").write_text(yaml.safe_dump(plain, sort_keys=False))
-    return out
-
-
-def load_export_into(system: FlowMatchingPretrain, path: str | Path) -> None:
-    """Load an EMA / merged export (``model.safetensors`` or its folder) into a system, LoRA-wrapped or not.
-
-    Every weight of the (unwrapped) DiT and every conditioner weight the export format holds must be
-    in the file, and nothing else.
-    """
-    from safetensors.torch import load_file
-
-    file = _export_file(Path(path))
-    if not file.is_file():
-        raise FileNotFoundError(f"pretrained export not found: {file}")
-    state = load_file(str(file))
-    net_state = {k[len("net."):]: v for k, v in state.items() if k.startswith("net.")}
-    cond_state = {k[len("conditioner."):]: v for k, v in state.items() if k.startswith("conditioner.")}
-    other = sorted(set(state) - {f"net.{k}" for k in net_state} - {f"conditioner.{k}" for k in cond_state})
-    wanted = {k: base_key(k) for k in system.net.state_dict()}
-    wanted = {k: b for k, b in wanted.items() if b is not None}
-    missing = sorted(b for b in wanted.values() if b not in net_state)
-    unexpected = sorted(set(net_state) - set(wanted.values())) + other
-    if missing or unexpected:
-        raise ValueError(f"{file} does not fit this model: missing {missing[:10]}, unexpected {unexpected[:10]}")
-    result = system.net.load_state_dict({k: net_state[b] for k, b in wanted.items()}, strict=False)
-    assert all(".lora_" in k for k in result.missing_keys), result.missing_keys
-    system.conditioner.load_state_dict(cond_state, strict=True)
-
-
-def load_policy_weights(system: FlowMatchingPretrain, path: str | Path, base: str | Path | None = None) -> str:
-    """Load sampling weights into an unwrapped system: an export (file or folder) or a LoRA adapter folder.
-
-    An adapter folder (``adapter_config.json``) is applied on top of ``base`` (an export; default: the
-    one its ``base_model_name_or_path`` names) and merged into the DiT. A post-training export folder
-    holding both ``model.safetensors`` and ``adapter/`` loads the merged file.
-
-    Returns:
-        ``"export"`` or ``"adapter"``, what was loaded.
-    """
-    p = Path(path)
-    if p.is_dir() and (p / ADAPTER_CONFIG).is_file() and not (p / MERGED).is_file():
-        from peft import PeftModel
-
-        base = base or json.loads((p / ADAPTER_CONFIG).read_text()).get("base_model_name_or_path")
-        if not base or not _export_file(Path(base)).is_file():
-            raise FileNotFoundError(f"{p / ADAPTER_CONFIG}: base export {base!r} not found (give the pretrained "
-                                    "export explicitly)")
-        system.load_ema(str(_export_file(Path(base))))
-        system.net = PeftModel.from_pretrained(system.net, str(p)).merge_and_unload()
-        return "adapter"
-    file = _export_file(p)
-    if not file.is_file():
-        raise FileNotFoundError(f"no weights at {p}: expected model.safetensors (an export) or adapter_config.json "
-                                "(a LoRA adapter folder)")
-    system.load_ema(str(file))
-    return "export"
-
-
-# --------------------------------------------------------------------------- system
-
-
-class StartsFromExport:
-    """Mixin of the systems that start from a pretrained export (``hparams.pretrained``): it is loaded when
-    the stage starts, not in ``__init__``, so configs instantiate without weights; a resumed fit then
-    overwrites everything with its checkpoint."""
-
-    _pretrained_loaded = False
-
-    def load_pretrained(self, path: str | None = None) -> None:
-        """Load the pretrained export into the DiT (under the adapters, with LoRA) and the conditioner."""
-        load_export_into(self, path or self.hparams.pretrained)
-        self._pretrained_loaded = True
-
-    def setup(self, stage: str) -> None:
-        if self.hparams.pretrained and not self._pretrained_loaded:
-            self.load_pretrained()
-        super().setup(stage)  # after loading: stored prefix KV stores, if used, must be this backbone's
+from reasonaudio.systems.policy_weights import StartsFromExport, add_lora, export_state, write_export
+from reasonaudio.systems.preference_builder import (candidate_seeds, make_decoder, sample_candidates, score_candidates,
+                                                    write_groups)
 
 
 class PreferencePostTrain(StartsFromExport, FlowMatchingPretrain):
@@ -210,7 +64,7 @@ class PreferencePostTrain(StartsFromExport, FlowMatchingPretrain):
     Args:
         net: the DiT architecture of the pretrained model.
         conditioner: its conditioner (frozen here).
-        objective: ``reasonaudio.preference.SFT`` / ``RWR`` / ``DPO`` / ``BetaDPO``.
+        objective: ``reasonaudio.preference_objectives.SFT`` / ``RWR`` / ``DPO`` / ``BetaDPO``.
         pretrained: the pretrained EMA export (``model.safetensors``), loaded when the stage starts.
         lora_rank: LoRA rank.
         lora_alpha: LoRA α (default: the rank, scale 1).
@@ -374,9 +228,8 @@ class PreferencePostTrain(StartsFromExport, FlowMatchingPretrain):
     def decoder(self):
         """Latents → waveforms with the configured VAE and vocoder (loaded on first use)."""
         if self._decoder is None:
-            from reasonaudio.systems.preference_data import make_decoder
-
-            self._decoder = make_decoder(self.vae, self.hparams.vae_checkpoint, self.hparams.vocoder)
+            self._decoder = make_decoder(self.vae, self.hparams.vae_checkpoint, self.hparams.vocoder,
+                                         self.hparams.audio_preset)
             if self._decoder is None:
                 raise ValueError("decoding needs vae, vae_checkpoint and vocoder")
         return self._decoder
@@ -389,19 +242,10 @@ class PreferencePostTrain(StartsFromExport, FlowMatchingPretrain):
     @torch.no_grad()
     def _validation_synchrony(self, batch: dict[str, Any]) -> None:
         """Synthetic metrics (onset error, F1, ...) of samples of the policy and of the reference, same noise."""
-        from reasonaudio.generation import score_synthetic
-
         n = min(self.hparams.val_items, batch["latent"].shape[0])
         sub = {k: v[:n] for k, v in batch.items()}
-        roots = [Path(p) for p in self.hparams.val_ground_truth]
-        gts = [next((r / "gt" / f"{i}.json" for r in roots if (r / "gt" / f"{i}.json").is_file()), None)
-               for i in sub["id"]]
-        if None in gts:
-            raise FileNotFoundError(f"no gt/<id>.json for {[i for i, g in zip(sub['id'], gts) if g is None]} "
-                                    f"in val_ground_truth {self.hparams.val_ground_truth}")
-        from reasonaudio.config import audio_preset
-
-        sr = audio_preset(self.hparams.audio_preset).sample_rate
+        gts = [ground_truth_file(self.hparams.val_ground_truth, i) for i in sub["id"]]
+        sr = self.decoder().sample_rate
         for tag, adapter_on in (("", True), ("_ref", False)):
             if adapter_on:
                 latents = self.generate(sub, steps=self.hparams.sample_steps, cfg=self.hparams.sample_cfg, seed=0)
@@ -416,12 +260,11 @@ class PreferencePostTrain(StartsFromExport, FlowMatchingPretrain):
     def on_fit_start(self) -> None:
         if not self.hparams.online_every:
             return
-        from reasonaudio.data_modules.preference import PreferenceDataModule
-
         dm = self.trainer.datamodule
         every = self.hparams.online_every
         if not isinstance(dm, PreferenceDataModule):
-            raise ValueError("online post-training needs reasonaudio.data_modules.preference.PreferenceDataModule")
+            raise ValueError("online post-training needs "
+                             "reasonaudio.data_modules.preference_groups.PreferenceDataModule")
         if self.trainer.reload_dataloaders_every_n_epochs != 1 or dm.groups_per_epoch != every * dm.batch_size:
             raise ValueError(f"online_every={every} needs trainer.reload_dataloaders_every_n_epochs=1 and "
                              f"data groups_per_epoch={every * dm.batch_size} (online_every × batch_size); got "
@@ -440,10 +283,6 @@ class PreferencePostTrain(StartsFromExport, FlowMatchingPretrain):
     @torch.no_grad()
     def regenerate(self) -> Path:
         """Sample and score new groups for every condition with the current policy; train on them next."""
-        from reasonaudio.data_modules.preference import PreferenceStore, _RowDataset, collate_groups
-        from reasonaudio.systems.preference_data import (candidate_seeds, sample_candidates, score_candidates,
-                                                         write_groups)
-
         dm = self.trainer.datamodule
         h = self.hparams
         store = PreferenceStore(self._online_root / f"step_{self.global_step:07d}")

@@ -152,7 +152,7 @@ def parallelize(system: LightningModule) -> None:
     if mesh["tensor_parallel"].size() != 1:
         raise ValueError(f"tensor parallelism is not implemented for {type(system).__name__}: got a "
                          f"tensor_parallel_size of {mesh['tensor_parallel'].size()}; use "
-                         "reasonaudio.parallel.FSDP2Strategy (data parallel over every rank)")
+                         "reasonaudio.models.parallel.FSDP2Strategy (data parallel over every rank)")
     plan = strategy.plan if isinstance(strategy, FSDP2Strategy) else ShardingPlan()
     shard_system(system.net, system.conditioner, mesh["data_parallel"], plan)
 

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 import torchaudio.functional as AF
 from torch import nn
 
-from reasonaudio.metrics.backbones import AudioBackbone, AudioFeatures
+from reasonaudio.metrics.backbones.base import AudioBackbone, AudioFeatures
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,82 @@
+"""Old import paths of moved modules, kept importable so saved configs and checkpoints still load.
+
+The architecture change of 2026-12 (docs/architecture.md) renamed or moved the modules below. Importing an old
+name gives the new module itself (so classes are identical and pickles resolve) with a ``DeprecationWarning``.
+:func:`install` (called by ``import reasonaudio``) puts two finders on ``sys.meta_path``: the renamed
+``reasonaudio.*`` modules and the card's old top-level names ``callbacks`` / ``data_modules`` are consulted only
+after every other finder, so a module of that name from another distribution wins; submodules of an aliased
+top-level name (``callbacks.ema``) are resolved first, so they are never loaded twice from the same file.
+
+docs/architecture.md lists every move, and the one-line migration that rewrites a saved config to the new names.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import sys
+import warnings
+from types import ModuleType
+
+MOVED: dict[str, str] = {
+    "callbacks": "reasonaudio.callbacks",
+    "data_modules": "reasonaudio.data_modules",
+    "data_modules.preference": "reasonaudio.data_modules.preference_groups",
+    "reasonaudio.data_modules.preference": "reasonaudio.data_modules.preference_groups",
+    "reasonaudio.preference": "reasonaudio.preference_objectives",
+    "reasonaudio.systems.preference": "reasonaudio.systems.post_train",
+    "reasonaudio.systems.preference_data": "reasonaudio.systems.preference_builder",
+    "reasonaudio.metrics.synthetic_metrics": "reasonaudio.metrics.synthetic",
+    "reasonaudio.metrics.backbones_panns": "reasonaudio.metrics.backbones.panns",
+    "reasonaudio.metrics.backbones_passt": "reasonaudio.metrics.backbones.passt",
+    "reasonaudio.metrics.backbones_vggish": "reasonaudio.metrics.backbones.vggish",
+    "reasonaudio.parallel": "reasonaudio.models.parallel",
+}
+"""Old module name → new module name (a package's submodules follow their package: ``callbacks.ema``)."""
+
+_TOP_LEVEL = ("callbacks", "data_modules")
+
+
+def new_name(old: str) -> str | None:
+    """The module that ``old`` now is, or None when ``old`` was not moved."""
+    if old in MOVED:
+        return MOVED[old]
+    top, _, rest = old.partition(".")
+    if top in _TOP_LEVEL and rest:
+        return f"{MOVED[top]}.{rest}"
+    return None
+
+
+class _Alias(importlib.abc.Loader):
+    def __init__(self, new: str):
+        self.new = new
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType:
+        warnings.warn(f"{spec.name} moved to {self.new}; import it from there (docs/architecture.md)",
+                      DeprecationWarning, stacklevel=3)
+        return importlib.import_module(self.new)
+
+    def exec_module(self, module: ModuleType) -> None:
+        """The new module is already executed."""
+
+
+class _Finder(importlib.abc.MetaPathFinder):
+    def __init__(self, submodules_of_aliases: bool):
+        self.submodules_of_aliases = submodules_of_aliases
+
+    def find_spec(self, fullname: str, path=None, target=None) -> importlib.machinery.ModuleSpec | None:
+        top, dot, _ = fullname.partition(".")
+        if self.submodules_of_aliases:  # only under a top-level name that already resolved to our package
+            parent = sys.modules.get(top)
+            if not (dot and top in _TOP_LEVEL and getattr(parent, "__name__", None) == MOVED[top]):
+                return None
+        new = new_name(fullname)
+        return importlib.util.spec_from_loader(fullname, _Alias(new)) if new else None
+
+
+def install() -> None:
+    """Put the finders on ``sys.meta_path`` once (module docstring)."""
+    if not any(isinstance(f, _Finder) for f in sys.meta_path):
+        sys.meta_path.insert(0, _Finder(submodules_of_aliases=True))
+        sys.meta_path.append(_Finder(submodules_of_aliases=False))

@@ -99,3 +99,18 @@ def test_an_old_saved_config_builds_and_the_migration_removes_every_old_name(tmp
     assert after.returncode == 0, after.stderr
     assert " moved to " not in after.stderr
     assert yaml.safe_load(after.stdout)["model"]["class_path"] == "reasonaudio.systems.post_train.PreferencePostTrain"
+
+
+def test_lightning_accepts_a_checkpoint_that_names_the_old_class_path(tmp_path):
+    """``load_from_checkpoint`` checks a checkpoint's ``_class_path`` against ``sys.modules`` only (it never imports):
+    the old path of a renamed system must resolve there as soon as the new module is imported."""
+    code = ("import sys; from lightning.pytorch.core.saving import _is_imported_subclass as ok; "
+            "from reasonaudio.systems.post_train import PreferencePostTrain as P; "
+            "from reasonaudio.systems.preference_builder import PreferenceDataBuilder as B; "
+            "print(ok('reasonaudio.systems.preference.PreferencePostTrain', P), "
+            "ok('reasonaudio.systems.preference_data.PreferenceDataBuilder', B), "
+            "ok('reasonaudio.systems.preference.Nothing', P))")
+    out = subprocess.run([sys.executable, "-W", "ignore", "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "True", "False"]

@@ -1,11 +1,15 @@
 """Old import paths of moved modules, kept importable so saved configs and checkpoints still load.
 
-The architecture change of 2026-12 (docs/architecture.md) renamed or moved the modules below. Importing an old
-name gives the new module itself (so classes are identical and pickles resolve) with a ``DeprecationWarning``.
-:func:`install` (called by ``import reasonaudio``) puts two finders on ``sys.meta_path``: the renamed
-``reasonaudio.*`` modules and the card's old top-level names ``callbacks`` / ``data_modules`` are consulted only
-after every other finder, so a module of that name from another distribution wins; submodules of an aliased
-top-level name (``callbacks.ema``) are resolved first, so they are never loaded twice from the same file.
+The architecture change of 2026-12 (docs/architecture.md) renamed or moved the modules below. An old name gives
+the new module's objects (the same classes, so pickles and class paths resolve) with a ``DeprecationWarning``.
+:func:`install` (called by ``import reasonaudio``) does two things:
+
+- each renamed ``reasonaudio.*`` module gets a stand-in in ``sys.modules`` whose attributes are the new module's,
+  imported on first use. It has to be there before anything asks: Lightning's ``load_from_checkpoint`` accepts a
+  checkpoint's class path only when ``sys.modules`` already resolves it, and never imports;
+- the card's old top-level names ``callbacks`` / ``data_modules`` are found by a finder consulted after every
+  other one, so a module of that name from another distribution wins; it returns the new package itself, and
+  its submodules (``callbacks.ema``) are resolved before the path finder, so they are never loaded twice.
 
 docs/architecture.md lists every move, and the one-line migration that rewrites a saved config to the new names.
 """
@@ -48,6 +52,21 @@ def new_name(old: str) -> str | None:
     return None
 
 
+class _MovedModule(ModuleType):
+    """Stands in ``sys.modules`` for an old module name; its attributes are those of the new module."""
+
+    def __init__(self, old: str, new: str):
+        super().__init__(old, f"Moved to {new} (reasonaudio.moved).")
+        self.__dict__["_new"] = new
+
+    def __getattr__(self, name: str):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        warnings.warn(f"{self.__name__} moved to {self._new}; import it from there (docs/architecture.md)",
+                      DeprecationWarning, stacklevel=2)
+        return getattr(importlib.import_module(self._new), name)
+
+
 class _Alias(importlib.abc.Loader):
     def __init__(self, new: str):
         self.new = new
@@ -76,7 +95,10 @@ class _Finder(importlib.abc.MetaPathFinder):
 
 
 def install() -> None:
-    """Put the finders on ``sys.meta_path`` once (module docstring)."""
+    """Register the stand-ins and put the finders on ``sys.meta_path``, once (module docstring)."""
+    for old, new in MOVED.items():
+        if old.startswith("reasonaudio."):
+            sys.modules.setdefault(old, _MovedModule(old, new))
     if not any(isinstance(f, _Finder) for f in sys.meta_path):
         sys.meta_path.insert(0, _Finder(submodules_of_aliases=True))
         sys.meta_path.append(_Finder(submodules_of_aliases=False))

@@ -42,7 +42,8 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from reasonaudio.data_modules.resumable import ResumableLoader, derive_seed
 
 MODEL_STREAM = 0
-"""Seed-sequence tag of the training steps' draws (the data streams use ``reasonaudio.data_modules.resumable.DATA_STREAM``)."""
+"""Seed-sequence tag of the training steps' draws (the data streams use
+``reasonaudio.data_modules.resumable.DATA_STREAM``)."""
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -36,7 +36,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
 """Bottom to top; a module may import its own layer and the layers below it. The first matching pattern wins."""
 
 LAZY = "# lazy:"
-"""The comment that must stand directly above (or after) an import inside a function, with its reason."""
+"""The comment that must open the comment block directly above an import inside a function (or follow it on its
+line), with its reason."""
 
 
 def modules() -> dict[str, Path]:
@@ -99,8 +100,11 @@ def import_graph() -> tuple[dict[str, set[str]], list[tuple[str, int, str, bool]
                 if target and target != module:
                     edges[module].add(target)
             if inside:
-                above = lines[node.lineno - 2].strip() if node.lineno > 1 else ""
-                reason = above.startswith(LAZY) or LAZY in lines[node.lineno - 1]
+                comments, i = [], node.lineno - 2  # the comment block directly above the import
+                while i >= 0 and lines[i].strip().startswith("#"):
+                    comments.append(lines[i].strip())
+                    i -= 1
+                reason = (bool(comments) and comments[-1].startswith(LAZY)) or LAZY in lines[node.lineno - 1]
                 deferred.append((module, node.lineno, ast.unparse(node), reason))
     return edges, deferred
 

@@ -98,3 +98,10 @@ def test_config_names_resolve_to_the_shipped_files_unless_a_local_file_exists(tm
     inline = "model:\n  init_args:\n    lr: 1.0\n"
     unknown = ["--config", "no_such.yaml", "--config", inline, "--model.init_args.x=pretrain.yaml"]
     assert packaged_configs(unknown) == unknown  # unknown names, inline YAML and other values are left alone
+
+
+def test_short_flag_and_paths_outside_the_package_data(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert packaged_configs(["-c", "vae.yaml"]) == ["-c", str(CONFIG_DIR / "vae.yaml")]
+    outside = ["--config", "../lightning_configs/vae.yaml", "--config", str(tmp_path / "missing" / "vae.yaml")]
+    assert packaged_configs(outside) == outside  # `..` and absolute paths are never redirected into the package

@@ -187,18 +187,20 @@ class ResumeConfigCallback(SaveConfigCallback):
 
 
 def packaged_configs(args: Sequence[str]) -> list[str]:
-    """``--config NAME`` of a file that does not exist here but is a shipped config (``pretrain.yaml``,
-    ``paper/pretrain_m.yaml``, or ``lightning_configs/...`` run outside the checkout) → that file in
-    :data:`CONFIG_DIR`. Paths that exist are kept as they are, so a local file always wins, and so are inline YAML
-    strings (jsonargparse takes a config as text too)."""
+    """``--config NAME`` (or ``-c NAME``) of a relative file name that does not exist here but is a shipped config
+    (``pretrain.yaml``, ``paper/pretrain_m.yaml``, or ``lightning_configs/...`` run outside the checkout) → that
+    file in :data:`CONFIG_DIR`. Paths that exist are kept as they are, so a local file always wins, and so are
+    absolute paths, paths with ``..`` and inline YAML strings (jsonargparse takes a config as text too)."""
     out, args = [], list(args)
     for i, arg in enumerate(args):
         name, prefix = None, ""
         if arg.startswith("--config="):
             name, prefix = arg[len("--config="):], "--config="
-        elif i > 0 and args[i - 1] == "--config":
+        elif i > 0 and args[i - 1] in ("--config", "-c"):
             name = arg
-        if name is not None and name.endswith((".yaml", ".yml")) and "\n" not in name and not Path(name).exists():
+        shippable = (name is not None and name.endswith((".yaml", ".yml")) and "\n" not in name
+                     and not Path(name).is_absolute() and ".." not in Path(name).parts)
+        if shippable and not Path(name).exists():
             shipped = CONFIG_DIR / Path(name).as_posix().removeprefix("lightning_configs/")
             if shipped.is_file():
                 arg = prefix + str(shipped)

@@ -19,7 +19,6 @@ from typing import Any
 import yaml
 
 from reasonaudio.captions.backends import ChatBackend
-from reasonaudio.captions.hf_backend import HFChatBackend
 from reasonaudio.captions.openai_backend import OpenAIChatBackend
 
 
@@ -53,6 +52,10 @@ def build_backend(config: dict[str, Any], where: str = "backend config") -> Chat
     Raises:
         ValueError: an unknown backend, an unknown or missing key, or a bad value.
     """
+    # lazy: the hf backend imports torch and transformers (most of the CLI's start-up, measured); an OpenAI-compatible
+    # endpoint needs neither
+    from reasonaudio.captions.hf_backend import HFChatBackend
+
     classes = {"openai": OpenAIChatBackend, "hf": HFChatBackend}
     settings = {k: v for k, v in config.items() if k not in ("backend", "rules")}
     kind = config.get("backend", "openai")

@@ -31,7 +31,6 @@ from typing import Any, Sequence
 
 from reasonaudio.captions.backend_config import build_backend, read_config
 from reasonaudio.captions.backends import ChatBackend, FatalBackendError
-from reasonaudio.captions.diversity import run_diversity
 from reasonaudio.captions.inputs import read_clips
 from reasonaudio.captions.judge import run_judge
 from reasonaudio.captions.pipeline import run_annotation
@@ -129,6 +128,10 @@ def cmd_annotate(args: argparse.Namespace) -> int:
 
 
 def cmd_diversity(args: argparse.Namespace) -> int:
+    # lazy: the caption embedder's transformers classes are 2.0 s of this CLI's 3.0 s import (-X importtime, 2-core
+    # AMD host); annotate, validate and judge do not need them
+    from reasonaudio.captions.diversity import run_diversity
+
     report = run_diversity(args.captions, args.classes, args.per_class, args.embedder, seed=args.seed,
                            field=args.field, class_field=args.class_field, batch_size=args.batch_size,
                            device=args.device)

@@ -28,7 +28,7 @@ from transformers import (AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
 from reasonaudio.captions.attachments import ClipMedia, MediaSpec
 from reasonaudio.captions.backends import BackendError, ChatBackend, Reply, Turn, _check_turns
-from reasonaudio.models.conditioners import _load_prefixed_safetensors
+from reasonaudio.models.conditioners.omni import _load_prefixed_safetensors
 
 SUPPORTED = ("qwen2_5_vl", "qwen2_vl", "qwen2_5_omni", "qwen2_5_omni_thinker")
 OMNI = ("qwen2_5_omni", "qwen2_5_omni_thinker")

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from scipy.stats import t
+from scipy import stats
 
 from reasonaudio.media import MediaError, probe
 
@@ -316,7 +316,7 @@ class Summary:
 
 def t_quantile(p: float, df: int) -> float:
     """Student-t quantile (scipy)."""
-    return float(t.ppf(p, df))
+    return float(stats.t.ppf(p, df))
 
 
 def summarize(values: Sequence[float]) -> Summary:

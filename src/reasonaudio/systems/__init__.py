@@ -1,0 +1,4 @@
+"""LightningModules: one system per stage (docs/architecture.md)."""
+from reasonaudio import moved
+
+moved.install_under(__name__)  # old module names of this package (docs/architecture.md)

@@ -3,8 +3,8 @@
 One home for decoding latents: generation (``reasonaudio-generate``), the evaluation and sample callbacks,
 preference data, post-training validation, the demo and the study all hold an :class:`AudioDecoder`. It takes
 each half as a module or as the file that holds it (a ``VAETrain`` checkpoint, a ``VocoderTrain`` checkpoint or a
-released BigVGAN folder) and reads files the first time it decodes, so configs that name it instantiate without
-weights.
+released BigVGAN folder) and reads files the first time it decodes (or at :meth:`AudioDecoder.load`), so configs
+that name it instantiate without weights.
 """
 from __future__ import annotations
 
@@ -40,8 +40,16 @@ class AudioDecoder:
         self._vae, self._vae_checkpoint, self._vocoder = vae, vae_checkpoint, vocoder
         self._loaded: tuple[nn.Module, nn.Module] | None = None
 
+    def load(self) -> AudioDecoder:
+        """Read the files now (where they lie; nothing is moved), so a missing file fails here."""
+        self._read()
+        return self
+
     def models(self, device: torch.device | str = "cpu") -> tuple[nn.Module, nn.Module]:
         """``(vae, vocoder)`` on ``device``, read from their files on first use."""
+        return tuple(m.to(device) for m in self._read())
+
+    def _read(self) -> tuple[nn.Module, nn.Module]:
         if self._loaded is None:
             if self._vae_checkpoint is None:
                 vae = self._vae
@@ -51,7 +59,7 @@ class AudioDecoder:
                 vae = load_vae_weights(self._vae, self._vae_checkpoint)
             vocoder = self._vocoder if isinstance(self._vocoder, nn.Module) else trained_generator(str(self._vocoder))
             self._loaded = (vae, vocoder)
-        return tuple(m.to(device) for m in self._loaded)
+        return self._loaded
 
     @torch.no_grad()
     def mel(self, latents: torch.Tensor) -> torch.Tensor:

@@ -120,7 +120,10 @@ def candidate_onset_scores(wavs: torch.Tensor, sample_rate: int, corpus: str | P
                            clip_id: str) -> dict[str, torch.Tensor]:
     """Onset error (s) and F1 ``[K]`` of one clip's decoded candidates ``wavs [K, S]`` against the synthetic
     corpus's ``gt/<clip_id>.json`` (the corpus must be the one the cache was made from)."""
-    gt = read_ground_truth(ground_truth_file(corpus, clip_id))
+    try:
+        gt = read_ground_truth(ground_truth_file(corpus, clip_id))
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"{err} (the corpus must be the one the cache was made from)") from None
     wavs = wavs.cpu().numpy()
     return {"onset_error": torch.tensor([synthetic.onset_sync_error(w, sample_rate, gt) for w in wavs]),
             "onset_f1": torch.tensor([synthetic.onset_f1(w, sample_rate, gt) for w in wavs])}
@@ -134,9 +137,7 @@ def make_decoder(vae: nn.Module | None, vae_checkpoint: str | None, vocoder: str
         return None
     if vae is None or not vae_checkpoint or not vocoder:
         raise ValueError("decoding needs all of vae, vae_checkpoint and vocoder")
-    decoder = AudioDecoder(vae, vae_checkpoint, vocoder, audio_preset)
-    decoder.models()
-    return decoder
+    return AudioDecoder(vae, vae_checkpoint, vocoder, audio_preset).load()
 
 
 class PreferenceDataBuilder(FlowMatchingPretrain):

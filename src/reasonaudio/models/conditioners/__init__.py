@@ -22,8 +22,7 @@ from __future__ import annotations
 from reasonaudio.models.conditioners.base import Conditioner, QueryConnector, check_model_folder, load_backbone
 from reasonaudio.models.conditioners.clip import CLIPConditioner, CLIPLLMConditioner
 from reasonaudio.models.conditioners.mllm import TEXT, VIDEO, MLLMQueryConditioner, mrope_position_ids, video_patches
-from reasonaudio.models.conditioners.omni import (OMNI_THINKER_KEYS, OmniThinkerQueryConditioner,
-                                                  _load_prefixed_safetensors)
+from reasonaudio.models.conditioners.omni import OMNI_THINKER_KEYS, OmniThinkerQueryConditioner
 from reasonaudio.models.conditioners.query import PromptLayout, QueryConditioner
 from reasonaudio.models.conditioners.text import MLLMTextOnlyQueryConditioner, TextLLMQueryConditioner
 

@@ -44,7 +44,7 @@ from reasonaudio.media import mux_audio, write_audio
 from reasonaudio.metrics.desync import clip_desync, load_sync_model
 from reasonaudio.metrics.synthetic import clip_scores
 from reasonaudio.models.synchformer import read_export_config
-from reasonaudio.synthetic_world import ground_truth_file, read_ground_truth
+from reasonaudio.synthetic_world import ground_truth_files, read_ground_truth
 from reasonaudio.systems.codec import AudioDecoder
 from reasonaudio.systems.flow_matching import FlowMatchingPretrain
 from reasonaudio.systems.policy_weights import load_policy_weights
@@ -85,7 +85,7 @@ def _evaluate(out: DemoLayout, steps: int, cfg: float, sync_weights: Path | None
         batch = next(iter(dm.val_dataloader()))
         noise = torch.randn(batch["latent"].shape, generator=torch.Generator().manual_seed(0))
         sr = 16000
-        gts = [ground_truth_file(out.heldout, i) for i in batch["id"]]
+        gts = ground_truth_files(out.heldout, batch["id"])
 
         videos = [corpus_video(out.heldout, i) for i in batch["id"]]
         sync_model = None if sync_weights is None else load_sync_model(sync_weights)

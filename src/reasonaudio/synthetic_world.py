@@ -57,18 +57,25 @@ def spectral_tilt(ratio: np.ndarray | float, brightness: float) -> np.ndarray | 
     return np.power(ratio, -1.5 * (1.0 - brightness))
 
 
-def ground_truth_file(roots: str | Path | Sequence[str | Path], clip_id: str) -> Path:
-    """``<root>/gt/<clip_id>.json`` of the first corpus folder in ``roots`` that has it.
+def ground_truth_files(roots: str | Path | Sequence[str | Path], clip_ids: Sequence[str]) -> list[Path]:
+    """``<root>/gt/<id>.json`` of each clip, from the first corpus folder in ``roots`` that has it.
 
     Raises:
-        FileNotFoundError: naming the clip and every folder searched.
+        FileNotFoundError: naming every clip without one and every folder searched.
     """
-    roots = [roots] if isinstance(roots, (str, Path)) else list(roots)
-    for root in roots:
-        path = Path(root) / GT_FOLDER / f"{clip_id}.json"
-        if path.is_file():
-            return path
-    raise FileNotFoundError(f"no ground truth {GT_FOLDER}/{clip_id}.json in {', '.join(map(str, roots))}")
+    roots = [Path(roots)] if isinstance(roots, (str, Path)) else [Path(r) for r in roots]
+    found = {i: next((r / GT_FOLDER / f"{i}.json" for r in roots if (r / GT_FOLDER / f"{i}.json").is_file()), None)
+             for i in clip_ids}
+    missing = [i for i, path in found.items() if path is None]
+    if missing:
+        raise FileNotFoundError(f"no ground truth {GT_FOLDER}/<id>.json for {missing} in "
+                                f"{', '.join(map(str, roots))}")
+    return [found[i] for i in clip_ids]
+
+
+def ground_truth_file(roots: str | Path | Sequence[str | Path], clip_id: str) -> Path:
+    """:func:`ground_truth_files` of one clip."""
+    return ground_truth_files(roots, [clip_id])[0]
 
 
 def read_ground_truth(item: GroundTruth) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from reasonaudio.models.mel import MelSpectrogram
 from reasonaudio.models.reward import AlignmentClassifier, ClassifierReward, SynchformerOffsetReward
 from reasonaudio.models.synchformer import Synchformer, SynchformerConfig
 from reasonaudio.preference_objectives import reward_ranking
-from reasonaudio.synthetic_world import ground_truth_file, read_ground_truth
+from reasonaudio.synthetic_world import ground_truth_files, read_ground_truth
 from reasonaudio.systems.policy_weights import load_policy_weights
 from reasonaudio.systems.preference_builder import candidate_seeds, sample_candidates
 from reasonaudio.systems.reward import RewardTrain
@@ -53,7 +53,7 @@ class HeldOut:
                 batch = collate_groups([ds[i] for i in range(start, stop)])
                 batch["row"] = batch["row"] + 100_000 * len(self.batches)  # distinct noise seeds across sets
                 self.batches.append(batch)
-                self.gts += [read_ground_truth(ground_truth_file(corpus, i)) for i in batch["id"]]
+                self.gts += [read_ground_truth(path) for path in ground_truth_files(corpus, batch["id"])]
                 self.videos += [corpus_video(corpus, i) for i in batch["id"]]
         self.latents = torch.cat([b["latent"] for b in self.batches])  # [N, T, C] posterior means, normalised
         self.sync = torch.cat([b["sync"] for b in self.batches])  # [N, Ts, S] the cache's sync tokens

@@ -50,7 +50,7 @@ from reasonaudio.media import write_audio
 from reasonaudio.metrics.desync import clip_desync, load_sync_model
 from reasonaudio.metrics.synthetic import ONSET_THRESHOLD, clip_scores, onset_strength
 from reasonaudio.models.tiny_clip import write_tiny_clip
-from reasonaudio.synthetic_world import GroundTruth, ground_truth_file, impact_times, read_ground_truth
+from reasonaudio.synthetic_world import GroundTruth, ground_truth_files, impact_times, read_ground_truth
 from reasonaudio.systems.codec import AudioDecoder
 from reasonaudio.systems.flow_matching import FlowMatchingPretrain
 
@@ -132,7 +132,7 @@ def _score(out: DemoLayout, args: argparse.Namespace) -> Callable[[Path], dict]:
 
         batch = heldout("features")
         ids = batch["id"]
-        gts = [ground_truth_file(out.heldout, i) for i in ids]
+        gts = ground_truth_files(out.heldout, ids)
         videos = [corpus_video(out.heldout, i) for i in ids]
         samples = round(read_ground_truth(gts[0])["duration"] * sr)
         noise = torch.randn(batch["latent"].shape, generator=torch.Generator().manual_seed(0))

@@ -73,7 +73,7 @@ import torch
 
 from reasonaudio.metrics.means import ItemMean
 from reasonaudio.models.reward import Reward
-from reasonaudio.synthetic_world import (TIMBRES, GroundTruth, ground_truth_file, impact_times, read_ground_truth,
+from reasonaudio.synthetic_world import (TIMBRES, GroundTruth, ground_truth_files, impact_times, read_ground_truth,
                                          spectral_tilt)
 
 ONSET_THRESHOLD = 13.0
@@ -532,8 +532,11 @@ def score_synthetic(wavs: torch.Tensor, sample_rate: int, ground_truth: Sequence
     """Mean of :func:`clip_scores` over the clips (``offscreen_presence`` over clips that have off-screen
     sources, NaN when none has): the number each metric of :data:`SCORES` computes on the same clips."""
     scores = clip_scores(wavs, sample_rate, ground_truth)
-    return {name: float(np.nanmean(values)) if not np.all(np.isnan(values)) else float("nan")
-            for name in SCORES for values in [np.array([c[name] for c in scores])]}
+    means = {}
+    for name in SCORES:
+        values = np.array([c[name] for c in scores])
+        means[name] = float(np.nanmean(values)) if not np.isnan(values).all() else float("nan")
+    return means
 
 
 class GroundTruthOnsetReward(Reward):
@@ -559,7 +562,7 @@ class GroundTruthOnsetReward(Reward):
         self.sample_rate, self.tau = sample_rate, tau
 
     def video_inputs(self, batch: dict[str, Any]) -> list[dict[str, Any]]:
-        return [read_ground_truth(ground_truth_file(self.roots, clip_id)) for clip_id in batch["id"]]
+        return [read_ground_truth(path) for path in ground_truth_files(self.roots, batch["id"])]
 
     def forward(self, audio: torch.Tensor, video: Sequence[dict[str, Any]]) -> torch.Tensor:
         values = []

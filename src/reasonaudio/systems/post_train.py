@@ -50,7 +50,7 @@ from reasonaudio.data_modules.preference_groups import (PreferenceDataModule, Pr
                                                         collate_groups)
 from reasonaudio.metrics.synthetic import score_synthetic
 from reasonaudio.preference_objectives import per_sample_error
-from reasonaudio.synthetic_world import GT_FOLDER, ground_truth_file
+from reasonaudio.synthetic_world import ground_truth_files
 from reasonaudio.systems.flow_matching import FlowMatchingPretrain
 from reasonaudio.systems.hparams import save_system_hparams
 from reasonaudio.systems.policy_weights import StartsFromExport, add_lora, export_state, write_export
@@ -244,12 +244,7 @@ class PreferencePostTrain(StartsFromExport, FlowMatchingPretrain):
         """Synthetic metrics (onset error, F1, ...) of samples of the policy and of the reference, same noise."""
         n = min(self.hparams.val_items, batch["latent"].shape[0])
         sub = {k: v[:n] for k, v in batch.items()}
-        missing = [i for i in sub["id"] if not any((Path(r) / GT_FOLDER / f"{i}.json").is_file()
-                                                    for r in self.hparams.val_ground_truth)]
-        if missing:
-            raise FileNotFoundError(f"no {GT_FOLDER}/<id>.json for {missing} in val_ground_truth "
-                                    f"{self.hparams.val_ground_truth}")
-        gts = [ground_truth_file(self.hparams.val_ground_truth, i) for i in sub["id"]]
+        gts = ground_truth_files(self.hparams.val_ground_truth, sub["id"])
         sr = self.decoder().sample_rate
         for tag, adapter_on in (("", True), ("_ref", False)):
             if adapter_on:

@@ -20,7 +20,8 @@ def test_mean_std_is_the_population_statistic_of_the_values_present():
 
 def _per_seed() -> dict:
     row = lambda f1, err: {"onset_f1": f1, "onset_error_ms": err, "desync_s": 0.1, "offscreen_presence": None,  # noqa: E731
-                           "timbre_agreement": 0.5, "fd_latent": 0.2}
+                           "offscreen_probe": 0.6, "offscreen_probe_hum": 0.7, "timbre_agreement": 0.5,
+                           "fd_latent": 0.2}
     return {"untrained": [row(0.3, 300.0)], "pretrained": [row(0.8, 40.0), row(0.9, 30.0), row(0.85, 50.0)],
             "video_dropped": [row(0.2, 250.0)] * 3, "text_dropped": [row(0.8, 40.0)] * 3,
             "sync_random": [row(0.3, 200.0)], "no_queries": [row(0.7, 60.0)], "joint_attention_only": [row(0.6, 80.0)],
@@ -38,7 +39,11 @@ def test_summary_rows_have_the_issue_shape():
         for key, value in row.items():
             assert key == "seeds" or set(value) == {"mean", "std"}, (name, key)
     assert "desync_s" not in rows["chance"] and rows["chance"]["offscreen_presence"] == {"mean": None, "std": None}
-    summary = split_seeds({"sync_offset_acc": mean_std([0.98]), "sync_offset_top1": mean_std([0.97]), "rows": rows})
+    # Per-type probe scores stay in per_seed.json; the summary holds the issue's metrics and the probe's mean.
+    assert "offscreen_probe_hum" not in rows["pretrained"] and rows["pretrained"]["offscreen_probe"]["mean"] == 0.6
+    summary = split_seeds({"sync_offset_acc": mean_std([0.98]), "sync_offset_top1": mean_std([0.97]), "rows": rows,
+                           "offscreen_probe_ceiling": {"hum": 0.9}})
+    assert set(summary) == {"sync_offset_acc", "sync_offset_top1", "rows", "seeds"}
     assert summary["seeds"]["pretrained"] == 3 and all(set(v) == {"mean", "std"} for r in summary["rows"].values()
                                                         for v in r.values())
 
@@ -47,7 +52,8 @@ def test_report_states_each_target_from_the_summary(tmp_path):
     summary = split_seeds({"sync_offset_acc": mean_std([0.98]), "sync_offset_top1": mean_std([0.97]),
                            "rows": aggregate(_per_seed())})
     steps = {"corpus": {"clips": 96, "seconds": 10.0}, "heldout": {"clips": 16, "seed": 10000, "seconds": 1.0},
-             "sync": {"steps": 150, "seconds": 80.0}}
+             "sync": {"steps": 150, "seconds": 80.0},
+             "score": {"offscreen_probe_ceiling": {"hum": 0.84, "rain": 1.0}, "seconds": 60.0}}
     args = argparse.Namespace(duration=4.0, sample_steps=25, cfg=4.5, pretrain_steps=3000, seeds=3, vocoder_steps=400,
                               vae_steps=300)
     write_report(summary, steps, args, tmp_path / "study.md", seconds=91.0)
@@ -56,6 +62,8 @@ def test_report_states_each_target_from_the_summary(tmp_path):
     assert "- pretrained onset error ≤ 50 ms: 40.0 ms — met" in text
     assert "| pretrained (full model) (`pretrained`) | 3 | 0.850 ± 0.041 |" in text
     assert "within one step 0.980 ± 0.000" in text and "1.5 min of steps" in text
+    assert "| – | 0.600 ± 0.000 | 0.500 ± 0.000 | 0.200 ± 0.000 |" in text  # off-screen audio, probe; timbre, FD
+    assert "ground-truth latents: hum 0.840, rain 1.000." in text
 
 
 def test_tiny_clip_folder_loads_in_the_clip_conditioner(tmp_path):

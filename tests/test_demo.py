@@ -24,7 +24,8 @@ def test_demo_runs_and_resumes(tmp_path, monkeypatch, capsys):
     assert re.search(r"decode check +6/6 mp4 files ok", first) and re.search(r"mel VAE +2 steps", first)
     assert re.search(r"BigVGAN vocoder +2 steps", first) and re.search(r"Flow-DPO \(LoRA 64\) +2 steps", first)
     state = json.loads((out / "steps.json").read_text())
-    assert list(state) == ["_settings", "corpus", "heldout", "check", "vocoder", "vae", "latent_stats", "features_corpus",
+    assert list(state)[:2] == ["_settings", "_ran"] and set(state["_ran"]) == set(list(state)[2:])
+    assert list(state)[2:] == ["corpus", "heldout", "check", "vocoder", "vae", "latent_stats", "features_corpus",
                            "features_heldout", "mllm", "prefix_kv_corpus", "prefix_kv_heldout", "pretrain", "reward", "preference_data", "post_train", "generate",
                            "evaluate"]
     assert "held-out synthetic metrics" in first and "pretrained" in first

@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -26,14 +27,38 @@ from reasonaudio.experiments.layout import STEPS, DemoLayout, corpus_manifest
 from reasonaudio.media import validate_file
 from reasonaudio.models.tiny_mllm import write_tiny_qwen_vl
 
+RAN = "_ran"
+"""Key of ``steps.json`` that maps each step to ``{"finished": ISO time, "machine": machine_name()}``."""
+
+
+def _count(n: int) -> str:
+    return f"{n} step" + ("" if n == 1 else "s")
+
+
+def provenance(steps: dict) -> str:
+    """Where and when the recorded steps of a ``steps.json`` ran, in words (steps of older versions that did
+    not record it are counted as such)."""
+    ran = steps.get(RAN, {})
+    unrecorded = [k for k in steps if not k.startswith("_") and k not in ran]
+    parts = []
+    if ran:
+        days = sorted(r["finished"][:10] for r in ran.values())
+        span = days[0] if days[0] == days[-1] else f"{days[0]} … {days[-1]}"
+        parts.append(f"{_count(len(ran))} ran {span} on {'; '.join(sorted({r['machine'] for r in ran.values()}))}")
+    if unrecorded:
+        named = f" ({', '.join(unrecorded)})" if len(unrecorded) <= 3 else ""
+        parts.append(f"{_count(len(unrecorded))}{named} ran before steps recorded when and where")
+    return "; ".join(parts) or "no step recorded"
+
 
 class Pipeline:
     """Runs named steps once, atomically, with progress lines.
 
     Each step writes into ``<out>/<name>.partial`` and renames it to ``<out>/<name>`` when it has finished, then
-    records its summary in ``<out>/steps.json``; a rerun with the same ``settings`` skips recorded steps whose
-    outputs still exist (other settings are refused: they would mix artifacts), and an interrupted step leaves
-    only the ``*.partial`` folder that the rerun deletes and redoes.
+    records its summary in ``<out>/steps.json``, and when and on which machine it finished under ``_ran`` (so
+    the report of a resumed run names where its figures come from, not only where it was written); a rerun with
+    the same ``settings`` skips recorded steps whose outputs still exist (other settings are refused: they would
+    mix artifacts), and an interrupted step leaves only the ``*.partial`` folder that the rerun deletes and redoes.
     """
 
     def __init__(self, out: Path, settings: dict, tag: str = "demo"):
@@ -47,6 +72,7 @@ class Pipeline:
         if earlier is not None and earlier != settings:
             raise ValueError(f"{out} was built with {earlier}, not {settings}: choose another --out or delete it")
         self.state["_settings"] = settings
+        self.state.setdefault(RAN, {})
 
     def step(self, name: str, fn: Callable[[Path], dict]) -> dict:
         """Run ``fn(tmp_dir)`` unless ``name`` finished before; returns the step's summary."""
@@ -55,9 +81,10 @@ class Pipeline:
             print(f"[{self.tag}] {name}: done earlier, reusing {final}", flush=True)
             return self.state[name]
         # Everything recorded after a step that reruns was built from its old output.
-        names = [k for k in self.state if k != "_settings"]
+        names = [k for k in self.state if not k.startswith("_")]
         for later in names[names.index(name) + 1:] if name in names else []:
             del self.state[later]
+            self.state[RAN].pop(later, None)
         partial = self.out / f"{name}.partial"
         shutil.rmtree(partial, ignore_errors=True)
         shutil.rmtree(final, ignore_errors=True)
@@ -68,6 +95,8 @@ class Pipeline:
         partial.rename(final)
         summary = {**summary, "seconds": round(time.perf_counter() - t0, 1)}
         self.state[name] = summary
+        self.state[RAN][name] = {"finished": datetime.now().isoformat(timespec="seconds"),
+                                                "machine": machine_name()}
         tmp = self.state_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.state, indent=2))
         tmp.replace(self.state_file)

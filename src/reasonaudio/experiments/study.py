@@ -14,7 +14,8 @@ one —, the tiny MLLM and its stored prompts, then MM-DiT pretraining
 
 Every model generates audio for the same held-out clips from the same noise, and every row is
 scored against the synthetic ground truth: onset F1 and error, DeSync (trained synchrony encoder),
-off-screen presence, timbre agreement and the FD of latent frames. Inference-time ablations use the
+off-screen presence in the audio and in the latents (:mod:`reasonaudio.metrics.latent_probe`, fitted on the
+training corpus' ground-truth latents), timbre agreement and the FD of latent frames. Inference-time ablations use the
 pretrained checkpoints of every seed: ``video_dropped`` (MLLM frames and sync tokens replaced by the
 learned null embeddings CFG uses) and ``text_dropped`` (the caption replaced likewise). ``untrained``
 is the initial noise (the DiT's output layer starts at zero), ``vocoded_gt`` the held-out latents
@@ -43,7 +44,7 @@ import torch
 from reasonaudio.data_modules.features import CachedFeatureDataModule
 from reasonaudio.experiments.layout import DemoLayout, corpus_video
 from reasonaudio.experiments.pipeline import (Pipeline, check_step, corpus_captions, fit_step, machine_name,
-                                              predict_step, synth_step, tiny_mllm_step)
+                                              predict_step, provenance, synth_step, tiny_mllm_step)
 from reasonaudio.experiments.scoring import chance_row, latent_fd, summary_row
 from reasonaudio.experiments.stages import codec_args
 from reasonaudio.media import write_audio
@@ -254,8 +255,8 @@ def write_report(summary: dict, steps: dict, args: argparse.Namespace, path: Pat
     rows = summary["rows"]
     lines = [
         "# The study: does pretraining learn timing? (`make study`)", "",
-        f"Measured {date.today().isoformat()} on {machine_name()}, {seconds / 60:.1f} min of steps in all; written by "
-        "`src/reasonaudio/experiments/study.py` from `runs/study/summary.json` (never by hand).", "",
+        f"Written {date.today().isoformat()} on {machine_name()} by `src/reasonaudio/experiments/study.py` from "
+        f"`runs/study/summary.json` (never by hand); {seconds / 60:.1f} min of steps in all: {provenance(steps)}.", "",
         f"Held-out synthetic clips: {steps['heldout']['clips']} (seed {steps['heldout']['seed']}), training clips: "
         f"{steps['corpus']['clips']}, {args.duration:g} s each. Values are mean ± std over training seeds "
         f"(`seeds` column); sampling: {args.sample_steps} Euler steps, CFG {args.cfg:g}, sampling seed 0.", "",
@@ -305,7 +306,8 @@ def write_report(summary: dict, steps: dict, args: argparse.Namespace, path: Pat
         "each off-screen type fitted on the training corpus' ground-truth latents, balanced accuracy on the "
         "held-out clips averaged over the types (0.5: the latents say nothing about the sources). Its ceiling, "
         "4-fold cross-validated on the training corpus' ground-truth latents: "
-        + (", ".join(f"{k} {v:.3f}" for k, v in sorted(ceiling.items())) or "not measured") + ". Why two scores: docs/decisions.md, \"Semantic scores and the toy codec\".",
+        + (", ".join(f"{k} {v:.3f}" for k, v in sorted(ceiling.items())) or "not measured")
+        + ". Why two scores: docs/decisions.md, \"Semantic scores and the toy codec\".",
         "- per-clip scores: `runs/study/score/per_clip.json`; per seed: `runs/study/score/per_seed.json`.",
         "", "![onset strength](study_onsets.png)", "",
         "Step timings (s): " + ", ".join(f"{k} {v['seconds']:.0f}" for k, v in steps.items()

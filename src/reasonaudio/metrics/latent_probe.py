@@ -123,7 +123,8 @@ class LatentSourceProbe:
     def cross_validated(cls, latents: torch.Tensor | np.ndarray, ground_truths: Sequence[GroundTruth],
                         folds: int = 4, ridge: float = 1.0) -> dict[str, float]:
         """Balanced accuracy per type of probes fitted on all folds but one, pooled over the held-out folds:
-        how well ground-truth latents can be read (the score's ceiling)."""
+        how well ground-truth latents can be read (the score's ceiling). Where the other folds hold only clips
+        with (or only without) a type, that fold's clips are read as without it."""
         latents = torch.as_tensor(latents)
         n = latents.shape[0]
         if not 2 <= folds <= n:

@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from reasonaudio.experiments.study import INFERENCE_ROWS, ROW_NAMES, aggregate, mean_std, split_seeds, write_report
+from reasonaudio.experiments.study import (INFERENCE_ROWS, ROW_NAMES, aggregate, mean_std, probe_breakdown, split_seeds,
+                                           write_report)
 
 
 def test_mean_std_is_the_population_statistic_of_the_values_present():
@@ -78,3 +79,27 @@ def test_tiny_clip_folder_loads_in_the_clip_conditioner(tmp_path):
     out = cond([frames, None], ["a ball bouncing", "rain"])
     assert out.shape == (2, 77, 16)
     assert torch.allclose(out[1, :8], cond.null_video) and not torch.allclose(out[0, :8], cond.null_video)
+
+
+def test_probe_breakdown_pairs_the_caption_effect_by_seed_and_reports_each_type(tmp_path):
+    per_seed = {"pretrained": [{"offscreen_probe": 0.6, "offscreen_probe_hum": 0.7, "offscreen_probe_rain": 0.5},
+                               {"offscreen_probe": 0.8, "offscreen_probe_hum": 0.9, "offscreen_probe_rain": 0.7}],
+                "text_dropped": [{"offscreen_probe": 0.5, "offscreen_probe_hum": 0.5, "offscreen_probe_rain": 0.5},
+                                 {"offscreen_probe": 0.5, "offscreen_probe_hum": 0.5, "offscreen_probe_rain": 0.5}],
+                "chance": [{"onset_f1": 0.2}]}
+    breakdown = probe_breakdown(per_seed)
+    assert set(breakdown["by_type"]) == {"pretrained", "text_dropped"}
+    assert breakdown["by_type"]["pretrained"]["hum"] == pytest.approx({"mean": 0.8, "std": 0.1})
+    delta = breakdown["text_dropped_minus_pretrained"]
+    assert delta["per_seed"] == pytest.approx([-0.1, -0.3]) and delta["mean"] == pytest.approx(-0.2)
+    assert delta["std"] == pytest.approx(0.1)
+    summary = split_seeds({"sync_offset_acc": mean_std([0.98]), "sync_offset_top1": mean_std([0.97]),
+                           "rows": aggregate(_per_seed())})
+    steps = {"corpus": {"clips": 96}, "heldout": {"clips": 16, "seed": 10000}, "sync": {"steps": 150},
+             "score": {"offscreen_probe_breakdown": breakdown}}
+    args = argparse.Namespace(duration=4.0, sample_steps=25, cfg=4.5, pretrain_steps=3000, seeds=3, vocoder_steps=400,
+                              vae_steps=300)
+    write_report(summary, steps, args, tmp_path / "study.md", seconds=60.0)
+    text = (tmp_path / "study.md").read_text()
+    assert "| pretrained (full model) (`pretrained`) | 0.800 ± 0.100 | 0.600 ± 0.100 |" in text
+    assert "paired by training seed: -0.200 ± 0.100 (per seed -0.100, -0.300)." in text

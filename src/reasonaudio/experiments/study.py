@@ -69,6 +69,8 @@ ROW_NAMES = {"untrained": "untrained", "pretrained": "pretrained (full model)",
 """Summary row keys and their names in the tables."""
 RETRAINED = ("sync_random", "no_queries", "joint_attention_only")
 """Ablations that retrain (one seed each)."""
+PROBE_TYPE = "offscreen_probe_"
+"""Prefix of the per-type latent-probe scores of a row (in ``per_seed.json``, not in the summary)."""
 
 
 def mean_std(values: list[float | None]) -> dict[str, float | None]:
@@ -88,6 +90,20 @@ def aggregate(per_seed: dict[str, list[dict[str, float | None]]]) -> dict[str, d
         out[row] = {k: mean_std([s.get(k) for s in seeds]) for k in keys}
         out[row]["seeds"] = len(seeds)
     return out
+
+
+def probe_breakdown(per_seed: dict[str, list[dict[str, float | None]]]) -> dict:
+    """The latent probe per off-screen type for every row (``{"mean", "std"}`` over its seeds), and the caption's
+    effect paired by training seed: ``text_dropped`` minus ``pretrained`` of each seed."""
+    by_type = {}
+    for row, seeds in per_seed.items():
+        kinds = sorted({k for s in seeds for k in s if k.startswith(PROBE_TYPE)})
+        if kinds:
+            by_type[row] = {k[len(PROBE_TYPE):]: mean_std([s.get(k) for s in seeds]) for k in kinds}
+    paired = [d["offscreen_probe"] - p["offscreen_probe"]
+              for p, d in zip(per_seed.get("pretrained", []), per_seed.get("text_dropped", []))
+              if p.get("offscreen_probe") is not None and d.get("offscreen_probe") is not None]
+    return {"by_type": by_type, "text_dropped_minus_pretrained": {**mean_std(paired), "per_seed": paired}}
 
 
 def clip_frames(duration: float) -> int:
@@ -154,7 +170,7 @@ def _score(out: DemoLayout, args: argparse.Namespace) -> Callable[[Path], dict]:
             clips = [{"id": i, **c} for i, c in zip(ids, clip_scores(wavs, sr, gts))]
             for clip, desync in zip(clips, clip_desync(sync_model, videos, wavs[:, :samples], sr).tolist()):
                 clip["desync"] = desync
-            by_type = {f"offscreen_probe_{k}": v for k, v in probe.balanced_accuracy(latents, gts).items()}
+            by_type = {f"{PROBE_TYPE}{k}": v for k, v in probe.balanced_accuracy(latents, gts).items()}
             row = summary_row(clips, offscreen_probe=probe.score(latents, gts), **by_type,
                               fd_latent=latent_fd(latents, batch["latent"]))
             per_clip[name] = row.pop("clips")
@@ -204,7 +220,7 @@ def _score(out: DemoLayout, args: argparse.Namespace) -> Callable[[Path], dict]:
         trained = json.loads(out.sync_metrics.read_text())
         summary = {"sync_offset_acc": mean_std([trained["val/acc_within_one"]]),
                    "sync_offset_top1": mean_std([trained["val/acc"]]), "rows": aggregate(per_seed),
-                   "offscreen_probe_ceiling": probe_ceiling}
+                   "offscreen_probe_ceiling": probe_ceiling, "offscreen_probe_breakdown": probe_breakdown(per_seed)}
         (tmp / "per_clip.json").write_text(json.dumps(per_clip, indent=2))
         (tmp / "per_seed.json").write_text(json.dumps(per_seed, indent=2))
         _onset_figure(curves, ids, gts, sr, tmp / "study_onsets.png")
@@ -250,6 +266,25 @@ def _cell(m: dict | None, digits: int, scale: float = 1.0) -> str:
     return f"{m['mean'] * scale:.{digits}f} ± {m['std'] * scale:.{digits}f}"
 
 
+def _probe_lines(breakdown: dict | None) -> list[str]:
+    """The report's section on the latent probe by off-screen type and the caption's paired effect."""
+    if not breakdown or not breakdown["by_type"]:
+        return []
+    kinds = sorted({k for types in breakdown["by_type"].values() for k in types})
+    lines = ["", "## Off-screen sources in the latents", "",
+             "Latent probe by off-screen type (balanced accuracy; 0.5: the latents say nothing about that source):", "",
+             "| row | " + " | ".join(kinds) + " |", "|---|" + "---|" * len(kinds)]
+    for key, name in ROW_NAMES.items():
+        if key in breakdown["by_type"]:
+            cells = [_cell(breakdown["by_type"][key].get(k), 3) for k in kinds]
+            lines.append(f"| {name} (`{key}`) | " + " | ".join(cells) + " |")
+    delta = breakdown["text_dropped_minus_pretrained"]
+    if delta["per_seed"]:
+        lines += ["", f"Caption dropped minus full model, paired by training seed: {_cell(delta, 3)} "
+                  f"(per seed {', '.join(f'{d:+.3f}' for d in delta['per_seed'])})."]
+    return lines
+
+
 def write_report(summary: dict, steps: dict, args: argparse.Namespace, path: Path, seconds: float) -> None:
     """``docs/study.md``: the rows table, the targets and the settings, from ``summary`` as measured."""
     rows = summary["rows"]
@@ -290,6 +325,7 @@ def write_report(summary: dict, steps: dict, args: argparse.Namespace, path: Pat
         f"- pretrained onset error ≤ 50 ms: {err:.1f} ms — {verdict(err <= 50)}",
         f"- pretrained DeSync ≤ one grid step ({step:g} s): "
         + (f"{desync:.3f} s — {verdict(desync <= step + 1e-9)}" if desync is not None else "not measured"),
+        *_probe_lines(steps.get("score", {}).get("offscreen_probe_breakdown")),
         "", "## Settings", "",
         f"- pretraining: `lightning_configs/pretrain.yaml`, {args.pretrain_steps} steps per run, training seeds "
         f"0 … {args.seeds - 1}; MLLM prompts stored once per clip (prefix KV)",

@@ -49,16 +49,21 @@ def test_summary_rows_have_the_issue_shape():
                                                         for v in r.values())
 
 
-def test_report_states_each_target_from_the_summary(tmp_path):
+def _report(tmp_path, steps: dict, seconds: float) -> str:
+    """docs/study.md as written from ``_per_seed()`` and ``steps``."""
     summary = split_seeds({"sync_offset_acc": mean_std([0.98]), "sync_offset_top1": mean_std([0.97]),
                            "rows": aggregate(_per_seed())})
+    args = argparse.Namespace(duration=4.0, sample_steps=25, cfg=4.5, pretrain_steps=3000, seeds=3, vocoder_steps=400,
+                              vae_steps=300)
+    write_report(summary, steps, args, tmp_path / "study.md", seconds=seconds)
+    return (tmp_path / "study.md").read_text()
+
+
+def test_report_states_each_target_from_the_summary(tmp_path):
     steps = {"corpus": {"clips": 96, "seconds": 10.0}, "heldout": {"clips": 16, "seed": 10000, "seconds": 1.0},
              "sync": {"steps": 150, "seconds": 80.0},
              "score": {"offscreen_probe_ceiling": {"hum": 0.84, "rain": 1.0}, "seconds": 60.0}}
-    args = argparse.Namespace(duration=4.0, sample_steps=25, cfg=4.5, pretrain_steps=3000, seeds=3, vocoder_steps=400,
-                              vae_steps=300)
-    write_report(summary, steps, args, tmp_path / "study.md", seconds=91.0)
-    text = (tmp_path / "study.md").read_text()
+    text = _report(tmp_path, steps, seconds=91.0)
     assert "- pretrained onset F1 ≥ 0.8: 0.850 — met" in text
     assert "- pretrained onset error ≤ 50 ms: 40.0 ms — met" in text
     assert "| pretrained (full model) (`pretrained`) | 3 | 0.850 ± 0.041 |" in text
@@ -93,13 +98,8 @@ def test_probe_breakdown_pairs_the_caption_effect_by_seed_and_reports_each_type(
     delta = breakdown["text_dropped_minus_pretrained"]
     assert delta["per_seed"] == pytest.approx([-0.1, -0.3]) and delta["mean"] == pytest.approx(-0.2)
     assert delta["std"] == pytest.approx(0.1)
-    summary = split_seeds({"sync_offset_acc": mean_std([0.98]), "sync_offset_top1": mean_std([0.97]),
-                           "rows": aggregate(_per_seed())})
     steps = {"corpus": {"clips": 96}, "heldout": {"clips": 16, "seed": 10000}, "sync": {"steps": 150},
              "score": {"offscreen_probe_breakdown": breakdown}}
-    args = argparse.Namespace(duration=4.0, sample_steps=25, cfg=4.5, pretrain_steps=3000, seeds=3, vocoder_steps=400,
-                              vae_steps=300)
-    write_report(summary, steps, args, tmp_path / "study.md", seconds=60.0)
-    text = (tmp_path / "study.md").read_text()
+    text = _report(tmp_path, steps, seconds=60.0)
     assert "| pretrained (full model) (`pretrained`) | 0.800 ± 0.100 | 0.600 ± 0.100 |" in text
     assert "paired by training seed: -0.200 ± 0.100 (per seed -0.100, -0.300)." in text

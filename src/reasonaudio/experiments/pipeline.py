@@ -95,8 +95,7 @@ class Pipeline:
         partial.rename(final)
         summary = {**summary, "seconds": round(time.perf_counter() - t0, 1)}
         self.state[name] = summary
-        self.state[RAN][name] = {"finished": datetime.now().isoformat(timespec="seconds"),
-                                                "machine": machine_name()}
+        self.state[RAN][name] = {"finished": datetime.now().isoformat(timespec="seconds"), "machine": machine_name()}
         tmp = self.state_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.state, indent=2))
         tmp.replace(self.state_file)

@@ -42,7 +42,7 @@ def source_labels(ground_truths: Sequence[GroundTruth]) -> dict[str, np.ndarray]
 
 def latent_features(latents: torch.Tensor | np.ndarray) -> np.ndarray:
     """Per-channel mean and std over time of latents ``[B, T, C]``. # [B, 2C]"""
-    x = torch.as_tensor(latents).double()
+    x = torch.as_tensor(latents).detach().cpu().double()
     if x.dim() != 3 or x.shape[1] < 2:
         raise ValueError(f"latents must be [B, T >= 2, C], got {tuple(x.shape)}")
     if not torch.isfinite(x).all():

@@ -49,7 +49,7 @@ from reasonaudio.experiments.scoring import chance_row, latent_fd, summary_row
 from reasonaudio.experiments.stages import codec_args
 from reasonaudio.media import write_audio
 from reasonaudio.metrics.desync import clip_desync, load_sync_model
-from reasonaudio.metrics.latent_probe import LatentSourceProbe
+from reasonaudio.metrics.latent_probe import LatentSourceProbe, mean_score
 from reasonaudio.metrics.synthetic import ONSET_THRESHOLD, clip_scores, onset_strength
 from reasonaudio.models.tiny_clip import write_tiny_clip
 from reasonaudio.synthetic_world import GroundTruth, ground_truth_files, impact_times, read_ground_truth
@@ -170,8 +170,9 @@ def _score(out: DemoLayout, args: argparse.Namespace) -> Callable[[Path], dict]:
             clips = [{"id": i, **c} for i, c in zip(ids, clip_scores(wavs, sr, gts))]
             for clip, desync in zip(clips, clip_desync(sync_model, videos, wavs[:, :samples], sr).tolist()):
                 clip["desync"] = desync
-            by_type = {f"{PROBE_TYPE}{k}": v for k, v in probe.balanced_accuracy(latents, gts).items()}
-            row = summary_row(clips, offscreen_probe=probe.score(latents, gts), **by_type,
+            by_type = probe.balanced_accuracy(latents, gts)
+            row = summary_row(clips, offscreen_probe=mean_score(by_type),
+                              **{f"{PROBE_TYPE}{k}": v for k, v in by_type.items()},
                               fd_latent=latent_fd(latents, batch["latent"]))
             per_clip[name] = row.pop("clips")
             return row

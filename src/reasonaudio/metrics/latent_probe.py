@@ -40,6 +40,11 @@ def source_labels(ground_truths: Sequence[GroundTruth]) -> dict[str, np.ndarray]
                             for scene in scenes]) for kind in kinds}
 
 
+def mean_score(by_type: dict[str, float]) -> float | None:
+    """The probe's score from its per-type balanced accuracies: their mean (``None`` if no type was scored)."""
+    return float(np.mean(list(by_type.values()))) if by_type else None
+
+
 def latent_features(latents: torch.Tensor | np.ndarray) -> np.ndarray:
     """Per-channel mean and std over time of latents ``[B, T, C]``. # [B, 2C]"""
     x = torch.as_tensor(latents).detach().cpu().double()
@@ -116,8 +121,7 @@ class LatentSourceProbe:
 
     def score(self, latents: torch.Tensor | np.ndarray, ground_truths: Sequence[GroundTruth]) -> float | None:
         """Mean balanced accuracy over the scored types (``None`` if no type can be scored)."""
-        scores = self.balanced_accuracy(latents, ground_truths)
-        return float(np.mean(list(scores.values()))) if scores else None
+        return mean_score(self.balanced_accuracy(latents, ground_truths))
 
     @classmethod
     def cross_validated(cls, latents: torch.Tensor | np.ndarray, ground_truths: Sequence[GroundTruth],

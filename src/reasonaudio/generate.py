@@ -274,7 +274,8 @@ def _sample(batch: dict[str, Any], seq, features, system, args: argparse.Namespa
         if has_video.any():
             sync[has_video] = features.sync_encoder(batch["sync_video"][has_video]).to(sync.dtype)
         cond["sync"] = sync
-    return system.generate(cond, steps=args.steps, cfg=args.cfg, seed=args.seed, negative_caption=args.negative_text)
+    return system.generate(cond, steps=args.steps, cfg=args.cfg, seed=args.seed, negative_caption=args.negative_text,
+                           compiled=args.compile)
 
 
 def _write(out: Path, item: dict[str, Any], wav: torch.Tensor, sr: int, keep_audio: bool) -> None:
@@ -323,6 +324,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cfg", type=float, default=4.5)
     p.add_argument("--steps", type=int, default=25)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--compile", action="store_true",
+                   help="compile each guided Euler step as one graph per batch size and length (CUDA graphs on a "
+                        "GPU): compiling takes a minute or more, so it pays off over many clips")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available)")
     p.add_argument("--precision", choices=("bf16", "fp32"), default="bf16", help="network precision on CUDA")

@@ -23,6 +23,12 @@ checkpointing, then ``fully_shard`` from the innermost unit outwards):
    into whatever reads the weights next: a checkpoint, the EMA swap).
 3. The conditioner's trainable parts (queries, connector) form the conditioner's own unit.
 
+**Compilation** (``compile: true`` on the system, any strategy) is regional, as torchtitan's: each DiT block
+is compiled in place with :meth:`torch.nn.Module.compile` after activation checkpointing and before
+``fully_shard`` (:func:`apply_compile`). In-place compilation keeps every parameter name, so checkpoint keys,
+the EMA's shadow, LoRA's adapter keys and the exports are those of the eager network; blocks of one structure
+share one compiled graph (a 12-block ``dit_s`` compiles three: joint, joint with pre-only context, audio-only).
+
 Why units follow the modules the code *calls*: FSDP2 gathers a unit's parameters in the forward
 pre-hook of the module it was applied to. The conditioner calls ``backbone.visual``,
 ``backbone.language_model`` and the embedding table directly, never ``backbone.forward``, so a unit
@@ -112,7 +118,32 @@ def apply_activation_checkpointing(blocks: Iterable[nn.Module]) -> None:
         checkpoint_activations(block)
 
 
-def shard_system(net: nn.Module, conditioner: nn.Module, mesh: DeviceMesh, plan: ShardingPlan) -> None:
+RECOMPILE_LIMIT = 64
+"""Graphs kept per compiled function (torch's default, 8, is too few here): every block class shares
+``MMDiTBlock.forward``, and each structure (3) is compiled per grad mode and, under LoRA post-training, with the
+adapters on and off, plus one dynamic-shape graph when the batch or the clip length changes."""
+
+
+def apply_compile(blocks: Iterable[nn.Module], **options: Any) -> None:
+    """Compile each block in place (``nn.Module.compile``: names and checkpoint keys unchanged).
+
+    ``options`` go to :func:`torch.compile` (``mode``, ``fullgraph``, ``dynamic``, ``backend``). A block that is
+    already compiled is left as it is, so :meth:`~lightning.pytorch.LightningModule.configure_model` may run twice.
+    """
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
+    for block in blocks:
+        if block._compiled_call_impl is None:
+            block.compile(**options)
+
+
+def is_compiled(net: nn.Module) -> bool:
+    """Whether :func:`apply_compile` compiled the DiT blocks of ``net``."""
+    blocks = dit_blocks(net)
+    return bool(blocks) and all(block._compiled_call_impl is not None for block in blocks)
+
+
+def shard_system(net: nn.Module, conditioner: nn.Module, mesh: DeviceMesh, plan: ShardingPlan,
+                 compile_options: dict[str, Any] | None = None) -> None:
     """Apply ``plan`` to a velocity network and its conditioner, in place (see the module docstring).
 
     Args:
@@ -121,6 +152,7 @@ def shard_system(net: nn.Module, conditioner: nn.Module, mesh: DeviceMesh, plan:
             ``Conditioner.freeze`` are sharded on their own.
         mesh: the 1-D data-parallel device mesh.
         plan: dtypes and activation checkpointing.
+        compile_options: compile each DiT block with these :func:`torch.compile` options (None: eager).
     """
     mp = plan.mp_policy()
     frozen = [getattr(module, name)  # nested conditioners too (CLIP+LLM)
@@ -131,6 +163,8 @@ def shard_system(net: nn.Module, conditioner: nn.Module, mesh: DeviceMesh, plan:
     blocks = dit_blocks(net)
     if plan.activation_checkpointing:
         apply_activation_checkpointing(blocks)
+    if compile_options is not None:
+        apply_compile(blocks, **compile_options)
     for block in blocks:
         fully_shard(block, mesh=mesh, mp_policy=mp, reshard_after_forward=True)
     # explicit: FSDP2 otherwise keeps a root unit (here: net, conditioner) gathered after its forward
@@ -138,15 +172,21 @@ def shard_system(net: nn.Module, conditioner: nn.Module, mesh: DeviceMesh, plan:
     fully_shard(conditioner, mesh=mesh, mp_policy=mp, reshard_after_forward=True)
 
 
-def parallelize(system: LightningModule) -> None:
-    """Shard ``system.net`` and ``system.conditioner`` when the trainer runs FSDP2; otherwise do nothing.
+def parallelize(system: LightningModule, compile_options: dict[str, Any] | None = None) -> None:
+    """Compile and shard ``system.net`` and ``system.conditioner`` as the trainer's strategy asks.
 
-    Called from ``configure_model``, which Lightning may call more than once (fit, then validate):
-    a system that is already sharded is left as it is.
+    Under FSDP2 (a :class:`ModelParallelStrategy`): :func:`shard_system`, with the DiT blocks compiled when
+    ``compile_options`` is given. Any other strategy (one device, DDP) keeps the model whole; only the
+    compilation applies. Called from ``configure_model``, which Lightning may call more than once (fit, then
+    validate): what is already sharded or compiled is left as it is.
     """
     trainer = system._trainer
     strategy = trainer.strategy if trainer is not None else None
-    if not isinstance(strategy, ModelParallelStrategy) or isinstance(system.net, FSDPModule):
+    if not isinstance(strategy, ModelParallelStrategy):
+        if compile_options is not None:
+            apply_compile(dit_blocks(system.net), **compile_options)
+        return
+    if isinstance(system.net, FSDPModule):
         return
     mesh = system.device_mesh
     if mesh["tensor_parallel"].size() != 1:
@@ -154,7 +194,7 @@ def parallelize(system: LightningModule) -> None:
                          f"tensor_parallel_size of {mesh['tensor_parallel'].size()}; use "
                          "reasonaudio.models.parallel.FSDP2Strategy (data parallel over every rank)")
     plan = strategy.plan if isinstance(strategy, FSDP2Strategy) else ShardingPlan()
-    shard_system(system.net, system.conditioner, mesh["data_parallel"], plan)
+    shard_system(system.net, system.conditioner, mesh["data_parallel"], plan, compile_options)
 
 
 def _dtype(name: str | None, arg: str) -> torch.dtype | None:

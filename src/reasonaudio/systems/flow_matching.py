@@ -10,6 +10,12 @@ carry both); its sync tokens when video survived.
 Validation: the flow loss at a fixed grid of ``t`` with fixed noise (``val/loss`` and one
 ``val/loss_t=…`` per time), comparable across runs; with the ``EMA`` callback, from the EMA weights.
 ``generate`` samples latents with CFG (conditional and unconditional in one batched call).
+
+``compile: true`` (or a dict of :func:`torch.compile` options, e.g. ``{mode: max-autotune}``) compiles every DiT
+block in place when the model is configured, on any strategy (``reasonaudio.models.parallel.apply_compile``):
+training, validation and sampling then run the compiled blocks, and checkpoint keys, the EMA and exports are
+those of the eager network. ``generate(compiled=True)`` instead compiles the whole guided Euler step per shape
+(``reasonaudio.compiled_sampler``; CUDA graphs on a GPU).
 """
 from __future__ import annotations
 
@@ -22,6 +28,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from reasonaudio import flow
+from reasonaudio.compiled_sampler import CompiledEulerSampler
 from reasonaudio.models.parallel import parallelize
 from reasonaudio.schedules import build_lr_scheduler
 from reasonaudio.systems.hparams import save_system_hparams
@@ -42,17 +49,23 @@ class FlowMatchingPretrain(LightningModule):
         optimizer: optimiser factory (AdamW (0.9, 0.95) in the configs).
         lr_scheduler: schedule stepped every optimisation step (``RunWarmupStepDecay`` in the configs: it is
             laid out over the run's length, which :func:`~reasonaudio.schedules.build_lr_scheduler` passes).
+        compile: compile the DiT blocks (True, or a dict of ``torch.compile`` options); False: eager.
     """
 
     def __init__(self, net: nn.Module, conditioner: nn.Module, text_drop: float = 0.1, video_drop: float = 0.1,
                  t_mean: float = 0.0, t_std: float = 1.0,
                  val_t_grid: Sequence[float] = flow.DEFAULT_T_GRID, val_noise_seed: int = 0,
-                 optimizer: OptimizerCallable = torch.optim.AdamW, lr_scheduler: LRSchedulerCallable | None = None):
+                 optimizer: OptimizerCallable = torch.optim.AdamW, lr_scheduler: LRSchedulerCallable | None = None,
+                 compile: bool | dict[str, Any] = False):
         super().__init__()
         save_system_hparams(self, ["net", "conditioner", "optimizer", "lr_scheduler"])
         for name, p in (("text_drop", text_drop), ("video_drop", video_drop)):
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"{name} must be a probability, got {p}")
+        if not isinstance(compile, (bool, dict)):
+            raise TypeError(f"compile must be a bool or a dict of torch.compile options, got {compile!r}")
+        self.compile_options = (dict(compile) if isinstance(compile, dict) else {}) if compile else None
+        self.compiled_sampler: CompiledEulerSampler | None = None  # made on first generate(compiled=True)
         self.net = net
         self.conditioner = conditioner
         self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
@@ -68,9 +81,9 @@ class FlowMatchingPretrain(LightningModule):
             self.conditioner.check_store(meta, store)
 
     def configure_model(self) -> None:
-        """Apply the trainer's parallelism (FSDP2 sharding, activation checkpointing;
-        ``reasonaudio.models.parallel``)."""
-        parallelize(self)
+        """Apply the trainer's parallelism (FSDP2 sharding, activation checkpointing) and the DiT's compilation
+        (``reasonaudio.models.parallel``)."""
+        parallelize(self, self.compile_options)
 
     def conditions(self, batch: dict[str, Any], has_text: torch.Tensor, has_video: torch.Tensor) -> dict[str, Any]:
         """Network keyword arguments for the given presence flags ``[B]``."""
@@ -112,12 +125,17 @@ class FlowMatchingPretrain(LightningModule):
 
     @torch.no_grad()
     def generate(self, batch: dict[str, Any], steps: int = 25, cfg: float = 4.5, seed: int = 0,
-                 method: str = "euler", negative_caption: str | None = None) -> torch.Tensor:
+                 method: str = "euler", negative_caption: str | None = None, compiled: bool = False) -> torch.Tensor:
         """Sample normalised latents ``[B, T, C]`` (the shape of ``batch["latent"]``) for a batch's conditions.
 
         CFG contrasts the condition with the null condition, or, given ``negative_caption``, with that
-        caption alone (video dropped), as MMAudio's negative prompts do.
+        caption alone (video dropped), as MMAudio's negative prompts do. ``compiled`` (Euler only) runs each
+        guided step as one compiled graph per shape (``self.compiled_sampler``, a
+        :class:`~reasonaudio.compiled_sampler.CompiledEulerSampler` made on first use unless one was set; CUDA
+        graphs on a GPU); the eager path integrates with torchdiffeq.
         """
+        if compiled and method != "euler":
+            raise ValueError(f"compiled sampling is Euler only, got method={method!r}")
         b, t_len, channels = batch["latent"].shape
         cond = self.conditions(batch, batch["has_text"], batch["has_video"])
         off = torch.zeros(b, dtype=torch.bool, device=self.device)
@@ -126,6 +144,10 @@ class FlowMatchingPretrain(LightningModule):
         else:
             uncond = self.conditions(batch, off, off)
         x0 = torch.randn(b, t_len, channels, generator=torch.Generator().manual_seed(seed)).to(self.device)
+        if compiled:
+            if self.compiled_sampler is None:
+                self.compiled_sampler = CompiledEulerSampler(self.net)
+            return self.compiled_sampler(x0, cond, uncond, steps, cfg)
         return flow.sample(lambda x, t: flow.cfg_velocity(self.net, x, t, cond, uncond, cfg), x0, steps, method)
 
     def load_ema(self, path: str) -> None:

@@ -93,6 +93,7 @@ class PreferencePostTrain(StartsFromExport, FlowMatchingPretrain):
         audio_preset: ``AudioConfig`` preset of the codec (the sample rate of decoded audio).
         snapshot_every: also write the export every this many steps into ``<export>/snapshots/step_<step>/``
             (0: only the final one), for curves of any metric against the training step (paper Figure 4).
+        compile: compile the DiT blocks, adapters included (True, or a dict of ``torch.compile`` options).
     """
 
     def __init__(self, net: nn.Module, conditioner: nn.Module, objective: nn.Module, pretrained: str | None = None,
@@ -104,11 +105,11 @@ class PreferencePostTrain(StartsFromExport, FlowMatchingPretrain):
                  online_candidates: int = 8, online_min_spread: float = 0.0, sample_steps: int = 25,
                  sample_cfg: float = 4.5, val_ground_truth: list[str] | None = None, val_items: int = 4,
                  vae: nn.Module | None = None, vae_checkpoint: str | None = None, vocoder: str | None = None,
-                 audio_preset: str = "tiny", snapshot_every: int = 0):
+                 audio_preset: str = "tiny", snapshot_every: int = 0, compile: bool | dict[str, Any] = False):
         with warnings.catch_warnings():  # the parent records its own argument subset; replaced just below
             warnings.filterwarnings("ignore", message=".*is an instance of `nn.Module`")
             super().__init__(net, conditioner, text_drop, video_drop, t_mean, t_std, val_t_grid, val_noise_seed,
-                             optimizer, lr_scheduler)
+                             optimizer, lr_scheduler, compile)
         self.hparams.clear()  # record this system's arguments, not the parent's subset
         save_system_hparams(self, ["net", "conditioner", "objective", "optimizer", "lr_scheduler", "reward", "vae"])
         if online_every < 0 or (online_every and reward is None):

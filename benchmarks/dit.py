@@ -13,6 +13,13 @@ channels, 77 query tokens of width 448, 192 Synchformer tokens):
   ``--sample-budget`` seconds (judged from the NFE time above), a k-step run (k ≥ 2, as many as fit
   the budget) is timed instead and scaled by steps / k; the table says which.
 
+With ``--compile``, a second table compares eager and compiled execution at each batch size, paired (the
+two alternate, medians of ``--repeats``): the training step with every DiT block compiled in place by
+inductor (``reasonaudio.models.parallel.apply_compile``, what ``model.compile: true`` does), a guided
+velocity through those blocks, and one step of :class:`reasonaudio.compiled_sampler.CompiledEulerSampler`
+(the whole guided Euler step one graph) against the eager step. The first compiled call of each kind
+(the compilation) is reported apart and not in the medians.
+
 One intra-op thread by default: the 2-core machine is shared, and a 2-thread pool stalls whenever
 another process holds a core. Tokens/s counts latent tokens (B · 250 per step or per clip).
 
@@ -20,6 +27,7 @@ Usage::
 
     .venv/bin/python benchmarks/dit.py                    # dit_s, writes docs/benchmarks.md
     .venv/bin/python benchmarks/dit.py --preset dit_tiny --no-write
+    .venv/bin/python benchmarks/dit.py --compile --batches 4  # + eager vs torch.compile
 
 Replaces the section "## MM-DiT (CPU)" of ``docs/benchmarks.md`` (other sections are kept) unless
 ``--no-write``, and ends with the line ``<preset> sampling 8s: <seconds> s`` (batch 1, 25 Euler steps,
@@ -28,6 +36,7 @@ CFG batched; extrapolated as above when the budget says so).
 from __future__ import annotations
 
 import argparse
+import copy
 import math
 import os
 import statistics
@@ -40,7 +49,9 @@ from typing import Callable
 import torch
 
 from reasonaudio import flow
+from reasonaudio.compiled_sampler import CompiledEulerSampler
 from reasonaudio.models.dit import MMDiT, dit_s, dit_tiny
+from reasonaudio.models.parallel import apply_compile, dit_blocks
 
 from report import DOC, cpu_name, write_section  # benchmarks/ is the script folder, so this resolves
 
@@ -65,6 +76,23 @@ class Row:
     @property
     def cfg_ratio(self) -> float:
         return self.nfe_two_calls_s / self.nfe_batched_s
+
+
+@dataclass
+class CompiledRow:
+    """Paired medians, eager and compiled, for one batch size; ``*_compile_s``: the first compiled call."""
+
+    batch: int
+    train_eager_s: float
+    train_compiled_s: float
+    train_compile_s: float
+    nfe_eager_s: float
+    nfe_compiled_s: float
+    nfe_compile_s: float
+    step_eager_s: float
+    step_graph_s: float
+    step_compile_s: float
+    max_abs_diff: float
 
 
 def conditions(net: MMDiT, batch: int, g: torch.Generator) -> tuple[dict, dict]:
@@ -115,6 +143,85 @@ def measure(net: MMDiT, batch: int, args: argparse.Namespace) -> Row:
                args.steps)
 
 
+
+
+def paired(first: Callable[[], object], second: Callable[[], object], repeats: int) -> tuple[float, float]:
+    """Medians of ``repeats`` timings of each, alternating which goes first (against drift)."""
+    a, b = [], []
+    for rep in range(repeats):
+        if rep % 2 == 0:
+            a.append(timed(first)), b.append(timed(second))
+        else:
+            b.append(timed(second)), a.append(timed(first))
+    return statistics.median(a), statistics.median(b)
+
+
+def measure_compiled(net: MMDiT, compiled: MMDiT, batch: int, args: argparse.Namespace) -> CompiledRow:
+    """Eager ``net`` vs ``compiled`` (its copy with inductor-compiled blocks) at one batch size."""
+    g = torch.Generator().manual_seed(batch)
+    cond, uncond = conditions(net, batch, g)
+    x1 = torch.randn(batch, net.latent_len, net.latent_channels, generator=g)
+    noise = torch.randn(x1.shape, generator=g)
+    t = flow.sample_t(batch, generator=g)
+
+    def train_step(model: MMDiT, opt: torch.optim.Optimizer) -> Callable[[], None]:
+        def step() -> None:
+            flow.loss(model(flow.interpolate(noise, x1, t), t, **cond), noise, x1).backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        return step
+
+    def adamw(model: MMDiT) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=1e-6)
+
+    net.train(), compiled.train()
+    eager_step, compiled_step = train_step(net, adamw(net)), train_step(compiled, adamw(compiled))
+    compile_train = timed(compiled_step)
+    for _ in range(args.warmup):
+        eager_step(), compiled_step()
+    train_eager, train_compiled = paired(eager_step, compiled_step, args.repeats)
+
+    net.eval(), compiled.eval()
+    x0, half = torch.randn(x1.shape, generator=g), torch.full((batch,), 0.5)
+    sampler = CompiledEulerSampler(net)
+    with torch.no_grad():
+        eager_v = lambda: flow.cfg_velocity(net, x0, half, cond, uncond, args.cfg)  # noqa: E731
+        compiled_v = lambda: flow.cfg_velocity(compiled, x0, half, cond, uncond, args.cfg)  # noqa: E731
+        compile_nfe = timed(compiled_v)
+        eager_v()
+        nfe_eager, nfe_compiled = paired(eager_v, compiled_v, args.repeats)
+        # one Euler step (t 0 → 1/steps): eager network + update vs the sampler's single compiled graph
+        t0, dt, w = torch.zeros(batch), torch.tensor(1.0 / args.steps), torch.tensor(args.cfg)
+        graph = sampler.step_fn(x0.device)
+        eager_euler = lambda: x0 + dt * flow.cfg_velocity(net, x0, t0, cond, uncond, w)  # noqa: E731
+        graph_euler = lambda: graph(x0, t0, dt, cond, uncond, w)  # noqa: E731
+        compile_step = timed(graph_euler)
+        step_eager, step_graph = paired(eager_euler, graph_euler, args.repeats)
+        diff = (graph_euler() - eager_euler()).abs().max().item()
+    return CompiledRow(batch, train_eager, train_compiled, compile_train, nfe_eager, nfe_compiled, compile_nfe,
+                       step_eager, step_graph, compile_step, diff)
+
+
+def compiled_markdown(rows: list[CompiledRow]) -> str:
+    lines = [
+        "Eager vs `torch.compile` (inductor, default mode), same weights and inputs, paired: the two alternate, "
+        "medians as above; the compiled network's blocks are compiled in place (`model.compile: true`), the "
+        "sampler step is `CompiledEulerSampler`'s single graph of the whole guided Euler step. Compile s = the "
+        "first compiled call (compilation included), not in the medians; max |Δ| = largest difference of the "
+        "sampler step's output against eager (fp32).",
+        "",
+        "| batch | train step eager s | compiled s | compiled / eager | compile s | NFE eager s | compiled s | "
+        "compiled / eager | compile s | Euler step eager s | one graph s | graph / eager | compile s | max abs diff |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r.batch} | {r.train_eager_s:.2f} | {r.train_compiled_s:.2f} | "
+            f"**{r.train_compiled_s / r.train_eager_s:.2f}** | {r.train_compile_s:.0f} | {r.nfe_eager_s:.3f} | "
+            f"{r.nfe_compiled_s:.3f} | {r.nfe_compiled_s / r.nfe_eager_s:.2f} | {r.nfe_compile_s:.0f} | "
+            f"{r.step_eager_s:.3f} | {r.step_graph_s:.3f} | {r.step_graph_s / r.step_eager_s:.2f} | "
+            f"{r.step_compile_s:.0f} | {r.max_abs_diff:.1e} |")
+    return "\n".join(lines + [""])
 
 
 def markdown(rows: list[Row], net: MMDiT, args: argparse.Namespace, argv: list[str], load: float) -> str:
@@ -169,6 +276,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads (1: the machine is shared)")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--compile", action="store_true", help="also time eager vs torch.compile (paired)")
     parser.add_argument("--no-write", action="store_true", help=f"do not update {DOC}")
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
@@ -185,6 +293,19 @@ def main(argv: list[str] | None = None) -> None:
         print(f"measured batch {batch}: train {rows[-1].train_s:.2f} s, sampling {rows[-1].sample_s:.1f} s",
               file=sys.stderr)
     text = markdown(rows, net, args, argv, load)
+    if args.compile:
+        with torch.no_grad():  # as after training: zero-initialised gates would make every block an identity map
+            for p in net.parameters():
+                p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())) * 0.02)
+        compiled = copy.deepcopy(net)
+        apply_compile(dit_blocks(compiled))
+        compiled_rows = []
+        for batch in args.batches:
+            compiled_rows.append(measure_compiled(net, compiled, batch, args))
+            r = compiled_rows[-1]
+            print(f"compiled batch {batch}: train {r.train_compiled_s:.2f} s vs eager {r.train_eager_s:.2f} s",
+                  file=sys.stderr)
+        text += "\n" + compiled_markdown(compiled_rows)
     print(text)
     if not args.no_write:
         write_section(SECTION, text)

@@ -1,49 +1,68 @@
 """One-GPU check of the MM-DiT (``benchmarks/gpu_check.sh``): bf16 training throughput, MFU, sampling time, memory.
 
 On one CUDA device, with the ``s16k`` preset and an 8 s clip (250 latents × 20, 77 query tokens,
-192 Synchformer tokens; all conditions present):
+192 Synchformer tokens; all conditions present; weights perturbed from their zero-initialised gates), for
+each ``--preset`` (``dit_s`` and ``dit_l`` by default):
 
-* **training step** of ``--preset`` (``dit_s`` by default): fp32 master weights, bf16 autocast (the
-  suite's ``bf16-mixed``; no GradScaler), forward + backward + fused AdamW, batch ``--train-batch``
-  (halved until it fits in memory); median of ``--repeats`` after ``--warmup``. Achieved TFLOP/s =
+* **training step**: fp32 master weights, bf16 autocast (the suite's ``bf16-mixed``; no GradScaler),
+  forward + backward + fused AdamW, at each batch of ``--train-batch`` (16 and 64; halved until it fits in
+  memory); median of ``--repeats`` after ``--warmup``. Achieved TFLOP/s =
   the step's matmul and attention FLOPs (counted once with ``torch.utils.flop_counter``, forward +
   backward) / its median time; MFU = that / the GPU's dense bf16 peak (:data:`PEAK_BF16_TFLOPS`,
   or ``--peak-tflops``);
 * **sampling an 8 s clip**: 25 Euler steps with CFG (w = 4.5, conditional and unconditional
   batched in one call, as ``FlowMatchingPretrain.generate`` does), bf16 autocast, at batch 1 and
   16 (``--sample-batches``); network only (no conditioner, VAE decoder or vocoder);
-* **peak memory** of each phase (``torch.cuda.max_memory_allocated``).
+* **peak memory** of each phase (``torch.cuda.max_memory_allocated``);
+* unless ``--no-compile``: the training step again with every DiT block compiled in place
+  (``model.compile: true``: ``reasonaudio.models.parallel.apply_compile``, inductor), and sampling again
+  through :class:`reasonaudio.compiled_sampler.CompiledEulerSampler` (each guided Euler step one graph,
+  ``reduce-overhead``: CUDA graphs). The compiled sample must equal the eager one within
+  :data:`SAMPLE_RTOL` (relative L2, bf16) or the script fails; the first compiled call is not timed;
+* **attention kernel**: the scaled-dot-product-attention operators one forward pass runs (torch profiler),
+  i.e. which SDPA backend (flash, memory-efficient, cuDNN, math) torch picked for these shapes, and the
+  forward + backward time with SDPA restricted to each backend in turn (``torch.nn.attention.sdpa_kernel``;
+  n/a where a backend cannot run these inputs), so that a backend can be chosen explicitly from numbers.
 
-The work is sized for a few minutes on one H100-class GPU (26 training steps, 8 sampling runs of 25 steps;
-not yet timed on a GPU: the session that wrote it had none); ``gpu_check.sh`` stops it after 10
-minutes in any case. Without CUDA it exits at once (status 2) with a message.
-``--dry-run`` runs the same code on the CPU with ``dit_tiny`` in fp32 to check the script and the
-table (MFU and memory are then n/a); it writes nothing unless ``--doc`` names a file.
+The eager part took under a minute on an H200 (2026-11-26). With compilation and two presets (per preset:
+2 × 13 eager and 2 × 13 compiled training steps, 13 with activation checkpointing, 8 sampling runs of 25
+steps eager and 8 compiled, plus the compilations) the 10-minute limit of ``gpu_check.sh`` is not yet
+checked on a GPU (no session since has had one); ``--preset dit_s`` halves it. Without CUDA it exits at once
+(status 2) with a message. ``--dry-run`` runs the same code on the CPU with ``dit_tiny`` in fp32 to check
+the script and the table (MFU and memory are then n/a); it writes nothing unless ``--doc`` names a file.
 
 Usage::
 
     benchmarks/gpu_check.sh                                   # writes "## GPU check" in docs/benchmarks.md
     benchmarks/gpu_check.sh --preset dit_l --train-batch 32
+    benchmarks/gpu_check.sh --no-compile                     # eager only (the first GPU run's table)
     .venv/bin/python benchmarks/gpu_check.py --dry-run        # CPU, no GPU needed
 
-The last line printed is ``gpu_check <preset>: train <TFLOP/s> TFLOP/s (MFU <%>), sample 8 s b1 <s> s,
-b16 <s> s``.
+One line per preset ends the output: ``gpu_check <preset>: best train <TFLOP/s> TFLOP/s (MFU <%>, <variant>,
+batch <B>), sample 8 s b1 <s> s, b16 <s> s; compiled b1 <s> s, b16 <s> s``; the exit status is 1 when a
+compiled sample differs from the eager one.
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Callable
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
 from reasonaudio import flow
+from reasonaudio.compiled_sampler import CompiledEulerSampler
 from reasonaudio.models.dit import MMDiT, dit_l, dit_s, dit_tiny
+from reasonaudio.models.parallel import apply_compile, dit_blocks
 
 from report import DOC, write_section  # benchmarks/ is the script folder, so this resolves
 
@@ -52,6 +71,10 @@ PRESETS: dict[str, Callable[..., MMDiT]] = {"dit_s": dit_s, "dit_l": dit_l, "dit
 DURATION = 8.0
 NUM_QUERIES = 77
 CFG = 4.5
+SDPA_BACKENDS = {"flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION,
+                 "cudnn": SDPBackend.CUDNN_ATTENTION, "math": SDPBackend.MATH}
+SAMPLE_RTOL = 2e-2
+"""Largest relative L2 difference of the compiled sample from the eager one (bf16 rounding over 25 steps)."""
 
 PEAK_BF16_TFLOPS: list[tuple[tuple[str, ...], float]] = [
     # Dense bf16 tensor-core peaks from NVIDIA's data sheets (their headline figures are with 2:4
@@ -202,11 +225,12 @@ def peak_memory(device: torch.device) -> int | None:
     return torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
 
 
-def measure_training(net: MMDiT, batch: int, args: argparse.Namespace, device: torch.device) -> Row:
+def measure_training(net: MMDiT, batch: int, args: argparse.Namespace, device: torch.device,
+                     label: str = "eager") -> Row:
     """One bf16-autocast training step, halving the batch until it fits in memory."""
     while True:
         try:
-            return _training(net, batch, args, device)
+            return _training(net, batch, args, device, label)
         except torch.OutOfMemoryError:
             if batch == 1:
                 raise
@@ -215,7 +239,7 @@ def measure_training(net: MMDiT, batch: int, args: argparse.Namespace, device: t
             batch //= 2
 
 
-def _training(net: MMDiT, batch: int, args: argparse.Namespace, device: torch.device) -> Row:
+def _training(net: MMDiT, batch: int, args: argparse.Namespace, device: torch.device, label: str) -> Row:
     reset_memory(device)
     g = torch.Generator().manual_seed(0)
     x1, cond, _ = inputs(net, batch, device, g)
@@ -232,15 +256,20 @@ def _training(net: MMDiT, batch: int, args: argparse.Namespace, device: torch.de
         opt.zero_grad(set_to_none=True)
 
     net.train()
-    flops = counted_flops(step)  # also the first warm-up step
+    if label != "eager":
+        step()  # compilation, not timed
+    with torch.compiler.set_stance("force_eager"):  # count the step's operations, not the compiled graph's
+        flops = counted_flops(step)  # also the first warm-up step
     seconds = median_time(step, args.warmup, args.repeats, device)
     del opt
-    return Row("training step (fwd + bwd + AdamW)", batch, seconds,
+    return Row(f"training step (fwd + bwd + AdamW), {label}", batch, seconds,
                f"{batch * net.latent_len / seconds:,.0f} latent tok/s", flops, peak_memory(device))
 
 
 @torch.no_grad()
-def measure_sampling(net: MMDiT, batch: int, args: argparse.Namespace, device: torch.device) -> Row:
+def measure_sampling(net: MMDiT, batch: int, args: argparse.Namespace, device: torch.device,
+                     sampler: CompiledEulerSampler | None = None) -> tuple[Row, torch.Tensor]:
+    """Time sampling an 8 s clip, eager (torchdiffeq) or through ``sampler``; returns the row and one sample."""
     reset_memory(device)
     g = torch.Generator().manual_seed(batch)
     x0, cond, uncond = inputs(net, batch, device, g)
@@ -250,46 +279,184 @@ def measure_sampling(net: MMDiT, batch: int, args: argparse.Namespace, device: t
         with autocast(device):
             return flow.cfg_velocity(net, x, t, cond, uncond, CFG).float()
 
-    def run(steps: int) -> torch.Tensor:
-        return flow.sample(velocity, x0, steps=steps)
+    def run() -> torch.Tensor:
+        if sampler is None:
+            return flow.sample(velocity, x0, steps=args.steps)
+        with autocast(device):
+            return sampler(x0, cond, uncond, steps=args.steps, w=CFG).float()
 
-    seconds = median_time(lambda: run(args.steps), 1, args.sample_repeats, device)
+    sample = run()  # warm-up (compilation for the sampler), and the sample the two paths are compared on
+    seconds = median_time(run, 0, args.sample_repeats, device)
     flops = args.steps * forward_flops(net, 2 * batch)  # CFG: one call on the doubled batch per step
-    return Row(f"sampling {DURATION:g} s ({args.steps} Euler steps, CFG batched)", batch, seconds,
-               f"RTF {seconds / (batch * DURATION):.4f}", flops, peak_memory(device))
+    how = "eager" if sampler is None else f"compiled step ({sampler.backend}, {sampler._mode(device)})"
+    return Row(f"sampling {DURATION:g} s ({args.steps} Euler steps, CFG batched), {how}", batch, seconds,
+               f"RTF {seconds / (batch * DURATION):.4f}", flops, peak_memory(device)), sample
+
+
+def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    """``‖actual − expected‖ / ‖expected‖`` (L2 over every element)."""
+    return ((actual - expected).norm() / expected.norm().clamp_min(1e-12)).item()
+
+
+def attention_ops(net: MMDiT, device: torch.device) -> list[str]:
+    """The scaled-dot-product-attention operators one bf16 forward pass at batch 1 runs (torch profiler)."""
+    g = torch.Generator().manual_seed(2)
+    x, cond, _ = inputs(net, 1, device, g)
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    with torch.no_grad(), torch.profiler.profile(activities=activities) as prof, autocast(device):
+        net(x, torch.full((1,), 0.5, device=device), **cond)
+        synchronize(device)
+    return sorted({e.key for e in prof.key_averages() if "scaled_dot_product" in e.key and e.key.startswith("aten::_")})
+
+
+def measure_attention_backends(net: MMDiT, batch: int, args: argparse.Namespace, device: torch.device
+                               ) -> dict[str, float | None]:
+    """Median forward + backward time (bf16 autocast, no optimiser step) with torch's own SDPA choice ("default")
+    and restricted to each backend of :data:`SDPA_BACKENDS`; None where the backend cannot run these inputs."""
+    g = torch.Generator().manual_seed(3)
+    x1, cond, _ = inputs(net, batch, device, g)
+    t = torch.full((batch,), 0.5, device=device)
+    net.train()
+
+    def step() -> None:
+        with autocast(device):
+            loss = net(x1, t, **cond).float().square().mean()
+        loss.backward()
+        net.zero_grad(set_to_none=True)
+
+    times: dict[str, float | None] = {"default": median_time(step, 1, args.sample_repeats, device)}
+    for name, backend in SDPA_BACKENDS.items():
+        try:
+            with sdpa_kernel([backend]):
+                times[name] = median_time(step, 1, args.sample_repeats, device)
+        except RuntimeError:  # "No viable backend …": not available for this device, dtype or head size
+            net.zero_grad(set_to_none=True)
+            times[name] = None
+    return times
+
+
+# --------------------------------------------------------------------------- one preset
+
+
+@dataclass
+class PresetResult:
+    preset: str
+    net: MMDiT
+    rows: list[Row]
+    flops_check: tuple[int, int]  # one forward at batch 1: analytic, counted
+    attention: list[str]
+    attention_times: dict[str, float | None]  # SDPA backend → forward + backward s (None: unavailable)
+    sample_errors: dict[int, float]  # batch → relative error of the compiled sample
+
+
+def run_preset(preset: str, args: argparse.Namespace, device: torch.device) -> PresetResult:
+    """Eager rows, then (``--compile``) the compiled sampler and compiled blocks, and activation checkpointing."""
+    torch.manual_seed(0)
+    net = PRESETS[preset](audio_preset="s16k", duration=DURATION, query_dim=448).to(device)
+    with torch.no_grad():  # as after training: zero-initialised gates would make every block an identity map
+        for p in net.parameters():
+            p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())).to(device) * 0.02)
+    g = torch.Generator().manual_seed(1)
+    _, cond1, _ = inputs(net, 1, device, g)
+    x = torch.randn(1, net.latent_len, net.latent_channels, generator=g).to(device)
+    with torch.no_grad():
+        counted = counted_flops(lambda: net(x, torch.full((1,), 0.5, device=device), **cond1))
+    attention = attention_ops(net, device)
+    attention_times = measure_attention_backends(net, min(args.train_batches), args, device)
+    print(f"{preset}: attention backends {attention_times}", file=sys.stderr)
+    rows, samples, errors = [], {}, {}
+
+    def report(row: Row) -> None:
+        rows.append(row)
+        print(f"{preset}: {row.phase}, batch {row.batch}: {row.seconds:.4f} s", file=sys.stderr)
+
+    for batch in args.train_batches:
+        report(measure_training(net, batch, args, device))
+    for batch in args.sample_batches:
+        row, samples[batch] = measure_sampling(net, batch, args, device)
+        report(row)
+    if args.compile:
+        sampler = CompiledEulerSampler(net, backend=args.compile_backend)
+        for batch in args.sample_batches:
+            row, sample = measure_sampling(net, batch, args, device, sampler)
+            report(row)
+            errors[batch] = relative_error(sample, samples[batch])
+        if args.activation_checkpointing:  # AC on (eager) at the largest batch, on a copy that is then dropped
+            from reasonaudio.models.parallel import apply_activation_checkpointing
+
+            checkpointed = copy.deepcopy(net)
+            apply_activation_checkpointing(dit_blocks(checkpointed))
+            row = measure_training(checkpointed, max(args.train_batches), args, device,
+                                   "eager, activation checkpointing")
+            del checkpointed
+            # model FLOPs, as for MFU anywhere: the recomputed forward passes are work, not progress
+            row.flops = next(r.flops for r in rows if r.phase.endswith(", eager") and r.batch == row.batch)
+            report(row)
+        options = {"backend": args.compile_backend}
+        apply_compile(dit_blocks(net), **options)
+        for batch in args.train_batches:
+            report(measure_training(net, batch, args, device, f"blocks compiled ({args.compile_backend})"))
+    return PresetResult(preset, net, rows, (forward_flops(net, 1), counted), attention, attention_times, errors)
 
 
 # --------------------------------------------------------------------------- report
 
 
-def markdown(rows: list[Row], net: MMDiT, args: argparse.Namespace, argv: list[str], device: torch.device,
-             device_name: str, peak: float | None, flops_check: tuple[int, int]) -> str:
-    params = sum(p.numel() for p in net.parameters())
+def driver_version() -> str:
+    """The NVIDIA driver's version (nvidia-smi), or n/a."""
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=30)
+        return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else "n/a"
+    except (OSError, subprocess.SubprocessError):
+        return "n/a"
+
+
+def markdown(results: list[PresetResult], args: argparse.Namespace, argv: list[str], device: torch.device,
+             device_name: str, peak: float | None) -> str:
     where = (f"{device_name}, dense bf16 peak {peak:g} TFLOP/s" if peak else
              f"{device_name} (bf16 peak unknown: MFU n/a; pass --peak-tflops)") if device.type == "cuda" else \
         f"CPU dry run ({device_name}; MFU and memory n/a)"
-    cuda = f", CUDA {torch.version.cuda}" if device.type == "cuda" else ""
-    analytic, counted = flops_check
+    cuda = f", CUDA {torch.version.cuda}, driver {driver_version()}" if device.type == "cuda" else ""
     precision = "bf16 autocast over fp32 weights" if device.type == "cuda" else "fp32 (dry run)"
     lines = [
         SECTION, "",
-        f"`benchmarks/gpu_check.sh{' ' + ' '.join(argv) if argv else ''}` on {where}; torch {torch.__version__}"
-        f"{cuda}, sdpa attention, {precision}. `{args.preset}`: {params / 1e6:.1f}M "
-        f"parameters; input {DURATION:g} s at s16k = {net.latent_len} latents × {net.latent_channels}, "
-        f"{NUM_QUERIES} query tokens × {net.query_dim}, {net.sync_len} sync tokens × {net.sync_dim}. Times are "
+        f"`benchmarks/gpu_check.sh{' ' + ' '.join(argv) if argv else ''}` on {where}, {date.today().isoformat()}; "
+        f"torch {torch.__version__}{cuda}, sdpa attention, {precision}. Input {DURATION:g} s at s16k. Times are "
         f"medians ({args.repeats} training steps after {args.warmup} warm-up; {args.sample_repeats} sampling "
-        f"runs after one warm-up). FLOPs = matmuls and attention (torch.utils.flop_counter; one forward at "
-        f"batch 1: {counted / 1e9:.2f} GFLOP counted, {analytic / 1e9:.2f} GFLOP by the analytic formula in "
-        f"gpu_check.py); MFU = achieved / peak.",
-        "",
-        "| phase | batch | median s | throughput | GFLOP | achieved TFLOP/s | MFU | peak memory GiB |",
-        "|---|---:|---:|---|---:|---:|---:|---:|",
+        f"runs after one warm-up, which also compiles); compiled rows exclude the compilation. FLOPs = matmuls "
+        f"and attention (torch.utils.flop_counter of the eager operations; with activation checkpointing the "
+        f"model's FLOPs, not the recomputation); MFU = achieved / peak.",
     ]
-    for r in rows:
-        mfu = f"{100 * r.tflops() / peak:.1f} %" if peak and device.type == "cuda" else "n/a"
-        memory = f"{r.peak_memory / 2 ** 30:.2f}" if r.peak_memory is not None else "n/a"
-        lines.append(f"| {r.phase} | {r.batch} | {r.seconds:.4f} | {r.throughput} | {r.flops / 1e9:,.1f} | "
-                     f"{r.tflops():.3g} | {mfu} | {memory} |")
+    for r in results:
+        params = sum(p.numel() for p in r.net.parameters())
+        analytic, counted = r.flops_check
+        net = r.net
+        lines += [
+            "", f"`{r.preset}`: {params / 1e6:.1f}M parameters; {net.latent_len} latents × {net.latent_channels}, "
+            f"{NUM_QUERIES} query tokens × {net.query_dim}, {net.sync_len} sync tokens × {net.sync_dim}; one "
+            f"forward at batch 1: {counted / 1e9:.2f} GFLOP counted, {analytic / 1e9:.2f} GFLOP by the analytic "
+            f"formula in gpu_check.py. Attention operators: {', '.join(f'`{a}`' for a in r.attention) or 'none'}."
+            + ("" if not r.sample_errors else " Compiled vs eager sample, relative L2 difference: " + ", ".join(
+                f"batch {b}: {e:.1e}" for b, e in r.sample_errors.items()) + f" (must be < {SAMPLE_RTOL:g})."),
+            "",
+            "| phase | batch | median s | throughput | GFLOP | achieved TFLOP/s | MFU | peak memory GiB |",
+            "|---|---:|---:|---|---:|---:|---:|---:|",
+        ]
+        for row in r.rows:
+            mfu = f"{100 * row.tflops() / peak:.1f} %" if peak and device.type == "cuda" else "n/a"
+            memory = f"{row.peak_memory / 2 ** 30:.2f}" if row.peak_memory is not None else "n/a"
+            lines.append(f"| {row.phase} | {row.batch} | {row.seconds:.4f} | {row.throughput} | "
+                         f"{row.flops / 1e9:,.1f} | {row.tflops():.3g} | {mfu} | {memory} |")
+        default = r.attention_times["default"]
+        lines += ["", f"`{r.preset}` forward + backward at batch {min(args.train_batches)} (no optimiser step) with "
+                  f"SDPA restricted to one backend; medians of {args.sample_repeats} after one warm-up:", "",
+                  "| SDPA backend | s | / torch's choice |", "|---|---:|---:|",
+                  f"| torch's choice | {default:.4f} | 1.00 |"]
+        for name, seconds in r.attention_times.items():
+            if name != "default":
+                lines.append(f"| {name} | {seconds:.4f} | {seconds / default:.2f} |" if seconds is not None
+                             else f"| {name} | n/a (unavailable) | |")
     lines += ["", "GFLOP = per training step or per sampling run (CFG doubles the batch of every network "
               "call). RTF = sampling seconds / seconds of audio generated. Peak memory is per phase (weights, "
               "AdamW state and activations for training).", ""]
@@ -298,13 +465,18 @@ def markdown(rows: list[Row], net: MMDiT, args: argparse.Namespace, argv: list[s
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--preset", choices=sorted(PRESETS), help="default dit_s (dit_tiny with --dry-run)")
-    parser.add_argument("--train-batch", type=int, help="training batch (default 64; 2 with --dry-run)")
+    parser.add_argument("--preset", nargs="+", choices=sorted(PRESETS),
+                        help="default dit_s dit_l (dit_tiny with --dry-run)")
+    parser.add_argument("--train-batch", nargs="+", type=int, help="training batches (default 16 64; 2 with --dry-run)")
     parser.add_argument("--sample-batches", nargs="+", type=int, help="default 1 16 (1 2 with --dry-run)")
     parser.add_argument("--steps", type=int, help="Euler steps per sampling run (default 25; 4 with --dry-run)")
-    parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--sample-repeats", type=int, default=3)
+    parser.add_argument("--no-compile", dest="compile", action="store_false",
+                        help="eager rows only (no compiled sampler, no compiled blocks, no activation checkpointing)")
+    parser.add_argument("--compile-backend", default="inductor", help="torch.compile backend of the compiled rows")
+    parser.add_argument("--no-activation-checkpointing", dest="activation_checkpointing", action="store_false")
     parser.add_argument("--peak-tflops", type=float, help="dense bf16 peak of this GPU (overrides the table)")
     parser.add_argument("--dry-run", action="store_true", help="run on the CPU (dit_tiny) to check the script")
     parser.add_argument("--doc", type=Path, help=f"file to write the section into (default {DOC}; dry runs: none)")
@@ -316,13 +488,13 @@ def main(argv: list[str] | None = None) -> int:
               f"built for CUDA {torch.version.cuda or 'none'}). Check nvidia-smi and CUDA_VISIBLE_DEVICES, or "
               "run `benchmarks/gpu_check.py --dry-run` to check the script on the CPU.", file=sys.stderr)
         return 2
-    args.preset = args.preset or ("dit_tiny" if args.dry_run else "dit_s")
-    args.train_batch = args.train_batch or (2 if args.dry_run else 64)
+    args.preset = args.preset or (["dit_tiny"] if args.dry_run else ["dit_s", "dit_l"])
+    args.train_batches = args.train_batch or ([2] if args.dry_run else [16, 64])
     args.sample_batches = args.sample_batches or ([1, 2] if args.dry_run else [1, 16])
     args.steps = args.steps or (4 if args.dry_run else 25)
     if args.dry_run:
         args.warmup, args.repeats, args.sample_repeats = min(args.warmup, 1), min(args.repeats, 2), 1
-    counts = (args.train_batch, *args.sample_batches, args.steps, args.repeats, args.sample_repeats)
+    counts = (*args.train_batches, *args.sample_batches, args.steps, args.repeats, args.sample_repeats)
     if min(counts) < 1 or args.warmup < 0:
         parser.error(f"batches, steps and repeats must be positive, warmup >= 0; got {vars(args)}")
     device = torch.device("cpu" if args.dry_run else "cuda")
@@ -333,27 +505,32 @@ def main(argv: list[str] | None = None) -> int:
         from report import cpu_name
 
         device_name, peak = cpu_name(), None
-    torch.manual_seed(0)
-    net = PRESETS[args.preset](audio_preset="s16k", duration=DURATION, query_dim=448).to(device)
-    g = torch.Generator().manual_seed(1)
-    _, cond1, _ = inputs(net, 1, device, g)
-    x = torch.randn(1, net.latent_len, net.latent_channels, generator=g).to(device)
-    with torch.no_grad():
-        counted = counted_flops(lambda: net(x, torch.full((1,), 0.5, device=device), **cond1))
-    rows = [measure_training(net, args.train_batch, args, device)]
-    print(f"training: {rows[-1].seconds:.4f} s per step at batch {rows[-1].batch}", file=sys.stderr)
-    for batch in args.sample_batches:
-        rows.append(measure_sampling(net, batch, args, device))
-        print(f"sampling: {rows[-1].seconds:.3f} s at batch {batch}", file=sys.stderr)
-    text = markdown(rows, net, args, argv, device, device_name, peak, (forward_flops(net, 1), counted))
+    results = []
+    for preset in args.preset:
+        results.append(run_preset(preset, args, device))
+        if preset != args.preset[-1]:
+            results[-1].net.cpu()  # make room for the next preset
+            torch.cuda.empty_cache() if device.type == "cuda" else None
+    text = markdown(results, args, argv, device, device_name, peak)
     print(text)
     doc = args.doc or (None if args.dry_run else DOC)
     if doc is not None and not args.no_write:
         write_section(SECTION, text, doc)
-    train = rows[0]
-    mfu = f"{100 * train.tflops() / peak:.1f} %" if peak and device.type == "cuda" else "n/a"
-    samples = ", ".join(f"b{r.batch} {r.seconds:.3f} s" for r in rows[1:])
-    print(f"gpu_check {args.preset}: train {train.tflops():.3g} TFLOP/s (MFU {mfu}), sample {DURATION:g} s {samples}")
+    failed = [(r.preset, b, e) for r in results for b, e in r.sample_errors.items() if not e < SAMPLE_RTOL]
+    for r in results:
+        train = [row for row in r.rows if row.phase.startswith("training")]
+        best = max(train, key=Row.tflops)
+        mfu = f"{100 * best.tflops() / peak:.1f} %" if peak and device.type == "cuda" else "n/a"
+        eager = [row for row in r.rows if row.phase.startswith("sampling") and row.phase.endswith("eager")]
+        fast = [row for row in r.rows if row.phase.startswith("sampling") and not row.phase.endswith("eager")]
+        samples = ", ".join(f"b{row.batch} {row.seconds:.3f} s" for row in eager)
+        compiled = ", ".join(f"b{row.batch} {row.seconds:.3f} s" for row in fast)
+        print(f"gpu_check {r.preset}: best train {best.tflops():.3g} TFLOP/s (MFU {mfu}, {best.phase.split(', ', 1)[1]}"
+              f", batch {best.batch}), sample {DURATION:g} s {samples}" + (f"; compiled {compiled}" if fast else ""))
+    if failed:
+        print(f"gpu_check: the compiled sample differs from the eager one beyond {SAMPLE_RTOL:g} (relative L2): "
+              f"{failed}", file=sys.stderr)
+        return 1
     return 0
 
 

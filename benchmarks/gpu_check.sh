@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# One-GPU check of the MM-DiT in under 10 minutes: dit_s bf16 training-step throughput (achieved TFLOP/s, MFU),
-# sampling time of an 8 s clip (25 Euler steps, CFG) at batch 1 and 16, peak memory; writes the section
+# One-GPU check of the MM-DiT in under 10 minutes: dit_s and dit_l bf16 training-step throughput (achieved
+# TFLOP/s, MFU), eager and with compiled blocks; sampling time of an 8 s clip (25 Euler steps, CFG) at batch 1
+# and 16, eager and as one compiled graph per step (CUDA graphs); peak memory; writes the section
 # "## GPU check" of docs/benchmarks.md. Arguments go to benchmarks/gpu_check.py (--help lists them;
 # --dry-run checks the script on a CPU). Exit status 2 at once when no CUDA device is usable.
 set -euo pipefail

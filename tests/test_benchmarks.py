@@ -77,20 +77,38 @@ def test_gpu_check_fails_fast_without_cuda(monkeypatch, capsys):
 
 
 def test_gpu_check_dry_run_writes_the_table(tmp_path, capsys):
+    """Eager, compiled-sampler, activation-checkpointing and compiled-block rows (``aot_eager``: the script's logic,
+    not inductor's code, is under test here), the attention operator, and the compiled-vs-eager sample check."""
     doc = tmp_path / "benchmarks.md"
     doc.write_text("# Benchmarks\n\n## Other\n\nkept\n")
     args = ["--dry-run", "--doc", str(doc), "--train-batch", "1", "--sample-batches", "1", "2", "--steps", "2",
-            "--warmup", "0", "--repeats", "1"]
+            "--warmup", "0", "--repeats", "1", "--compile-backend", "aot_eager"]
     assert gpu_check.main(args) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
-    assert re.fullmatch(r"gpu_check dit_tiny: train \S+ TFLOP/s \(MFU n/a\), sample 8 s b1 \S+ s, b2 \S+ s", last)
+    assert re.fullmatch(r"gpu_check dit_tiny: best train \S+ TFLOP/s \(MFU n/a, .+, batch 1\), sample 8 s b1 \S+ s, "
+                        r"b2 \S+ s; compiled b1 \S+ s, b2 \S+ s", last), last
     text = doc.read_text()
     assert "## Other\n\nkept" in text and text.count("## GPU check") == 1
+    assert "Attention operators: `aten::_scaled_dot_product_flash_attention_for_cpu`." in text
+    backends = re.findall(r"^\| (torch's choice|flash|efficient|cudnn|math) \| ([^|]+) \|", text, re.MULTILINE)
+    available = {name: value.strip() for name, value in backends}
+    assert list(available) == ["torch's choice", "flash", "efficient", "cudnn", "math"]
+    assert available["efficient"] == available["cudnn"] == "n/a (unavailable)"  # CUDA-only backends
+    assert all(float(available[name]) > 0 for name in ("torch's choice", "flash", "math"))
+    assert re.search(r"relative L2 difference: batch 1: \S+, batch 2: \S+ \(must be < 0.02\)", text)
     rows = [line.split(" | ") for line in text.splitlines() if line.startswith(("| training", "| sampling"))]
-    assert [r[1] for r in rows] == ["1", "1", "2"]
+    assert [(r[0], r[1]) for r in rows] == [
+        ("| training step (fwd + bwd + AdamW), eager", "1"),
+        ("| sampling 8 s (2 Euler steps, CFG batched), eager", "1"),
+        ("| sampling 8 s (2 Euler steps, CFG batched), eager", "2"),
+        ("| sampling 8 s (2 Euler steps, CFG batched), compiled step (aot_eager, default)", "1"),
+        ("| sampling 8 s (2 Euler steps, CFG batched), compiled step (aot_eager, default)", "2"),
+        ("| training step (fwd + bwd + AdamW), eager, activation checkpointing", "1"),
+        ("| training step (fwd + bwd + AdamW), blocks compiled (aot_eager)", "1")]
     net = dit_tiny(audio_preset="s16k", duration=8.0, query_dim=448)
-    for row, batch in zip(rows[1:], (1, 2)):  # sampling: 2 steps of one call on the CFG-doubled batch
+    for row, batch in zip(rows[1:5], (1, 2, 1, 2)):  # sampling: 2 steps of one call on the CFG-doubled batch
         assert row[4] == f"{2 * gpu_check.forward_flops(net, 2 * batch) / 1e9:,.1f}"
+    assert rows[0][4] == rows[5][4] == rows[6][4]  # model FLOPs: compiled or recomputed, the step does the same work
     for row in rows:
         gflop, seconds, tflops = float(row[4].replace(",", "")), float(row[2]), float(row[5])
         assert tflops == pytest.approx(gflop / seconds / 1e3, rel=0.06)  # rounding of the printed values

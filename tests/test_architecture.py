@@ -22,7 +22,7 @@ SOURCES = {ROOT / "src" / "reasonaudio": "reasonaudio", ROOT / "callbacks": "rea
 
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("core", ("reasonaudio", "reasonaudio.moved", "reasonaudio.config", "reasonaudio.media", "reasonaudio.media.*",
-              "reasonaudio.flow", "reasonaudio.schedules", "reasonaudio.losses", "reasonaudio.preference_objectives",
+              "reasonaudio.flow", "reasonaudio.compiled_sampler", "reasonaudio.schedules", "reasonaudio.losses", "reasonaudio.preference_objectives",
               "reasonaudio.synthetic_world", "reasonaudio.captions.format", "reasonaudio.lightning_configs")),
     ("models", ("reasonaudio.models", "reasonaudio.models.*")),
     ("metrics", ("reasonaudio.metrics", "reasonaudio.metrics.*")),

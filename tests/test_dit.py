@@ -239,3 +239,75 @@ def test_usable_as_class_path(spec: dict):
     parser.add_argument("--net", type=nn.Module)
     net = parser.instantiate(parser.parse_args(["--net", json.dumps(spec)])).net
     assert isinstance(net, MMDiT) and net.latent_len == 32
+
+
+def sdpa_ops(fn) -> set[str]:
+    """Names of the scaled-dot-product-attention kernels ``fn()`` runs (torch profiler)."""
+    from torch.profiler import profile
+    with profile() as prof:
+        fn()
+    return {e.name for e in prof.events() if e.name.startswith("aten::_scaled_dot_product")}
+
+
+@torch.no_grad()
+def test_joint_attention_runs_on_the_listed_backends(monkeypatch, net_8s):
+    """The backend list of a device type is what the attention runs: the CPU keeps torch's own choice (its
+    flash kernel) unless listed; listing the math reference switches every block to it, same output."""
+    from torch.nn.attention import SDPBackend
+
+    from reasonaudio.models import dit
+    kw = inputs(net_8s, 1)
+    assert "cpu" not in dit.ATTENTION_BACKENDS
+    assert dit.ATTENTION_BACKENDS["cuda"][:2] == (SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION)
+    default = net_8s(**kw)
+    assert sdpa_ops(lambda: net_8s(**kw)) == {"aten::_scaled_dot_product_flash_attention_for_cpu"}
+    monkeypatch.setitem(dit.ATTENTION_BACKENDS, "cpu", (SDPBackend.MATH,))
+    assert sdpa_ops(lambda: net_8s(**kw)) == {"aten::_scaled_dot_product_attention_math"}
+    torch.testing.assert_close(net_8s(**kw), default, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: which GPU kernel runs")
+@torch.no_grad()
+def test_joint_attention_takes_flash_on_cuda():
+    """On a GPU the attention runs FlashAttention under bf16 autocast and the memory-efficient kernel in fp32."""
+    torch.manual_seed(0)
+    net = activate(dit_tiny(audio_preset="s16k", duration=8.0)).cuda().eval()
+    kw = {k: v.cuda() for k, v in inputs(net, 2).items()}
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        assert sdpa_ops(lambda: net(**kw)) == {"aten::_scaled_dot_product_flash_attention"}
+    assert sdpa_ops(lambda: net(**kw)) == {"aten::_scaled_dot_product_efficient_attention"}
+
+
+@torch.no_grad()
+def test_bf16_autocast_keeps_rope_and_timestep_features_fp32(monkeypatch, net_8s):
+    """Under bf16 autocast the matmuls run in bf16 but the sinusoidal timestep features and the RoPE rotation
+    stay float32 (bf16 angles at t · 1000 or position 250 are off by up to a radian); the output stays close
+    to fp32."""
+    from reasonaudio.models import dit
+    kw = inputs(net_8s, 2)
+    rotations = []
+
+    def recording_rope(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+        out = apply_rope(x, table)
+        rotations.append((x, table, out))
+        return out
+
+    apply_rope = dit.apply_rope
+    monkeypatch.setattr(dit, "apply_rope", recording_rope)
+    features = []
+    hook = net_8s.time_embed.mlp[0].register_forward_pre_hook(lambda _, args: features.append(args[0]))
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mixed = net_8s(**kw)
+    finally:
+        hook.remove()
+    t = kw["t"].double()[:, None] * 1000 * torch.exp(-torch.arange(128, dtype=torch.float64) * torch.log(
+        torch.tensor(1e4, dtype=torch.float64)) / 128)
+    assert features[0].dtype == torch.float32
+    torch.testing.assert_close(features[0].double(), torch.cat([t.cos(), t.sin()], -1), rtol=0, atol=1e-3)
+    assert rotations and all(x.dtype == torch.bfloat16 and table.dtype == torch.float32 for x, table, _ in rotations)
+    for x, table, out in rotations:  # rotated in float32, rounded to bf16 once
+        assert torch.equal(out, apply_rope(x.float(), table).bfloat16())
+    reference = net_8s(**kw)
+    error = ((mixed.float() - reference).norm() / reference.norm()).item()
+    assert error < 3e-2, error

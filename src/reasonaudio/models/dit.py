@@ -56,6 +56,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from reasonaudio import config
 
@@ -121,6 +122,32 @@ def apply_rope(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
     cos, sin = table[..., 0].to(dtype), table[..., 1].to(dtype)  # [L, K/2]
     x0, x1 = pairs[..., 0], pairs[..., 1]
     return torch.stack([x0 * cos - x1 * sin, x0 * sin + x1 * cos], dim=-1).flatten(-2).type_as(x)
+
+
+# --------------------------------------------------------------------------- attention kernel
+
+ATTENTION_BACKENDS: dict[str, tuple[SDPBackend, ...]] = {
+    "cuda": (SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.CUDNN_ATTENTION,
+             SDPBackend.MATH),
+}
+"""SDPA kernels the joint attention may use, by device type, in order of preference.
+
+On a GPU: FlashAttention-2 (bf16/fp16, head dim ≤ 256: every preset under autocast), then the
+memory-efficient kernel (also fp32), then cuDNN, then the math reference, so an unsupported case
+falls back instead of failing. The order is set explicitly rather than left to torch's heuristics,
+whose default order has changed between releases (cuDNN first on H100 in 2.5.0). A device type
+not listed (the CPU) keeps torch's own choice (its flash kernel for CPU). The attention has no mask,
+so nothing disqualifies flash.
+"""
+
+
+def joint_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Scaled-dot-product attention ``[B, H, L, K]`` on the backends of :data:`ATTENTION_BACKENDS`."""
+    backends = ATTENTION_BACKENDS.get(q.device.type)
+    if backends is None:
+        return F.scaled_dot_product_attention(q, k, v)
+    with sdpa_kernel(list(backends), set_priority=True):
+        return F.scaled_dot_product_attention(q, k, v)
 
 
 # --------------------------------------------------------------------------- layers
@@ -247,7 +274,7 @@ class MMDiTBlock(nn.Module):
         pre = [layer.pre_attention(x, c, rope) for layer, x, c, rope in zip(layers, xs, conds, ropes)]
         q = torch.cat([p[0] for p in pre if p[0] is not None], dim=2)  # [B, H, ΣL (querying streams), K]
         k, v = (torch.cat([p[i] for p in pre], dim=2) for i in (1, 2))  # [B, H, ΣL, K]
-        attn = rearrange(F.scaled_dot_product_attention(q, k, v), "b h l k -> b l (h k)")
+        attn = rearrange(joint_attention(q, k, v), "b h l k -> b l (h k)")
         outs = iter(attn.split([x.shape[1] for x, p in zip(xs, pre) if p[0] is not None], dim=1))
         return [x if layer.pre_only else layer.post_attention(x, next(outs), p[3])
                 for layer, x, p in zip(layers, xs, pre)]

@@ -94,6 +94,7 @@ class Result:
     max_rel_diff: float
     shares: list[float]
     mixed: dict[str, float] | None = None  # per-item seconds in mixed batches (:func:`measure_mixed`)
+    dispatch: dict[str, tuple[int, int | None]] | None = None  # mode → (aten operators, CUDA kernels) per step
 
     def expected(self, times: list[float]) -> float:
         """Mean step time per item under the drop shares."""
@@ -140,9 +141,9 @@ def build(args: argparse.Namespace) -> MLLMQueryConditioner:
                            fullatt_block_indexes=[0], tokens_per_second=2),
         image_token_id=990, video_token_id=991, vision_start_token_id=992, vision_end_token_id=993)
     torch.manual_seed(0)
-    cond = MLLMQueryConditioner(config, out_dim=448, num_queries=args.queries, tokenizer=word_tokenizer(),
-                                dtype=getattr(torch, args.dtype))
-    return cond.to(args.device)
+    with torch.device(args.device):  # built where it runs: random-initialising 7B parameters on a CPU takes minutes
+        return MLLMQueryConditioner(config, out_dim=448, num_queries=args.queries, tokenizer=word_tokenizer(),
+                                    dtype=getattr(torch, args.dtype))
 
 
 def time_runs(runs: dict[str, Callable[[], Any]], warmup: int, repeats: int,
@@ -198,6 +199,25 @@ def conditioner_step(cond: MLLMQueryConditioner, mode: str, prefix: Any, stored:
     return out.detach()
 
 
+def dispatch_counts(fn: Callable[[], Any], device: torch.device) -> tuple[int, int | None]:
+    """Operators ``fn()`` dispatches (aten operators, views and autograd's included: what the host runs per step)
+    and, on a GPU, the CUDA kernels it launches (torch profiler). Where a step is launch-bound, as a batch-1
+    decoder pass on a GPU is, its time follows these counts rather than its FLOPs."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as prof:
+        fn()
+        if cuda:
+            torch.cuda.synchronize(device)
+    events = prof.events()
+    operators = sum(1 for e in events if e.device_type == DeviceType.CPU and e.name.startswith("aten::"))
+    kernels = sum(1 for e in events if e.device_type == DeviceType.CUDA) if cuda else None
+    return operators, kernels
+
+
 def measure(args: argparse.Namespace, tmp: Path) -> Result:
     cond = build(args)
     cond.train()
@@ -245,7 +265,9 @@ def measure(args: argparse.Namespace, tmp: Path) -> Result:
                   cached_s=per["cached"], stored_s=per["stored"], shared_s=med["shared"],
                   prefix_forward_s=med["prefix"], load_s=med["load"], store_mb=store_mb,
                   saved_mb={m: saved_megabytes(lambda m=m: step(m, 0), cond) for m in ("full", "cached", "stored")},
-                  max_rel_diff=max(diffs), shares=drop_shares(args.text_drop, args.video_drop))
+                  max_rel_diff=max(diffs), shares=drop_shares(args.text_drop, args.video_drop),
+                  dispatch={m: dispatch_counts(lambda m=m: step(m, 0), torch.device(args.device))
+                            for m in ("full", "cached", "stored")})
 
 
 def measure_mixed(cond: MLLMQueryConditioner, frames: torch.Tensor, stored: Any,
@@ -275,6 +297,19 @@ def measure_mixed(cond: MLLMQueryConditioner, frames: torch.Tensor, stored: Any,
 def qwen7b_store_mb(tokens: int) -> float:
     """Stored prefix of a ``tokens``-long prompt for Qwen2.5-VL-7B in bf16 (28 layers, 4 KV heads of 128)."""
     return 28 * 2 * 4 * 128 * 2 * tokens / 1e6
+
+
+def dispatch_text(result: Result, args: argparse.Namespace) -> str:
+    """The operator (and kernel) counts of one video + caption step per mode."""
+    names = {"full": "full", "cached": "live cache", "stored": "stored"}
+    counts = ", ".join(f"{names[m]} {ops:,} operators" + ("" if kernels is None else f" / {kernels:,} CUDA kernels")
+                       for m, (ops, kernels) in result.dispatch.items())
+    return (f"Dispatched per step (video + caption; torch profiler, aten operators including views and autograd's): "
+            f"{counts}. Where a step is launch-bound (batch 1 on a GPU) its time follows these counts, not its "
+            f"FLOPs. The live-cache and stored steps run the queries against the decoder's KV cache: transformers "
+            f"then concatenates each layer's cache, builds an explicit causal mask (the queries no longer align "
+            f"with the keys) and, because of the mask, repeats each layer's KV heads instead of taking SDPA's "
+            f"grouped-query path (forward and backward); the full pass does none of this.")
 
 
 def markdown(result: Result, args: argparse.Namespace, argv: list[str]) -> str:
@@ -324,6 +359,7 @@ def markdown(result: Result, args: argparse.Namespace, argv: list[str]) -> str:
         f"Activations saved for backward (video + caption): full {result.saved_mb['full']:.1f} MB, live cache "
         f"{result.saved_mb['cached']:.1f} MB, stored {result.saved_mb['stored']:.1f} MB. Outputs of all three "
         f"agree to {result.max_rel_diff:.1e} (max rel., every prompt).",
+        *([] if result.dispatch is None else ["", dispatch_text(result, args)]),
         "",
         f"Stored prefix: **{result.speedup:.1f}×** faster than the full pass per training item under the drop mix "
         f"(decoder + connector step; {result.end_to_end_speedup:.1f}× counting the full pass's per-step input work "

@@ -19,6 +19,11 @@ each ``--preset`` (``dit_s`` and ``dit_l`` by default):
   through :class:`reasonaudio.compiled_sampler.CompiledEulerSampler` (each guided Euler step one graph,
   ``reduce-overhead``: CUDA graphs). The compiled sample must equal the eager one within
   :data:`SAMPLE_RTOL` (relative L2, bf16) or the script fails; the first compiled call is not timed;
+* **one clip end to end** (unless ``--no-end-to-end``): an 8 s clip at batch 1 as ``reasonaudio-generate``
+  makes it, at the paper's audio shape (44.1 kHz): Synchformer tokens, the MLLM conditioner with
+  Qwen2.5-VL-7B's shape (random bf16 weights) on the conditional and the null prompt, 25 Euler steps with CFG
+  (the compiled sampler unless ``--no-compile``), VAE decode and vocoder; each part timed alone and the whole
+  chain in one go (:func:`measure_end_to_end`);
 * **attention kernel**: the scaled-dot-product-attention operators one forward pass runs (torch profiler),
   i.e. which SDPA backend (flash, memory-efficient, cuDNN, math) torch picked for these shapes, and the
   forward + backward time with SDPA restricted to each backend in turn (``torch.nn.attention.sdpa_kernel``;
@@ -39,8 +44,9 @@ Usage::
     .venv/bin/python benchmarks/gpu_check.py --dry-run        # CPU, no GPU needed
 
 One line per preset ends the output: ``gpu_check <preset>: best train <TFLOP/s> TFLOP/s (MFU <%>, <variant>,
-batch <B>), sample 8 s b1 <s> s, b16 <s> s; compiled b1 <s> s, b16 <s> s``; the exit status is 1 when a
-compiled sample differs from the eager one.
+batch <B>), sample 8 s b1 <s> s, b16 <s> s; compiled b1 <s> s, b16 <s> s``, then ``gpu_check end-to-end: 8 s
+clip b1 <s> s (DiT + VAE + vocoder <s> s)``; the exit status is 1 when a compiled sample differs from the eager
+one. ``gpu_check.sh`` then runs ``benchmarks/conditioner.py`` at the 7B decoder shape (its own section).
 """
 from __future__ import annotations
 
@@ -58,13 +64,22 @@ from typing import Callable
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
+from transformers import Qwen2_5_VLConfig
+from transformers.utils import logging as hf_logging
 
 from reasonaudio import flow
 from reasonaudio.compiled_sampler import CompiledEulerSampler
+from reasonaudio.models.bigvgan import bigvgan_paper, bigvgan_tiny
+from reasonaudio.models.conditioners import MLLMQueryConditioner
 from reasonaudio.models.dit import MMDiT, dit_l, dit_s, dit_tiny
 from reasonaudio.models.parallel import apply_compile, dit_blocks
+from reasonaudio.models.synchformer import SynchformerConfig, SynchformerVisualEncoder
+from reasonaudio.models.vae import mel_vae_paper, mel_vae_tiny
+from reasonaudio.systems.codec import AudioDecoder
+from reasonaudio.systems.flow_matching import FlowMatchingPretrain
 
-from report import DOC, write_section  # benchmarks/ is the script folder, so this resolves
+from conditioner import CAPTION, word_tokenizer  # benchmarks/ is the script folder, so these resolve
+from report import DOC, write_section
 
 SECTION = "## GPU check"
 PRESETS: dict[str, Callable[..., MMDiT]] = {"dit_s": dit_s, "dit_l": dit_l, "dit_tiny": dit_tiny}
@@ -399,6 +414,142 @@ def run_preset(preset: str, args: argparse.Namespace, device: torch.device) -> P
     return PresetResult(preset, net, rows, (forward_flops(net, 1), counted), attention, attention_times, errors)
 
 
+# --------------------------------------------------------------------------- one clip, end to end
+
+
+def qwen25_vl_7b_shape(tiny: bool) -> Qwen2_5_VLConfig:
+    """Qwen2.5-VL-7B-Instruct's decoder (28 layers, 3584 wide, 28 heads of 128, 4 KV heads, MLP 18944) and vision
+    tower (32 blocks, 1280 wide, window 112, full attention in blocks 7/15/23/31), with the word-level
+    vocabulary of benchmarks/conditioner.py (1024 ids); ``tiny``: 2 layers of 64 and a 1-block tower (dry run)."""
+    text = dict(vocab_size=1024, hidden_size=64 if tiny else 3584, intermediate_size=128 if tiny else 18944,
+                num_hidden_layers=2 if tiny else 28, num_attention_heads=4 if tiny else 28, num_key_value_heads=2 if
+                tiny else 4, bos_token_id=None, eos_token_id=901, pad_token_id=1,
+                rope_parameters={"rope_type": "default", "rope_theta": 1e6,
+                                 "mrope_section": [2, 3, 3] if tiny else [16, 24, 24]})
+    vision = dict(depth=1 if tiny else 32, hidden_size=32 if tiny else 1280, intermediate_size=64 if tiny else 3420,
+                  num_heads=2 if tiny else 16, out_hidden_size=text["hidden_size"], patch_size=14, spatial_merge_size=2,
+                  temporal_patch_size=2, window_size=112, tokens_per_second=2,
+                  fullatt_block_indexes=[0] if tiny else [7, 15, 23, 31])
+    return Qwen2_5_VLConfig(text_config=text, vision_config=vision, image_token_id=990, video_token_id=991,
+                            vision_start_token_id=992, vision_end_token_id=993)
+
+
+@dataclass
+class EndToEnd:
+    preset: str
+    audio_preset: str
+    latent_shape: tuple[int, int]  # [T, C]
+    sample_rate: int
+    mllm_frames: tuple[int, ...]  # [frames, 3, H, W]
+    sync_frames: tuple[int, ...]
+    parts: dict[str, float]  # part → median s
+    total: float  # median s of the whole chain in one go
+    peak_memory: int | None
+    sampler: str
+
+
+@torch.no_grad()
+def measure_end_to_end(args: argparse.Namespace, device: torch.device) -> EndToEnd:
+    """One 8 s clip at batch 1 as ``reasonaudio-generate`` makes it: Synchformer tokens of the 25-fps frames,
+    the MLLM conditioner (7B-shaped Qwen2.5-VL, random bf16 weights) on the conditional and the null prompt,
+    25 Euler steps with CFG (the compiled sampler unless ``--no-compile``), VAE decode and vocoder, at the paper's
+    audio shape (44.1 kHz, 552 latents × 40; ``mel_vae_paper``, ``bigvgan_paper``). Each part is timed alone and
+    the chain once more in one go; medians of ``--sample-repeats`` after one warm-up (which also compiles)."""
+    tiny = device.type != "cuda"
+    audio = "tiny" if tiny else "paper"
+    dtype = torch.float32 if tiny else torch.bfloat16
+    reset_memory(device)
+    hf_logging.set_verbosity_error()  # the word-level vocabulary triggers token-id warnings
+    torch.manual_seed(0)
+    with torch.device(device):  # built where it runs: random-initialising 7B parameters on the CPU takes minutes
+        net = PRESETS[args.e2e_preset](audio_preset=audio, duration=DURATION)
+        conditioner = MLLMQueryConditioner(qwen25_vl_7b_shape(tiny), out_dim=net.query_dim, num_queries=NUM_QUERIES,
+                                           tokenizer=word_tokenizer(), dtype=dtype)
+        sync_config = SynchformerConfig(image_size=32, dim=64, visual_depth=1, visual_heads=4, audio_depth=1,
+                                        audio_heads=4, mlp_ratio=2, sync_dim=64, sync_depth=2, sync_heads=4,
+                                        segments=7, token_dim=768) if tiny else SynchformerConfig()
+        sync_encoder = SynchformerVisualEncoder(sync_config).eval()
+        decoder = AudioDecoder(mel_vae_tiny() if tiny else mel_vae_paper(),
+                               vocoder=bigvgan_tiny() if tiny else bigvgan_paper(), audio_preset=audio)
+        for p in net.parameters():  # as after training: zero-initialised gates would make every block an identity
+            p.add_(torch.randn_like(p) * 0.02)
+    system = FlowMatchingPretrain(net, conditioner).to(device).eval()
+    vae, vocoder = (m.eval() for m in decoder.models(device))
+    if args.compile:
+        system.compiled_sampler = CompiledEulerSampler(system.net, backend=args.compile_backend)
+    g = torch.Generator().manual_seed(4)
+    side = (56, 56) if tiny else (224, 392)  # 2 fps × 8 s = 16 frames; 224 × 392: 896 visual tokens
+    mllm_frames = torch.randint(0, 256, (16, 3, *side), dtype=torch.uint8, generator=g).to(device)
+    sync_frames = torch.randint(0, 256, (1, round(DURATION * 25), 3, sync_config.image_size, sync_config.image_size),
+                                dtype=torch.uint8, generator=g).to(device)
+    batch = {"latent": torch.zeros(1, net.latent_len, net.latent_channels, device=device), "caption": [CAPTION],
+             "has_text": torch.ones(1, dtype=torch.bool, device=device),
+             "has_video": torch.ones(1, dtype=torch.bool, device=device), "mllm_video": [mllm_frames]}
+    off = torch.zeros(1, dtype=torch.bool, device=device)
+    with autocast(device):
+        sync = sync_encoder(sync_frames).float()
+        cond = system.conditions({**batch, "sync": sync}, batch["has_text"], batch["has_video"])
+        uncond = system.conditions({**batch, "sync": sync}, off, off)
+    x0 = torch.randn(1, net.latent_len, net.latent_channels, generator=g).to(device)
+
+    def sample() -> torch.Tensor:
+        if args.compile:
+            return system.compiled_sampler(x0, cond, uncond, args.steps, CFG).float()
+        return flow.sample(lambda x, t: flow.cfg_velocity(system.net, x, t, cond, uncond, CFG).float(), x0, args.steps)
+
+    latents = sample()
+    mel = decoder.mel(latents)
+
+    def clip() -> torch.Tensor:
+        tokens = sync_encoder(sync_frames).float()
+        generated = system.generate({**batch, "sync": tokens}, steps=args.steps, cfg=CFG, seed=0,
+                                    compiled=args.compile)
+        return decoder(generated.float())
+
+    parts = {"Synchformer visual encoder": lambda: sync_encoder(sync_frames),
+             "MLLM conditioner, conditional + null prompt": lambda: (
+                 system.conditions({**batch, "sync": sync}, batch["has_text"], batch["has_video"]),
+                 system.conditions({**batch, "sync": sync}, off, off)),
+             f"DiT sampling ({args.steps} Euler steps, CFG batched)": sample,
+             "VAE decode": lambda: decoder.mel(latents),
+             "vocoder": lambda: vocoder(mel)}
+    times = {}
+    with autocast(device):
+        for name, fn in parts.items():
+            times[name] = median_time(fn, 1, args.sample_repeats, device)
+            print(f"end to end: {name}: {times[name]:.4f} s", file=sys.stderr)
+        total = median_time(clip, 1, args.sample_repeats, device)
+        audio_out = clip()
+    expected = round(DURATION * decoder.sample_rate)  # generate trims the codec's whole frames to this
+    if audio_out.shape[0] != 1 or audio_out.shape[1] < expected or not torch.isfinite(audio_out).all():
+        raise RuntimeError(f"end to end: expected one finite waveform of at least {expected} samples, got "
+                           f"{tuple(audio_out.shape)}")
+    how = (f"compiled step ({system.compiled_sampler.backend}, {system.compiled_sampler._mode(device)})"
+           if args.compile else "eager")
+    return EndToEnd(args.e2e_preset, audio, (net.latent_len, net.latent_channels), decoder.sample_rate,
+                    tuple(mllm_frames.shape), tuple(sync_frames.shape), times, total, peak_memory(device), how)
+
+
+def end_to_end_markdown(e2e: EndToEnd, device: torch.device) -> list[str]:
+    sampling = next(v for k, v in e2e.parts.items() if k.startswith("DiT sampling"))
+    codec = e2e.parts["VAE decode"] + e2e.parts["vocoder"]
+    memory = f"{e2e.peak_memory / 2 ** 30:.2f} GiB" if e2e.peak_memory is not None else "n/a"
+    lines = [
+        "", f"One {DURATION:g} s clip at batch 1, end to end as `reasonaudio-generate` makes it (random weights): "
+        f"`{e2e.preset}` at the `{e2e.audio_preset}` audio shape ({e2e.latent_shape[0]} latents × "
+        f"{e2e.latent_shape[1]}, {e2e.sample_rate} Hz), sampler {e2e.sampler}; MLLM conditioner "
+        f"{'7B-shaped Qwen2.5-VL (28 × 3584 decoder, 32-block vision tower, bf16)' if device.type == 'cuda' else 'tiny Qwen2.5-VL (dry run)'} "
+        f"on {e2e.mllm_frames[0]} frames of {e2e.mllm_frames[2]}×{e2e.mllm_frames[3]} and a 90-word caption, then "
+        f"the null prompt for CFG; Synchformer on {e2e.sync_frames[1]} frames of {e2e.sync_frames[3]}². Medians "
+        f"as for sampling; peak memory {memory}.", "",
+        "| part | median s |", "|---|---:|",
+        *(f"| {name} | {seconds:.4f} |" for name, seconds in e2e.parts.items()),
+        f"| DiT + VAE + vocoder (sum of their rows) | {sampling + codec:.4f} |",
+        f"| **whole clip in one go** (Synchformer, conditioner, sampling, VAE, vocoder) | **{e2e.total:.4f}** |",
+    ]
+    return lines
+
+
 # --------------------------------------------------------------------------- report
 
 
@@ -413,7 +564,7 @@ def driver_version() -> str:
 
 
 def markdown(results: list[PresetResult], args: argparse.Namespace, argv: list[str], device: torch.device,
-             device_name: str, peak: float | None) -> str:
+             device_name: str, peak: float | None, e2e: EndToEnd | None = None) -> str:
     where = (f"{device_name}, dense bf16 peak {peak:g} TFLOP/s" if peak else
              f"{device_name} (bf16 peak unknown: MFU n/a; pass --peak-tflops)") if device.type == "cuda" else \
         f"CPU dry run ({device_name}; MFU and memory n/a)"
@@ -457,6 +608,8 @@ def markdown(results: list[PresetResult], args: argparse.Namespace, argv: list[s
             if name != "default":
                 lines.append(f"| {name} | {seconds:.4f} | {seconds / default:.2f} |" if seconds is not None
                              else f"| {name} | n/a (unavailable) | |")
+    if e2e is not None:
+        lines += end_to_end_markdown(e2e, device)
     lines += ["", "GFLOP = per training step or per sampling run (CFG doubles the batch of every network "
               "call). RTF = sampling seconds / seconds of audio generated. Peak memory is per phase (weights, "
               "AdamW state and activations for training).", ""]
@@ -477,6 +630,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="eager rows only (no compiled sampler, no compiled blocks, no activation checkpointing)")
     parser.add_argument("--compile-backend", default="inductor", help="torch.compile backend of the compiled rows")
     parser.add_argument("--no-activation-checkpointing", dest="activation_checkpointing", action="store_false")
+    parser.add_argument("--no-end-to-end", dest="end_to_end", action="store_false",
+                        help="skip the end-to-end clip (7B-shaped conditioner, sampling, VAE, vocoder)")
+    parser.add_argument("--e2e-preset", choices=sorted(PRESETS), help="DiT of the end-to-end clip (default dit_s; "
+                        "dit_tiny with --dry-run)")
     parser.add_argument("--peak-tflops", type=float, help="dense bf16 peak of this GPU (overrides the table)")
     parser.add_argument("--dry-run", action="store_true", help="run on the CPU (dit_tiny) to check the script")
     parser.add_argument("--doc", type=Path, help=f"file to write the section into (default {DOC}; dry runs: none)")
@@ -492,6 +649,7 @@ def main(argv: list[str] | None = None) -> int:
     args.train_batches = args.train_batch or ([2] if args.dry_run else [16, 64])
     args.sample_batches = args.sample_batches or ([1, 2] if args.dry_run else [1, 16])
     args.steps = args.steps or (4 if args.dry_run else 25)
+    args.e2e_preset = args.e2e_preset or ("dit_tiny" if args.dry_run else "dit_s")
     if args.dry_run:
         args.warmup, args.repeats, args.sample_repeats = min(args.warmup, 1), min(args.repeats, 2), 1
     counts = (*args.train_batches, *args.sample_batches, args.steps, args.repeats, args.sample_repeats)
@@ -508,10 +666,10 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for preset in args.preset:
         results.append(run_preset(preset, args, device))
-        if preset != args.preset[-1]:
-            results[-1].net.cpu()  # make room for the next preset
-            torch.cuda.empty_cache() if device.type == "cuda" else None
-    text = markdown(results, args, argv, device, device_name, peak)
+        results[-1].net.cpu()  # make room for the next preset and the end-to-end clip
+        torch.cuda.empty_cache() if device.type == "cuda" else None
+    e2e = measure_end_to_end(args, device) if args.end_to_end else None
+    text = markdown(results, args, argv, device, device_name, peak, e2e)
     print(text)
     doc = args.doc or (None if args.dry_run else DOC)
     if doc is not None and not args.no_write:
@@ -527,6 +685,10 @@ def main(argv: list[str] | None = None) -> int:
         compiled = ", ".join(f"b{row.batch} {row.seconds:.3f} s" for row in fast)
         print(f"gpu_check {r.preset}: best train {best.tflops():.3g} TFLOP/s (MFU {mfu}, {best.phase.split(', ', 1)[1]}"
               f", batch {best.batch}), sample {DURATION:g} s {samples}" + (f"; compiled {compiled}" if fast else ""))
+    if e2e is not None:
+        sampling = next(v for k, v in e2e.parts.items() if k.startswith("DiT sampling"))
+        print(f"gpu_check end-to-end: {DURATION:g} s clip b1 {e2e.total:.3f} s (DiT + VAE + vocoder "
+              f"{sampling + e2e.parts['VAE decode'] + e2e.parts['vocoder']:.3f} s)")
     if failed:
         print(f"gpu_check: the compiled sample differs from the eager one beyond {SAMPLE_RTOL:g} (relative L2): "
               f"{failed}", file=sys.stderr)

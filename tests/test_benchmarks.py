@@ -21,6 +21,7 @@ import torch
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCH))  # the scripts import their neighbour `report` as a top-level module
 
+import conditioner as conditioner_bench  # noqa: E402
 import gpu_check  # noqa: E402
 import media as media_bench  # noqa: E402
 import run_all  # noqa: E402
@@ -78,15 +79,18 @@ def test_gpu_check_fails_fast_without_cuda(monkeypatch, capsys):
 
 def test_gpu_check_dry_run_writes_the_table(tmp_path, capsys):
     """Eager, compiled-sampler, activation-checkpointing and compiled-block rows (``aot_eager``: the script's logic,
-    not inductor's code, is under test here), the attention operator, and the compiled-vs-eager sample check."""
+    not inductor's code, is under test here), the attention operator, the compiled-vs-eager sample check and the
+    end-to-end clip (tiny conditioner, Synchformer, DiT, VAE and vocoder of the dry run)."""
     doc = tmp_path / "benchmarks.md"
     doc.write_text("# Benchmarks\n\n## Other\n\nkept\n")
     args = ["--dry-run", "--doc", str(doc), "--train-batch", "1", "--sample-batches", "1", "2", "--steps", "2",
             "--warmup", "0", "--repeats", "1", "--compile-backend", "aot_eager"]
     assert gpu_check.main(args) == 0
-    last = capsys.readouterr().out.strip().splitlines()[-1]
+    preset_line, last = capsys.readouterr().out.strip().splitlines()[-2:]
     assert re.fullmatch(r"gpu_check dit_tiny: best train \S+ TFLOP/s \(MFU n/a, .+, batch 1\), sample 8 s b1 \S+ s, "
-                        r"b2 \S+ s; compiled b1 \S+ s, b2 \S+ s", last), last
+                        r"b2 \S+ s; compiled b1 \S+ s, b2 \S+ s", preset_line), preset_line
+    total, without_conditioner = map(float, re.fullmatch(
+        r"gpu_check end-to-end: 8 s clip b1 (\S+) s \(DiT \+ VAE \+ vocoder (\S+) s\)", last).groups())
     text = doc.read_text()
     assert "## Other\n\nkept" in text and text.count("## GPU check") == 1
     assert "Attention operators: `aten::_scaled_dot_product_flash_attention_for_cpu`." in text
@@ -113,6 +117,31 @@ def test_gpu_check_dry_run_writes_the_table(tmp_path, capsys):
         gflop, seconds, tflops = float(row[4].replace(",", "")), float(row[2]), float(row[5])
         assert tflops == pytest.approx(gflop / seconds / 1e3, rel=0.06)  # rounding of the printed values
         assert row[6] == "n/a" and row[7] == "n/a |"
+    assert "sampler compiled step (aot_eager, default)" in text and "`dit_tiny` at the `tiny` audio shape" in text
+    parts = dict(re.findall(r"^\| ([^|]+?) \| \**([0-9.]+)\** \|$", text.split("One 8 s clip at batch 1")[1], re.MULTILINE))
+    assert list(parts) == ["Synchformer visual encoder", "MLLM conditioner, conditional + null prompt",
+                           "DiT sampling (2 Euler steps, CFG batched)", "VAE decode", "vocoder",
+                           "DiT + VAE + vocoder (sum of their rows)",
+                           "**whole clip in one go** (Synchformer, conditioner, sampling, VAE, vocoder)"]
+    seconds = [float(v) for v in parts.values()]
+    assert all(v > 0 for v in seconds)
+    assert seconds[5] == pytest.approx(sum(seconds[2:5]), abs=2e-4) == pytest.approx(without_conditioner, abs=1e-3)
+    assert seconds[6] == pytest.approx(total, abs=1e-3)
+
+
+def test_conditioner_benchmark_counts_what_each_step_dispatches(capsys):
+    """A 2-layer run: the three steps agree, and the per-step operator counts that explain the batch-1 GPU times
+    are reported; reading the prefix through the KV cache dispatches more operators than the full pass."""
+    conditioner_bench.main(["--no-write", "--layers", "2", "--hidden", "64", "--heads", "4", "--repeats", "1",
+                            "--warmup", "0", "--mixed-batch", "0"])
+    out = capsys.readouterr().out
+    assert re.search(r"prefix-cache speedup: \S+x$", out.strip())
+    counts = re.search(r"full ([0-9,]+) operators, live cache ([0-9,]+) operators, stored ([0-9,]+) operators\. ",
+                       out)
+    full, cached, stored = (int(c.replace(",", "")) for c in counts.groups())
+    assert full < stored < cached  # the stored step skips the prompt's forward, but not the cache's extra work
+    agree = float(re.search(r"Outputs of all three agree to (\S+) \(max rel", out).group(1))
+    assert agree < 1e-4
 
 
 def test_media_benchmark_decodes_what_ffmpeg_decodes(fixtures_dir, tmp_path):

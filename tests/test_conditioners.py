@@ -231,6 +231,25 @@ def test_prefix_cache_equals_full_pass_with_gradients(num_queries):
         assert rel_err(grad_c[name], grad_f[name]) <= 1e-5, name
 
 
+def test_without_autograd_one_pass_replaces_the_prefix_cache():
+    """Generation and validation run without autograd: the cache would save nothing, so one decoder pass over
+    prompt and queries runs instead of two, with the same output as the cached pair of passes in training."""
+    cond = tiny_mllm()
+    args = (videos(), CAPTIONS, torch.tensor([True, False, True]), torch.tensor([True, True, False]))
+    calls = []
+    hook = cond.decoder.register_forward_pre_hook(lambda m, a, kw: calls.append(kw["inputs_embeds"].shape[1]),
+                                                  with_kwargs=True)
+    cond.prefix_cache = True
+    cached = cond(*args)
+    assert calls == [21, 5]  # autograd on: the prefix (21 tokens, left-padded), then the 5 queries
+    calls.clear()
+    with torch.no_grad():
+        single = cond(*args)
+    hook.remove()
+    assert calls == [26]  # one pass: prefix and queries together
+    assert rel_err(single, cached) <= 1e-5
+
+
 def test_left_padding_leaves_each_item_unchanged():
     cond = tiny_mllm()
     batch = cond(videos(), CAPTIONS)

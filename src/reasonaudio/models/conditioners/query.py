@@ -80,7 +80,9 @@ class QueryConditioner(Conditioner):
         use_chat_template: format prompts with the chat template when one is available.
         connector_layers: bidirectional encoder layers in the connector (0: MLP only).
         connector_heads: their attention heads.
-        prefix_cache: run the prefix without autograd and reuse its KV cache (exact).
+        prefix_cache: in training, run the prefix without autograd and reuse its KV cache (exact). Without
+            autograd (generation, validation) there is nothing to save, and one pass over prompt and queries,
+            equal to it, dispatches about half the operators, so that pass runs instead.
         save_frozen: keep the frozen backbone in :meth:`state_dict`.
     """
 
@@ -172,7 +174,7 @@ class QueryConditioner(Conditioner):
             length = 1
         queries = self.queries.to(prefix.embeds.dtype).expand(batch, -1, -1)  # [B, Nq, H]
         mask = torch.cat([prefix.mask, prefix.mask.new_ones(batch, self.num_tokens)], dim=1)  # [B, L + Nq]
-        if not self.prefix_cache:
+        if not self.prefix_cache or not torch.is_grad_enabled():  # no autograd: one pass is the cheaper equal
             out = self.decoder(inputs_embeds=torch.cat([prefix.embeds, queries], dim=1), attention_mask=mask,
                                position_ids=torch.cat([prefix.positions, prefix.query_positions], dim=-1),
                                use_cache=False)

@@ -22,8 +22,11 @@ if ! "$PY" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1
     exit 2
 fi
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-timeout --signal=INT 420 "$PY" benchmarks/gpu_check.py "$@"
-# Qwen2.5-VL-7B's decoder shape (random bf16 weights): full pass vs live prefix cache vs stored prefix.
-exec timeout --signal=INT 180 "$PY" benchmarks/conditioner.py --device cuda --dtype bfloat16 --layers 28 \
+status=0
+timeout --signal=INT 420 "$PY" benchmarks/gpu_check.py "$@" || status=$?
+# Qwen2.5-VL-7B's decoder shape (random bf16 weights): full pass vs live prefix cache vs stored prefix. It runs
+# even when the check above failed (its own section), and the worse exit status is the script's.
+timeout --signal=INT 180 "$PY" benchmarks/conditioner.py --device cuda --dtype bfloat16 --layers 28 \
     --hidden 3584 --heads 28 --kv-heads 4 --intermediate 18944 --warmup 2 --repeats 5 --mixed-batch 16 \
-    --mixed-draws 2 --mixed-repeats 3
+    --mixed-draws 2 --mixed-repeats 3 || status=$(( status > $? ? status : $? ))
+exit "$status"

@@ -173,3 +173,21 @@ def test_machine_section_goes_first_and_is_replaced(tmp_path):
     assert text.startswith("# Benchmarks\n\n## Machine\n") and text.count("## Machine") == 1
     assert "| CPU | B |" in text and "| CPU | A |" not in text and text.rstrip().endswith("rtf")
     assert "| media | `benchmarks/media.py` | 1 | 0.5 |" in text and "| dit | `benchmarks/dit.py` | 0 | 2.0 |" in text
+
+
+def test_gpu_check_keeps_its_tables_when_the_end_to_end_clip_fails(tmp_path, monkeypatch, capsys):
+    """A failure in the last part (a new GPU stack, a missing kernel) must not lose the preset tables measured
+    before it: the error is written into the section and the exit status is 1."""
+    def fail(args, device):
+        raise RuntimeError("no kernel image is available for execution on the device")
+
+    monkeypatch.setattr(gpu_check, "measure_end_to_end", fail)
+    doc = tmp_path / "benchmarks.md"
+    args = ["--dry-run", "--doc", str(doc), "--train-batch", "1", "--sample-batches", "1", "--steps", "1",
+            "--warmup", "0", "--repeats", "1", "--no-compile"]
+    assert gpu_check.main(args) == 1
+    text = doc.read_text()
+    assert "| training step (fwd + bwd + AdamW), eager | 1 |" in text
+    assert text.rstrip().endswith("The end-to-end clip failed: `RuntimeError: no kernel image is available for "
+                                  "execution on the device`.")
+    assert "the end-to-end clip failed" in capsys.readouterr().err

@@ -25,14 +25,17 @@ each ``--preset`` (``dit_s`` and ``dit_l`` by default):
   (the compiled sampler unless ``--no-compile``), VAE decode and vocoder; each part timed alone and the whole
   chain in one go (:func:`measure_end_to_end`);
 * **attention kernel**: the scaled-dot-product-attention operators one forward pass runs (torch profiler),
-  i.e. which SDPA backend (flash, memory-efficient, cuDNN, math) torch picked for these shapes, and the
-  forward + backward time with SDPA restricted to each backend in turn (``torch.nn.attention.sdpa_kernel``;
-  n/a where a backend cannot run these inputs), so that a backend can be chosen explicitly from numbers.
+  i.e. which SDPA backend (flash, memory-efficient, cuDNN, math) the model's explicit order
+  (:data:`reasonaudio.models.dit.ATTENTION_BACKENDS`) ends up with for these shapes, and the forward + backward
+  time with that order, with torch's own choice and with each backend alone (:func:`attention_backends`; n/a
+  where a backend cannot run these inputs), so that the order is backed by numbers.
 
-The eager part took under a minute on an H200 (2026-11-26). With compilation and two presets (per preset:
+The eager part took under a minute on an H200 (2026-11-26). With compilation, two presets (per preset:
 2 × 13 eager and 2 × 13 compiled training steps, 13 with activation checkpointing, 8 sampling runs of 25
-steps eager and 8 compiled, plus the compilations) the 10-minute limit of ``gpu_check.sh`` is not yet
-checked on a GPU (no session since has had one); ``--preset dit_s`` halves it. Without CUDA it exits at once
+steps eager and 8 compiled, plus the compilations) and the end-to-end clip, the 400-second limit that
+``gpu_check.sh`` gives this script is not yet checked on a GPU (no session since has had one); ``--preset
+dit_s`` halves the preset part. Interrupted (SIGINT, as that limit sends), it still writes the presets it
+finished, says where it stopped and exits with status 1. Without CUDA it exits at once
 (status 2) with a message. ``--dry-run`` runs the same code on the CPU with ``dit_tiny`` in fp32 to check
 the script and the table (MFU and memory are then n/a); it writes nothing unless ``--doc`` names a file.
 
@@ -52,6 +55,7 @@ one or the end-to-end clip fails (its error goes into the section; the tables be
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import statistics
 import subprocess
@@ -63,7 +67,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.nn.attention import SDPBackend
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 from transformers import Qwen2_5_VLConfig
 from transformers.utils import logging as hf_logging
@@ -72,6 +76,7 @@ from reasonaudio import flow
 from reasonaudio.compiled_sampler import CompiledEulerSampler
 from reasonaudio.models.bigvgan import bigvgan_paper, bigvgan_tiny
 from reasonaudio.models.conditioners import MLLMQueryConditioner
+from reasonaudio.models import dit as dit_module
 from reasonaudio.models.dit import MMDiT, dit_l, dit_s, dit_tiny
 from reasonaudio.models.parallel import apply_compile, dit_blocks
 from reasonaudio.models.synchformer import SynchformerConfig, SynchformerVisualEncoder
@@ -325,10 +330,31 @@ def attention_ops(net: MMDiT, device: torch.device) -> list[str]:
     return sorted({e.key for e in prof.key_averages() if "scaled_dot_product" in e.key and e.key.startswith("aten::_")})
 
 
+@contextlib.contextmanager
+def attention_backends(device_type: str, backends: tuple[SDPBackend, ...] | None):
+    """Set the DiT's SDPA backend order for one device type (:data:`reasonaudio.models.dit.ATTENTION_BACKENDS`;
+    None: torch's own choice) for the duration of the block. The model enters that order around every attention
+    call, so an outer ``sdpa_kernel`` would be overridden: this is how a backend is restricted for the DiT."""
+    table = dit_module.ATTENTION_BACKENDS
+    saved = table.get(device_type)
+    if backends is None:
+        table.pop(device_type, None)
+    else:
+        table[device_type] = tuple(backends)
+    try:
+        yield
+    finally:
+        if saved is None:
+            table.pop(device_type, None)
+        else:
+            table[device_type] = saved
+
+
 def measure_attention_backends(net: MMDiT, batch: int, args: argparse.Namespace, device: torch.device
                                ) -> dict[str, float | None]:
-    """Median forward + backward time (bf16 autocast, no optimiser step) with torch's own SDPA choice ("default")
-    and restricted to each backend of :data:`SDPA_BACKENDS`; None where the backend cannot run these inputs."""
+    """Median forward + backward time (bf16 autocast, no optimiser step) with the model's backend order
+    ("model"), torch's own choice ("torch") and each backend of :data:`SDPA_BACKENDS` alone; None where a backend
+    cannot run these inputs."""
     g = torch.Generator().manual_seed(3)
     x1, cond, _ = inputs(net, batch, device, g)
     t = torch.full((batch,), 0.5, device=device)
@@ -340,12 +366,13 @@ def measure_attention_backends(net: MMDiT, batch: int, args: argparse.Namespace,
         loss.backward()
         net.zero_grad(set_to_none=True)
 
-    times: dict[str, float | None] = {"default": median_time(step, 1, args.sample_repeats, device)}
-    for name, backend in SDPA_BACKENDS.items():
+    times: dict[str, float | None] = {"model": median_time(step, 1, args.sample_repeats, device)}
+    choices = {"torch": None, **{name: (backend,) for name, backend in SDPA_BACKENDS.items()}}
+    for name, backends in choices.items():
         try:
-            with sdpa_kernel([backend]):
+            with attention_backends(device.type, backends):
                 times[name] = median_time(step, 1, args.sample_repeats, device)
-        except RuntimeError:  # "No viable backend …": not available for this device, dtype or head size
+        except RuntimeError:  # "No available kernel …": not available for this device, dtype or head size
             net.zero_grad(set_to_none=True)
             times[name] = None
     return times
@@ -405,8 +432,10 @@ def run_preset(preset: str, args: argparse.Namespace, device: torch.device) -> P
             row = measure_training(checkpointed, max(args.train_batches), args, device,
                                    "eager, activation checkpointing")
             del checkpointed
-            # model FLOPs, as for MFU anywhere: the recomputed forward passes are work, not progress
-            row.flops = next(r.flops for r in rows if r.phase.endswith(", eager") and r.batch == row.batch)
+            # model FLOPs, as for MFU anywhere: the recomputed forward passes are work, not progress (the eager
+            # row's count, or, if that batch was halved to fit, forward + backward = 3 forwards analytically)
+            row.flops = next((r.flops for r in rows if r.phase.endswith(", eager") and r.batch == row.batch),
+                             3 * forward_flops(net, row.batch))
             report(row)
         options = {"backend": args.compile_backend}
         apply_compile(dit_blocks(net), **options)
@@ -498,8 +527,9 @@ def measure_end_to_end(args: argparse.Namespace, device: torch.device) -> EndToE
             return system.compiled_sampler(x0, cond, uncond, args.steps, CFG).float()
         return flow.sample(lambda x, t: flow.cfg_velocity(system.net, x, t, cond, uncond, CFG).float(), x0, args.steps)
 
-    latents = sample()
-    mel = decoder.mel(latents)
+    with autocast(device):  # as the timed calls below: one compiled graph, bf16
+        latents = sample()
+        mel = decoder.mel(latents)
 
     def clip() -> torch.Tensor:
         tokens = sync_encoder(sync_frames).float()
@@ -531,6 +561,9 @@ def measure_end_to_end(args: argparse.Namespace, device: torch.device) -> EndToE
                     tuple(mllm_frames.shape), tuple(sync_frames.shape), times, total, peak_memory(device), how)
 
 
+MLLM_7B = "7B-shaped Qwen2.5-VL (28 × 3584 decoder, 32-block vision tower, bf16)"
+
+
 def end_to_end_markdown(e2e: EndToEnd, device: torch.device) -> list[str]:
     sampling = next(v for k, v in e2e.parts.items() if k.startswith("DiT sampling"))
     codec = e2e.parts["VAE decode"] + e2e.parts["vocoder"]
@@ -539,7 +572,7 @@ def end_to_end_markdown(e2e: EndToEnd, device: torch.device) -> list[str]:
         "", f"One {DURATION:g} s clip at batch 1, end to end as `reasonaudio-generate` makes it (random weights): "
         f"`{e2e.preset}` at the `{e2e.audio_preset}` audio shape ({e2e.latent_shape[0]} latents × "
         f"{e2e.latent_shape[1]}, {e2e.sample_rate} Hz), sampler {e2e.sampler}; MLLM conditioner "
-        f"{'7B-shaped Qwen2.5-VL (28 × 3584 decoder, 32-block vision tower, bf16)' if device.type == 'cuda' else 'tiny Qwen2.5-VL (dry run)'} "
+        f"{MLLM_7B if device.type == 'cuda' else 'tiny Qwen2.5-VL (dry run)'} "
         f"on {e2e.mllm_frames[0]} frames of {e2e.mllm_frames[2]}×{e2e.mllm_frames[3]} and a 90-word caption, then "
         f"the null prompt for CFG; Synchformer on {e2e.sync_frames[1]} frames of {e2e.sync_frames[3]}². Medians "
         f"as for sampling; peak memory {memory}.", "",
@@ -600,15 +633,20 @@ def markdown(results: list[PresetResult], args: argparse.Namespace, argv: list[s
             memory = f"{row.peak_memory / 2 ** 30:.2f}" if row.peak_memory is not None else "n/a"
             lines.append(f"| {row.phase} | {row.batch} | {row.seconds:.4f} | {row.throughput} | "
                          f"{row.flops / 1e9:,.1f} | {row.tflops():.3g} | {mfu} | {memory} |")
-        default = r.attention_times["default"]
-        lines += ["", f"`{r.preset}` forward + backward at batch {min(args.train_batches)} (no optimiser step) with "
-                  f"SDPA restricted to one backend; medians of {args.sample_repeats} after one warm-up:", "",
-                  "| SDPA backend | s | / torch's choice |", "|---|---:|---:|",
-                  f"| torch's choice | {default:.4f} | 1.00 |"]
+        model = r.attention_times["model"]
+        order = dit_module.ATTENTION_BACKENDS.get(device.type)
+        order = ", ".join(b.name.lower() for b in order) if order else "none set: torch's choice"
+        lines += ["", f"`{r.preset}` forward + backward at batch {min(args.train_batches)} (no optimiser step) "
+                  f"with the model's SDPA backend order, torch's own choice, and each backend alone; medians of "
+                  f"{args.sample_repeats} after one warm-up:", "",
+                  "| SDPA backends | s | / the model's order |", "|---|---:|---:|",
+                  f"| the model's order ({order}) | {model:.4f} | 1.00 |"]
+        names = {"torch": "torch's own choice"}
         for name, seconds in r.attention_times.items():
-            if name != "default":
-                lines.append(f"| {name} | {seconds:.4f} | {seconds / default:.2f} |" if seconds is not None
-                             else f"| {name} | n/a (unavailable) | |")
+            if name != "model":
+                label = names.get(name, name)
+                lines.append(f"| {label} | {seconds:.4f} | {seconds / model:.2f} |" if seconds is not None
+                             else f"| {label} | n/a (unavailable) | |")
     if e2e is not None:
         lines += end_to_end_markdown(e2e, device)
     lines += ["", "GFLOP = per training step or per sampling run (CFG doubles the batch of every network "
@@ -664,22 +702,29 @@ def main(argv: list[str] | None = None) -> int:
         from report import cpu_name
 
         device_name, peak = cpu_name(), None
-    results = []
-    for preset in args.preset:
-        results.append(run_preset(preset, args, device))
-        results[-1].net.cpu()  # make room for the next preset and the end-to-end clip
-        torch.cuda.empty_cache() if device.type == "cuda" else None
-    e2e, e2e_error = None, None
-    if args.end_to_end:
-        try:  # the preset tables above must reach the document even when this part fails on a new GPU stack
-            e2e = measure_end_to_end(args, device)
-        except Exception as err:  # noqa: BLE001 - reported in the table and by the exit status
-            e2e_error = f"{type(err).__name__}: {err}"
-            print(f"gpu_check: the end-to-end clip failed: {e2e_error}", file=sys.stderr)
+    results, e2e, e2e_error, stopped = [], None, None, None
+    try:  # an interruption (gpu_check.sh's time limit) keeps what was finished
+        for preset in args.preset:
+            stopped = f"in preset {preset}"
+            results.append(run_preset(preset, args, device))
+            results[-1].net.cpu()  # make room for the next preset and the end-to-end clip
+            torch.cuda.empty_cache() if device.type == "cuda" else None
+        if args.end_to_end:
+            stopped = "in the end-to-end clip"
+            try:  # the preset tables above must reach the document even when this part fails on a new GPU stack
+                e2e = measure_end_to_end(args, device)
+            except Exception as err:  # noqa: BLE001 - reported in the table and by the exit status
+                e2e_error = f"{type(err).__name__}: {err}"
+                print(f"gpu_check: the end-to-end clip failed: {e2e_error}", file=sys.stderr)
+        stopped = None
+    except KeyboardInterrupt:
+        print(f"gpu_check: interrupted {stopped}; writing what was finished", file=sys.stderr)
     text = markdown(results, args, argv, device, device_name, peak, e2e)
+    # markdown() ends with the notes paragraph; failures go after it
     if e2e_error is not None:
         text = text.rstrip("\n") + f"\n\nThe end-to-end clip failed: `{e2e_error.splitlines()[0][:300]}`.\n"
-        # markdown() ends with the notes paragraph; the failure goes after it
+    if stopped is not None:
+        text = text.rstrip("\n") + f"\n\nInterrupted {stopped} (time limit): the rows of that part are missing.\n"
     print(text)
     doc = args.doc or (None if args.dry_run else DOC)
     if doc is not None and not args.no_write:
@@ -702,7 +747,7 @@ def main(argv: list[str] | None = None) -> int:
     if failed:
         print(f"gpu_check: the compiled sample differs from the eager one beyond {SAMPLE_RTOL:g} (relative L2): "
               f"{failed}", file=sys.stderr)
-    return 1 if failed or e2e_error is not None else 0
+    return 1 if failed or e2e_error is not None or stopped is not None else 0
 
 
 if __name__ == "__main__":

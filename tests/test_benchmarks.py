@@ -22,6 +22,7 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCH))  # the scripts import their neighbour `report` as a top-level module
 
 import conditioner as conditioner_bench  # noqa: E402
+import dit as dit_bench  # noqa: E402
 import gpu_check  # noqa: E402
 import media as media_bench  # noqa: E402
 import run_all  # noqa: E402
@@ -94,11 +95,13 @@ def test_gpu_check_dry_run_writes_the_table(tmp_path, capsys):
     text = doc.read_text()
     assert "## Other\n\nkept" in text and text.count("## GPU check") == 1
     assert "Attention operators: `aten::_scaled_dot_product_flash_attention_for_cpu`." in text
-    backends = re.findall(r"^\| (torch's choice|flash|efficient|cudnn|math) \| ([^|]+) \|", text, re.MULTILINE)
+    backends = re.findall(r"^\| (the model's order \(none set: torch's choice\)|torch's own choice|flash|efficient|"
+                          r"cudnn|math) \| ([^|]+) \|", text, re.MULTILINE)
     available = {name: value.strip() for name, value in backends}
-    assert list(available) == ["torch's choice", "flash", "efficient", "cudnn", "math"]
+    assert list(available) == ["the model's order (none set: torch's choice)", "torch's own choice", "flash",
+                               "efficient", "cudnn", "math"]
     assert available["efficient"] == available["cudnn"] == "n/a (unavailable)"  # CUDA-only backends
-    assert all(float(available[name]) > 0 for name in ("torch's choice", "flash", "math"))
+    assert all(float(available[name]) > 0 for name in ("torch's own choice", "flash", "math"))
     assert re.search(r"relative L2 difference: batch 1: \S+, batch 2: \S+ \(must be < 0.02\)", text)
     rows = [line.split(" | ") for line in text.splitlines() if line.startswith(("| training", "| sampling"))]
     assert [(r[0], r[1]) for r in rows] == [
@@ -118,7 +121,8 @@ def test_gpu_check_dry_run_writes_the_table(tmp_path, capsys):
         assert tflops == pytest.approx(gflop / seconds / 1e3, rel=0.06)  # rounding of the printed values
         assert row[6] == "n/a" and row[7] == "n/a |"
     assert "sampler compiled step (aot_eager, default)" in text and "`dit_tiny` at the `tiny` audio shape" in text
-    parts = dict(re.findall(r"^\| ([^|]+?) \| \**([0-9.]+)\** \|$", text.split("One 8 s clip at batch 1")[1], re.MULTILINE))
+    e2e_text = text.split("One 8 s clip at batch 1")[1]
+    parts = dict(re.findall(r"^\| ([^|]+?) \| \**([0-9.]+)\** \|$", e2e_text, re.MULTILINE))
     assert list(parts) == ["Synchformer visual encoder", "MLLM conditioner, conditional + null prompt",
                            "DiT sampling (2 Euler steps, CFG batched)", "VAE decode", "vocoder",
                            "DiT + VAE + vocoder (sum of their rows)",
@@ -191,3 +195,64 @@ def test_gpu_check_keeps_its_tables_when_the_end_to_end_clip_fails(tmp_path, mon
     assert text.rstrip().endswith("The end-to-end clip failed: `RuntimeError: no kernel image is available for "
                                   "execution on the device`.")
     assert "the end-to-end clip failed" in capsys.readouterr().err
+
+
+def test_dit_benchmark_splits_operator_time_into_gemm_attention_and_the_rest():
+    """The shares behind the CPU compile ratio's floor: a lone matrix multiply is all GEMM, a lone attention all
+    attention, and an element-wise step neither."""
+    g = torch.Generator().manual_seed(0)
+    a, q = torch.randn(384, 384, generator=g), torch.randn(1, 8, 512, 64, generator=g)
+    gemm, attention = dit_bench.operator_shares(lambda: a @ a)
+    assert gemm > 0.8 and attention == 0
+    gemm, attention = dit_bench.operator_shares(lambda: torch.nn.functional.scaled_dot_product_attention(q, q, q))
+    assert gemm == 0 and attention > 0.8
+    assert dit_bench.operator_shares(lambda: (a * 2 + 1).exp()) == (0, 0)
+
+
+def test_gpu_check_writes_what_it_finished_when_interrupted(tmp_path, monkeypatch, capsys):
+    """gpu_check.sh interrupts the script (SIGINT) at its time limit: the presets measured by then reach the
+    document, the section says where it stopped, and the exit status is 1."""
+    def interrupted(args, device):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(gpu_check, "measure_end_to_end", interrupted)
+    doc = tmp_path / "benchmarks.md"
+    args = ["--dry-run", "--doc", str(doc), "--train-batch", "1", "--sample-batches", "1", "--steps", "1",
+            "--warmup", "0", "--repeats", "1", "--no-compile"]
+    assert gpu_check.main(args) == 1
+    text = doc.read_text()
+    assert "| training step (fwd + bwd + AdamW), eager | 1 |" in text
+    assert text.rstrip().endswith("Interrupted in the end-to-end clip (time limit): the rows of that part are missing.")
+    assert "interrupted in the end-to-end clip" in capsys.readouterr().err
+
+
+def test_attention_backends_restricts_the_dit_and_restores_its_order():
+    """The DiT enters its own backend order around every attention call, so gpu_check restricts a backend through
+    that order; leaving the block restores it, also after an error."""
+    from torch.nn.attention import SDPBackend
+
+    from reasonaudio.models import dit
+
+    before = dict(dit.ATTENTION_BACKENDS)
+    with gpu_check.attention_backends("cpu", (SDPBackend.MATH,)):
+        assert dit.ATTENTION_BACKENDS["cpu"] == (SDPBackend.MATH,)
+    with pytest.raises(RuntimeError):
+        with gpu_check.attention_backends("cuda", None):
+            assert "cuda" not in dit.ATTENTION_BACKENDS
+            raise RuntimeError("No available kernel")
+    assert dit.ATTENTION_BACKENDS == before
+
+
+def test_dit_benchmark_states_the_compile_floor_and_the_target_from_its_numbers():
+    row = dict(compile_s=1.0, nfe=(1.0, 0.9), step=(1.0, 0.9), diff=1e-7)
+
+    def compiled_row(batch: int, eager: float, compiled: float, gemm: float, attention: float):
+        return dit_bench.CompiledRow(batch, eager, compiled, row["compile_s"], *row["nfe"], row["compile_s"],
+                                     *row["step"], row["compile_s"], row["diff"], gemm, attention)
+
+    text = dit_bench.compiled_markdown([compiled_row(4, 7.0, 5.95, 0.6, 0.1), compiled_row(1, 2.0, 1.9, 0.7, 0.1)])
+    assert "0.70 at batch 4 (measured 0.85: 50 % of the rest removed)" in text
+    assert "0.80 at batch 1 (measured 0.95: 25 % of the rest removed)" in text
+    assert text.rstrip().endswith("not met; best 0.85 at batch 4.")
+    text = dit_bench.compiled_markdown([compiled_row(4, 7.0, 5.25, 0.6, 0.1)])
+    assert text.rstrip().endswith("met at batch 4 (0.75).")

@@ -149,7 +149,8 @@ def test_one_audio_shape_and_the_paper_hyperparameters_everywhere():
         assert set(_walk(cfg, "fps")) | set(_walk(cfg, "mllm_fps")) <= {2.0}, name
         assert set(_walk(cfg, "num_queries")) <= {77}, name
         assert set(_walk(cfg, "num_tokens")) <= {77}, name
-    optimizers = [node for cfg in configs.values() for key in ("optimizer", "disc_optimizer") for node in _walk(cfg, key)]
+    optimizers = [node for cfg in configs.values() for key in ("optimizer", "disc_optimizer")
+                  for node in _walk(cfg, key)]
     assert len(optimizers) == 9 and all(node["class_path"] == "torch.optim.AdamW" for node in optimizers)
     assert all(node["init_args"]["fused"] is True for node in optimizers)  # docs/scaling.md, "Compilation"
     for size in ("pretrain_m", "pretrain_l"):

@@ -302,6 +302,9 @@ def test_fsdp_resume_is_exact(assets):
                                f"--ckpt_path={ckpt}"))
     np.testing.assert_allclose(first + resumed, ref_losses, rtol=RTOL)
     assert_same_weights(weights(ckpt), weights(ref_ckpt))
+    check_ema(ckpt)
+    assert_same_weights(ema_shadow(ckpt), ema_shadow(ref_ckpt))
+    assert_same_weights(export(ckpt), export(ref_ckpt))
 
 
 @pytest.mark.slow
@@ -331,7 +334,7 @@ def test_fsdp_with_compiled_blocks_and_fused_adamw_trains_like_eager_one_process
     dm = CachedFeatureDataModule(train=[str(assets["cache4"])], val=[str(assets["cache4"])], batch_size=2)
     dm.setup("fit")
     batch = next(iter(dm.val_dataloader()))
-    system.compiled_sampler = CompiledEulerSampler(system.net, backend="aot_eager")  # inductor: test_compile.py
+    system.compiled_sampler = CompiledEulerSampler(system.net, backend="aot_eager")  # the sampler's logic
     torch.testing.assert_close(system.generate(batch, steps=3, seed=1, compiled=True),
                                reference.generate(batch, steps=3, seed=1), rtol=1e-3, atol=1e-4)
 

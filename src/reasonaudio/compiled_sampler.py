@@ -22,6 +22,14 @@ from torch import nn
 
 from reasonaudio import flow
 
+MAX_SHAPES = 64
+"""Graphs kept for the compiled step, one per (batch, length) bucket; torch's default recompile limit (8) would
+silently send a run with more buckets back to eager."""
+
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
+"""Inductor modes that record CUDA graphs: their outputs live in the graph's memory, overwritten by the next
+replay."""
+
 
 class CompiledEulerSampler:
     """Guided Euler sampler whose step is compiled once per shape.
@@ -47,6 +55,7 @@ class CompiledEulerSampler:
         """The compiled step for tensors on ``device`` (compiled lazily; shapes are static)."""
         kind = device.type
         if kind not in self._compiled:
+            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, MAX_SHAPES)
             options = {"mode": self._mode(device)} if self.backend == "inductor" else {}
             self._compiled[kind] = torch.compile(self._guided_step, backend=self.backend, dynamic=False, **options)
         return self._compiled[kind]
@@ -65,7 +74,7 @@ class CompiledEulerSampler:
         if steps < 1:
             raise ValueError(f"steps must be positive, got {steps}")
         step = self.step_fn(x0.device)
-        cuda_graphs = self.backend == "inductor" and self._mode(x0.device) == "reduce-overhead" \
+        cuda_graphs = self.backend == "inductor" and self._mode(x0.device) in CUDA_GRAPH_MODES \
             and x0.device.type == "cuda"
         grid = torch.arange(steps + 1, dtype=x0.dtype) * (1.0 / steps)  # flow.sample's Euler grid
         grid[-1] = 1.0

@@ -214,7 +214,8 @@ def dispatch_counts(fn: Callable[[], Any], device: torch.device) -> tuple[int, i
             torch.cuda.synchronize(device)
     events = prof.events()
     operators = sum(1 for e in events if e.device_type == DeviceType.CPU and e.name.startswith("aten::"))
-    kernels = sum(1 for e in events if e.device_type == DeviceType.CUDA) if cuda else None
+    kernels = sum(1 for e in events if e.device_type == DeviceType.CUDA
+                  and not e.name.startswith(("Memcpy", "Memset"))) if cuda else None  # copies are not kernels
     return operators, kernels
 
 

@@ -225,11 +225,13 @@ def measure_compiled(net: MMDiT, compiled: MMDiT, batch: int, args: argparse.Nam
 
 def compiled_markdown(rows: list[CompiledRow]) -> str:
     lines = [
-        "Eager vs `torch.compile` (inductor, default mode), same weights and inputs, paired: the two alternate, "
-        "medians as above; the compiled network's blocks are compiled in place (`model.compile: true`), the "
-        "sampler step is `CompiledEulerSampler`'s single graph of the whole guided Euler step. Compile s = the "
-        "first compiled call (compilation included), not in the medians; max |Δ| = largest difference of the "
-        "sampler step's output against eager (fp32).",
+        "Eager vs `torch.compile` (inductor, default mode), paired: the two alternate, medians as above. The "
+        "compiled network is a copy of the eager one whose blocks are compiled in place (`model.compile: true`); "
+        "both start from the same weights and see the same inputs, then each trains its own copy during the "
+        "train-step timings, so the NFE columns time the same work on slightly different weights. The Euler step "
+        "compares the eager network with `CompiledEulerSampler`'s single graph of the whole guided step over that "
+        "same network. Compile s = the first compiled call (compilation included), not in the medians; max abs "
+        "diff = largest difference of that graph's output against the eager step (fp32).",
         "",
         "| batch | train step eager s | compiled s | compiled / eager | compile s | NFE eager s | compiled s | "
         "compiled / eager | compile s | Euler step eager s | one graph s | graph / eager | compile s | max abs diff |",

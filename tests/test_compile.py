@@ -149,3 +149,16 @@ def test_the_compile_option_compiles_the_blocks_when_the_model_is_configured():
     assert parallel.is_compiled(net) and system.compile_options == {"backend": "aot_eager"}
     with pytest.raises(TypeError, match="compile must be a bool or a dict"):
         FlowMatchingPretrain(net, torch.nn.Identity(), compile="max-autotune")
+    assert FlowMatchingPretrain(net, torch.nn.Identity(), compile={}).compile_options == {}  # {}: the defaults
+
+
+def test_fine_tuning_takes_the_compile_option_with_its_lora_adapters():
+    from reasonaudio.systems.finetune import FlowMatchingFinetune
+
+    net = dit_tiny(duration=2.0)
+    system = FlowMatchingFinetune(net, torch.nn.Identity(), lora_rank=4, compile={"backend": "aot_eager"})
+    assert system.hparams.compile == {"backend": "aot_eager"}
+    system.configure_model()
+    assert parallel.is_compiled(system.net)
+    lora = [name for name, _ in system.net.named_parameters() if "lora" in name]
+    assert lora and all("_orig_mod" not in name for name in lora)  # compiled in place: every name kept

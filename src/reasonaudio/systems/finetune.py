@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
@@ -48,6 +48,7 @@ class FlowMatchingFinetune(StartsFromExport, FlowMatchingPretrain):
         optimizer: optimiser factory (applied to the trainable weights only).
         lr_scheduler: schedule stepped every optimisation step.
         export: folder for the fine-tuned weights at the end of training (None: no export).
+        compile: compile the DiT blocks, LoRA adapters included (as :class:`FlowMatchingPretrain`).
     """
 
     def __init__(self, net: nn.Module, conditioner: nn.Module, pretrained: str | None = None, lora_rank: int = 64,
@@ -55,11 +56,11 @@ class FlowMatchingFinetune(StartsFromExport, FlowMatchingPretrain):
                  video_drop: float = 0.1, t_mean: float = 0.0, t_std: float = 1.0,
                  val_t_grid: Sequence[float] = flow.DEFAULT_T_GRID, val_noise_seed: int = 0,
                  optimizer: OptimizerCallable = torch.optim.AdamW, lr_scheduler: LRSchedulerCallable | None = None,
-                 export: str | None = None):
+                 export: str | None = None, compile: bool | dict[str, Any] = False):
         with warnings.catch_warnings():  # the parent records its own argument subset; replaced just below
             warnings.filterwarnings("ignore", message=".*is an instance of `nn.Module`")
             super().__init__(net, conditioner, text_drop, video_drop, t_mean, t_std, val_t_grid, val_noise_seed,
-                             optimizer, lr_scheduler)
+                             optimizer, lr_scheduler, compile)
         self.hparams.clear()
         save_system_hparams(self, ["net", "conditioner", "optimizer", "lr_scheduler"])
         if lora_rank < 0:

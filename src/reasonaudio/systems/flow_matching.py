@@ -49,7 +49,8 @@ class FlowMatchingPretrain(LightningModule):
         optimizer: optimiser factory (AdamW (0.9, 0.95) in the configs).
         lr_scheduler: schedule stepped every optimisation step (``RunWarmupStepDecay`` in the configs: it is
             laid out over the run's length, which :func:`~reasonaudio.schedules.build_lr_scheduler` passes).
-        compile: compile the DiT blocks (True, or a dict of ``torch.compile`` options); False: eager.
+        compile: compile the DiT blocks (True, or a dict of ``torch.compile`` options, ``{}`` meaning the
+            defaults); False: eager.
     """
 
     def __init__(self, net: nn.Module, conditioner: nn.Module, text_drop: float = 0.1, video_drop: float = 0.1,
@@ -64,7 +65,7 @@ class FlowMatchingPretrain(LightningModule):
                 raise ValueError(f"{name} must be a probability, got {p}")
         if not isinstance(compile, (bool, dict)):
             raise TypeError(f"compile must be a bool or a dict of torch.compile options, got {compile!r}")
-        self.compile_options = (dict(compile) if isinstance(compile, dict) else {}) if compile else None
+        self.compile_options = None if compile is False else {} if compile is True else dict(compile)
         self.compiled_sampler: CompiledEulerSampler | None = None  # made on first generate(compiled=True)
         self.net = net
         self.conditioner = conditioner

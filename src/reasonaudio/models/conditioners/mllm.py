@@ -160,7 +160,8 @@ class MLLMQueryConditioner(QueryConditioner):
         use_chat_template: use the processor's / tokenizer's chat template when there is one.
         connector_layers: bidirectional encoder layers in the connector.
         connector_heads: their attention heads.
-        prefix_cache: run the prefix without autograd and reuse its KV cache.
+        prefix_cache: in training, run the prefix without autograd and reuse its KV cache; without autograd
+            one pass over prompt and queries runs instead (:class:`QueryConditioner`).
         dtype: backbone dtype (default bf16 with CUDA available, else fp32).
         attn_implementation: transformers attention backend of the backbone.
         save_frozen: keep the backbone in :meth:`state_dict`.

@@ -478,6 +478,29 @@ class EndToEnd:
     sampler: str
 
 
+def end_to_end_models(preset: str, device: torch.device, tiny: bool
+                      ) -> tuple[MMDiT, MLLMQueryConditioner, SynchformerVisualEncoder, AudioDecoder]:
+    """The end-to-end clip's networks with random weights, built on ``device``: the DiT ``preset`` at the paper's
+    audio shape with the 7B-shaped conditioner, the official Synchformer and the paper's VAE and vocoder; with
+    ``tiny``, CPU-sized stand-ins at the ``tiny`` audio shape (dry run)."""
+    audio = "tiny" if tiny else "paper"
+    torch.manual_seed(0)
+    with torch.device(device):  # built where it runs: random-initialising 7B parameters on the CPU takes minutes
+        net = PRESETS[preset](audio_preset=audio, duration=DURATION)
+        conditioner = MLLMQueryConditioner(qwen25_vl_7b_shape(tiny), out_dim=net.query_dim, num_queries=NUM_QUERIES,
+                                           tokenizer=word_tokenizer(), dtype=torch.float32 if tiny else torch.bfloat16)
+        sync_config = SynchformerConfig(image_size=32, dim=64, visual_depth=1, visual_heads=4, audio_depth=1,
+                                        audio_heads=4, mlp_ratio=2, sync_dim=64, sync_depth=2, sync_heads=4,
+                                        segments=7, token_dim=768) if tiny else SynchformerConfig()
+        sync_encoder = SynchformerVisualEncoder(sync_config).eval()
+        decoder = AudioDecoder(mel_vae_tiny() if tiny else mel_vae_paper(),
+                               vocoder=bigvgan_tiny() if tiny else bigvgan_paper(), audio_preset=audio)
+        with torch.no_grad():  # as after training: zero-initialised gates would make every block an identity
+            for p in net.parameters():
+                p.add_(torch.randn_like(p) * 0.02)
+    return net, conditioner, sync_encoder, decoder
+
+
 @torch.no_grad()
 def measure_end_to_end(args: argparse.Namespace, device: torch.device) -> EndToEnd:
     """One 8 s clip at batch 1 as ``reasonaudio-generate`` makes it: Synchformer tokens of the 25-fps frames,
@@ -487,22 +510,10 @@ def measure_end_to_end(args: argparse.Namespace, device: torch.device) -> EndToE
     the chain once more in one go; medians of ``--sample-repeats`` after one warm-up (which also compiles)."""
     tiny = device.type != "cuda"
     audio = "tiny" if tiny else "paper"
-    dtype = torch.float32 if tiny else torch.bfloat16
     reset_memory(device)
     hf_logging.set_verbosity_error()  # the word-level vocabulary triggers token-id warnings
-    torch.manual_seed(0)
-    with torch.device(device):  # built where it runs: random-initialising 7B parameters on the CPU takes minutes
-        net = PRESETS[args.e2e_preset](audio_preset=audio, duration=DURATION)
-        conditioner = MLLMQueryConditioner(qwen25_vl_7b_shape(tiny), out_dim=net.query_dim, num_queries=NUM_QUERIES,
-                                           tokenizer=word_tokenizer(), dtype=dtype)
-        sync_config = SynchformerConfig(image_size=32, dim=64, visual_depth=1, visual_heads=4, audio_depth=1,
-                                        audio_heads=4, mlp_ratio=2, sync_dim=64, sync_depth=2, sync_heads=4,
-                                        segments=7, token_dim=768) if tiny else SynchformerConfig()
-        sync_encoder = SynchformerVisualEncoder(sync_config).eval()
-        decoder = AudioDecoder(mel_vae_tiny() if tiny else mel_vae_paper(),
-                               vocoder=bigvgan_tiny() if tiny else bigvgan_paper(), audio_preset=audio)
-        for p in net.parameters():  # as after training: zero-initialised gates would make every block an identity
-            p.add_(torch.randn_like(p) * 0.02)
+    net, conditioner, sync_encoder, decoder = end_to_end_models(args.e2e_preset, device, tiny)
+    sync_config = sync_encoder.config
     system = FlowMatchingPretrain(net, conditioner).to(device).eval()
     vae, vocoder = (m.eval() for m in decoder.models(device))
     if args.compile:

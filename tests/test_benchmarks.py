@@ -256,3 +256,21 @@ def test_dit_benchmark_states_the_compile_floor_and_the_target_from_its_numbers(
     assert text.rstrip().endswith("not met; best 0.85 at batch 4.")
     text = dit_bench.compiled_markdown([compiled_row(4, 7.0, 5.25, 0.6, 0.1)])
     assert text.rstrip().endswith("met at batch 4 (0.75).")
+
+
+def test_gpu_check_end_to_end_models_fit_together_at_the_paper_shape():
+    """The GPU-only configuration of the end-to-end clip, built on the meta device (no memory, no GPU): the DiT
+    at 44.1 kHz takes the 7B-shaped conditioner's output width and the Synchformer's tokens, and the VAE and
+    vocoder agree on the mel, so a GPU session does not spend its minutes on a shape error."""
+    net, conditioner, sync_encoder, decoder = gpu_check.end_to_end_models("dit_s", torch.device("meta"), tiny=False)
+    vae, vocoder = decoder.models("meta")
+    assert (net.latent_len, net.latent_channels, net.sync_len, net.sync_dim) == (552, 40, 192, 768)
+    assert conditioner.out_dim == net.query_dim == 448 and conditioner.queries.shape == (77, 3584)
+    assert len(conditioner.decoder.layers) == 28 and conditioner.backbone.config.vision_config.depth == 32
+    assert sync_encoder.config.image_size == 224 and sync_encoder.config.visual_depth == 12
+    assert decoder.sample_rate == 44100
+    mel = vae.decode(torch.zeros(1, 40, 552, device="meta"))
+    assert mel.shape[:2] == (1, 128)
+    assert vocoder(mel).shape[-1] == 552 * 640 >= 8 * 44100  # hop 320 × 2 per latent; generate trims to 8 s
+    tokens = sync_encoder(torch.zeros(1, 200, 3, 224, 224, dtype=torch.uint8, device="meta"))
+    assert tokens.shape == (1, 192, 768)

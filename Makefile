@@ -167,7 +167,7 @@ eval: | $(PY)  ## Table-2 + synthetic metrics of CKPT_G (default: the demo's) �
 bench: | $(PY)  ## every CPU benchmark (vocoder, conditioner, MM-DiT, media decoding vs ffmpeg) + the machine → docs/benchmarks.md
 	$(PY) benchmarks/run_all.py $(ARGS)
 
-gpu-check: | $(PY)  ## one GPU, < 10 min: dit_s/dit_l TFLOP/s + MFU eager vs compiled, sampling eager vs graph, one clip end to end, 7B conditioner → docs/benchmarks.md
+gpu-check: | $(PY)  ## one GPU, ≤ 8 min: dit_s/dit_l TFLOP/s + MFU eager vs compiled, sampling eager vs graph, one clip end to end, 7B conditioner → docs/benchmarks.md
 	bash benchmarks/gpu_check.sh $(ARGS)
 
 resume-check: | $(PY)  ## killed + `--ckpt_path last` vs uninterrupted on the demo (needs make demo): pretrain and DPO, or STAGES="vae vocoder reward sync ..."; exit 1 unless equal

@@ -32,10 +32,10 @@ each ``--preset`` (``dit_s`` and ``dit_l`` by default):
 
 The eager part took under a minute on an H200 (2026-11-26). With compilation, two presets (per preset:
 2 × 13 eager and 2 × 13 compiled training steps, 13 with activation checkpointing, 8 sampling runs of 25
-steps eager and 8 compiled, plus the compilations) and the end-to-end clip, the 400-second limit that
+steps eager and 8 compiled, plus the compilations) and the end-to-end clip, the 330-second limit that
 ``gpu_check.sh`` gives this script is not yet checked on a GPU (no session since has had one); ``--preset
 dit_s`` halves the preset part. Interrupted (SIGINT, as that limit sends), it still writes the presets it
-finished, says where it stopped and exits with status 1. Without CUDA it exits at once
+finished (nothing, if none finished), says where it stopped and exits with status 1. Without CUDA it exits at once
 (status 2) with a message. ``--dry-run`` runs the same code on the CPU with ``dit_tiny`` in fp32 to check
 the script and the table (MFU and memory are then n/a); it writes nothing unless ``--doc`` names a file.
 
@@ -735,10 +735,13 @@ def main(argv: list[str] | None = None) -> int:
     if e2e_error is not None:
         text = text.rstrip("\n") + f"\n\nThe end-to-end clip failed: `{e2e_error.splitlines()[0][:300]}`.\n"
     if stopped is not None:
-        text = text.rstrip("\n") + f"\n\nInterrupted {stopped} (time limit): the rows of that part are missing.\n"
+        text = text.rstrip("\n") + (f"\n\nInterrupted {stopped} (time limit): that part and everything after it "
+                                    f"are missing.\n")
     print(text)
     doc = args.doc or (None if args.dry_run else DOC)
-    if doc is not None and not args.no_write:
+    if not results and e2e is None:  # nothing measured: keep the section of the last run that measured something
+        print(f"gpu_check: nothing finished; {doc or 'the document'} is left as it was", file=sys.stderr)
+    elif doc is not None and not args.no_write:
         write_section(SECTION, text, doc)
     failed = [(r.preset, b, e) for r in results for b, e in r.sample_errors.items() if not e < SAMPLE_RTOL]
     for r in results:

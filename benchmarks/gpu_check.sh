@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One-GPU check in under 10 minutes: dit_s and dit_l bf16 training-step throughput (achieved TFLOP/s, MFU), eager
+# One-GPU check in at most 8 minutes: dit_s and dit_l bf16 training-step throughput (achieved TFLOP/s, MFU), eager
 # and with compiled blocks; sampling an 8 s clip (25 Euler steps, CFG) at batch 1 and 16, eager and as one
 # compiled graph per step (CUDA graphs); one clip end to end (7B-shaped MLLM conditioner, Synchformer, DiT, VAE,
 # vocoder); peak memory; then the 7B-shaped conditioner's training step with and without the stored prefix.
@@ -23,8 +23,9 @@ if ! "$PY" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1
 fi
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 status=0
-# SIGINT at the limit: gpu_check.py then writes what it finished; SIGKILL 20 s later if it hangs on exit.
-timeout --signal=INT --kill-after=20 400 "$PY" benchmarks/gpu_check.py "$@" || status=$?
+# SIGINT at the limit: gpu_check.py then writes what it finished; SIGKILL 10 s later if it hangs on exit.
+# The two limits (330 + 120 s, + 2 × 10 s) keep the whole check within the 8 minutes it is meant to take.
+timeout --signal=INT --kill-after=10 330 "$PY" benchmarks/gpu_check.py "$@" || status=$?
 # Qwen2.5-VL-7B's decoder shape (random bf16 weights): full pass vs live prefix cache vs stored prefix. It runs
 # even when the check above failed (its own section), and the worse exit status is the script's. It can only
 # write docs/benchmarks.md, so --no-write or another --doc above keeps it from writing at all.
@@ -32,7 +33,7 @@ conditioner_args=()
 if [[ " $* " == *" --no-write "* || " $* " == *" --doc"* ]]; then
     conditioner_args+=(--no-write)
 fi
-timeout --signal=INT --kill-after=20 140 "$PY" benchmarks/conditioner.py --device cuda --dtype bfloat16 \
+timeout --signal=INT --kill-after=10 120 "$PY" benchmarks/conditioner.py --device cuda --dtype bfloat16 \
     --layers 28 --hidden 3584 --heads 28 --kv-heads 4 --intermediate 18944 --warmup 2 --repeats 5 \
     --mixed-batch 16 --mixed-draws 2 --mixed-repeats 3 "${conditioner_args[@]}" \
     || status=$(( status > $? ? status : $? ))

@@ -222,7 +222,8 @@ def test_gpu_check_writes_what_it_finished_when_interrupted(tmp_path, monkeypatc
     assert gpu_check.main(args) == 1
     text = doc.read_text()
     assert "| training step (fwd + bwd + AdamW), eager | 1 |" in text
-    assert text.rstrip().endswith("Interrupted in the end-to-end clip (time limit): the rows of that part are missing.")
+    assert text.rstrip().endswith("Interrupted in the end-to-end clip (time limit): that part and everything after "
+                                  "it are missing.")
     assert "interrupted in the end-to-end clip" in capsys.readouterr().err
 
 
@@ -274,3 +275,16 @@ def test_gpu_check_end_to_end_models_fit_together_at_the_paper_shape():
     assert vocoder(mel).shape[-1] == 552 * 640 >= 8 * 44100  # hop 320 × 2 per latent; generate trims to 8 s
     tokens = sync_encoder(torch.zeros(1, 200, 3, 224, 224, dtype=torch.uint8, device="meta"))
     assert tokens.shape == (1, 192, 768)
+
+
+def test_gpu_check_interrupted_before_any_result_keeps_the_last_section(tmp_path, monkeypatch):
+    """An interrupt before the first preset finished measured nothing: the section of the last run that did
+    measure something (the only GPU numbers there may be) stays as it was."""
+    def interrupted(preset, args, device):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(gpu_check, "run_preset", interrupted)
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text("# Benchmarks\n\n## GPU check\n\nH200 rows\n")
+    assert gpu_check.main(["--dry-run", "--doc", str(doc), "--no-compile"]) == 1
+    assert doc.read_text() == "# Benchmarks\n\n## GPU check\n\nH200 rows\n"

@@ -179,19 +179,27 @@ def test_machine_section_goes_first_and_is_replaced(tmp_path):
     assert "| media | `benchmarks/media.py` | 1 | 0.5 |" in text and "| dit | `benchmarks/dit.py` | 0 | 2.0 |" in text
 
 
-def test_gpu_check_keeps_its_tables_when_the_end_to_end_clip_fails(tmp_path, monkeypatch, capsys):
-    """A failure in the last part (a new GPU stack, a missing kernel) must not lose the preset tables measured
-    before it: the error is written into the section and the exit status is 1."""
-    def fail(args, device):
-        raise RuntimeError("no kernel image is available for execution on the device")
+def _dry_run_whose_end_to_end_clip_raises(error: BaseException, tmp_path, monkeypatch) -> str:
+    """A minimal eager dry run whose last part raises ``error``: asserts exit status 1 and that the preset measured
+    before it reached the document; returns the document."""
+    def raising(args, device):
+        raise error
 
-    monkeypatch.setattr(gpu_check, "measure_end_to_end", fail)
+    monkeypatch.setattr(gpu_check, "measure_end_to_end", raising)
     doc = tmp_path / "benchmarks.md"
     args = ["--dry-run", "--doc", str(doc), "--train-batch", "1", "--sample-batches", "1", "--steps", "1",
             "--warmup", "0", "--repeats", "1", "--no-compile"]
     assert gpu_check.main(args) == 1
     text = doc.read_text()
     assert "| training step (fwd + bwd + AdamW), eager | 1 |" in text
+    return text
+
+
+def test_gpu_check_keeps_its_tables_when_the_end_to_end_clip_fails(tmp_path, monkeypatch, capsys):
+    """A failure in the last part (a new GPU stack, a missing kernel) must not lose the preset tables measured
+    before it: the error is written into the section and the exit status is 1."""
+    error = RuntimeError("no kernel image is available for execution on the device")
+    text = _dry_run_whose_end_to_end_clip_raises(error, tmp_path, monkeypatch)
     assert text.rstrip().endswith("The end-to-end clip failed: `RuntimeError: no kernel image is available for "
                                   "execution on the device`.")
     assert "the end-to-end clip failed" in capsys.readouterr().err
@@ -212,16 +220,7 @@ def test_dit_benchmark_splits_operator_time_into_gemm_attention_and_the_rest():
 def test_gpu_check_writes_what_it_finished_when_interrupted(tmp_path, monkeypatch, capsys):
     """gpu_check.sh interrupts the script (SIGINT) at its time limit: the presets measured by then reach the
     document, the section says where it stopped, and the exit status is 1."""
-    def interrupted(args, device):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(gpu_check, "measure_end_to_end", interrupted)
-    doc = tmp_path / "benchmarks.md"
-    args = ["--dry-run", "--doc", str(doc), "--train-batch", "1", "--sample-batches", "1", "--steps", "1",
-            "--warmup", "0", "--repeats", "1", "--no-compile"]
-    assert gpu_check.main(args) == 1
-    text = doc.read_text()
-    assert "| training step (fwd + bwd + AdamW), eager | 1 |" in text
+    text = _dry_run_whose_end_to_end_clip_raises(KeyboardInterrupt(), tmp_path, monkeypatch)
     assert text.rstrip().endswith("Interrupted in the end-to-end clip (time limit): that part and everything after "
                                   "it are missing.")
     assert "interrupted in the end-to-end clip" in capsys.readouterr().err

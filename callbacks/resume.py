@@ -20,6 +20,10 @@ checkpoints and the run ends through Lightning's SIGTERM path (exit status 0); u
 requeues the job (``scontrol requeue``) and the requeued job resumes with ``fit --ckpt_path last``.
 Tested in one process; under DDP the ranks may see the signal at different batches (not handled).
 
+**The last step.** ``FinalStepCheckpoint`` (the CLI's ``checkpoint`` group) writes ``last.ckpt`` when fitting
+ends unless that step was already saved. Lightning alone writes it at the end only when it wrote none before, so
+a 1,500-step run with ``every_n_train_steps: 1000`` ended with step 1,000's weights in ``last.ckpt``.
+
 **Atomic writes.** ``AtomicCheckpointIO`` writes ``<name>.tmp-<pid>`` in the checkpoint's folder,
 fsyncs it and renames it over the target, so a kill during a save leaves the previous file whole.
 """
@@ -36,6 +40,7 @@ import numpy as np
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
@@ -190,3 +195,19 @@ class ExactResume(Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._restored_seed = int(state_dict["seed"])
         set_rng_states(state_dict["rng"])
+
+
+class FinalStepCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` whose ``last.ckpt`` holds the step at which fitting ended.
+
+    Lightning (2.6) writes ``last.ckpt`` at the end of training only if it has written none before: after a save at
+    ``every_n_train_steps`` the final steps of a run were missing from it, and stages that read ``last.ckpt`` (the
+    demo's VAE and vocoder) or resume from it (``--ckpt_path last``) got the earlier weights. A run stopped by a signal
+    ends through ``ExactResume``, which writes ``last.ckpt`` itself.
+    """
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.save_last and trainer.global_step > 0 and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        else:
+            super().on_train_end(trainer, pl_module)

@@ -99,7 +99,7 @@ from reasonaudio.data_modules.clips import ClipDataModule, ClipRecord, rows_to_r
 from reasonaudio.data_modules.manifests import read_think_jsonl
 from reasonaudio.data_modules.synthetic_captions import make_caption, make_label
 from reasonaudio.media import write_audio, write_video
-from reasonaudio.synthetic_world import GT_FOLDER, TIMBRES, spectral_tilt
+from reasonaudio.synthetic_world import GT_FOLDER, TIMBRES, rain_spectrum, spectral_tilt
 
 OBJECT_TYPES: tuple[str, ...] = ("ball", "block", "bell")
 """Visible object types, at most one of each per clip."""
@@ -361,8 +361,8 @@ def _render_source(source: dict[str, Any], scene: dict[str, Any]) -> np.ndarray:
             out += source["level"] / k * np.sin(2 * np.pi * k * source["frequency"] * t + phase)
     elif kind == "rain":
         freqs = np.maximum(np.fft.rfftfreq(n, 1 / sr), 1.0)
-        shape = 1 / (1 + (300 / freqs) ** 2) / (1 + (freqs / 5000) ** 2)
-        noise = np.fft.irfft(np.fft.rfft(np.random.default_rng(source["noise_seed"]).standard_normal(n)) * shape, n)
+        noise = np.fft.irfft(np.fft.rfft(np.random.default_rng(source["noise_seed"]).standard_normal(n))
+                             * rain_spectrum(freqs), n)
         out = source["level"] * noise / np.sqrt(np.mean(noise**2))
     else:
         ramp = round(0.01 * sr)  # raised-cosine edges: a tone, not a click

@@ -79,6 +79,19 @@ def _assert_exact(res: dict) -> None:
     assert res["equal"]
 
 
+def test_last_ckpt_holds_the_final_step_after_a_periodic_save(caches):
+    """5 steps with a checkpoint every 2: Lightning alone leaves step 4 in last.ckpt; FinalStepCheckpoint writes 5."""
+    out = caches["root"] / "final_step"
+    trainer = _cli(["fit", *_pretrain(caches, steps=5), f"--trainer.logger.init_args.save_dir={out}",
+                    "--trainer.logger.init_args.name=pretrain", "--trainer.val_check_interval=5"]).trainer
+    folder = out / "pretrain" / "version_0" / "checkpoints"
+    steps = {p.name: torch.load(p, weights_only=False)["global_step"] for p in folder.glob("*.ckpt")}
+    assert steps == {"step0000004.ckpt": 4, "last.ckpt": 5}  # the periodic file (top 1) and the last step
+    last = torch.load(folder / "last.ckpt", weights_only=False)["state_dict"]
+    model = trainer.lightning_module.state_dict()
+    assert all(torch.equal(last[k], model[k].cpu()) for k in model)  # the weights the run ended with
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("workers", [0, 2])
 def test_pretrain_killed_and_resumed_with_ckpt_path_last_equals_the_uninterrupted_run(caches, uninterrupted, workers):

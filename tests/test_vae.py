@@ -76,6 +76,7 @@ def test_vae_stage_fits_logs_checkpoints_and_writes_latent_stats(tmp_path, monke
                *data, f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}", "--trainer.max_steps=4",
                "--trainer.val_check_interval=4", "--model.init_args.disc_start=2", "--model.init_args.r1_weight=1.0",
                "--trainer.log_every_n_steps=1",
+               "--model.init_args.transient_weight=4", "--model.init_args.rain_augment=0.5",  # the demo's options
                # an untrained tiny BigVGAN is enough to exercise vocoded validation (MR-STFT, audio)
                "--model.init_args.vocoder=reasonaudio.models.bigvgan.bigvgan_tiny"])
     run = tmp_path / "runs" / "vae" / "version_0"
@@ -84,6 +85,9 @@ def test_vae_stage_fits_logs_checkpoints_and_writes_latent_stats(tmp_path, monke
     logs = _scalars(run)
     assert {"train/rec", "train/kl", "train/loss", "train/adv", "train/disc", "val/l1", "val/kl", "val/mrstft"} <= set(logs)
     assert len(logs["train/disc"]) == 2  # the discriminator starts at step 2 of 4
+    for step in (0, 1):  # before the GAN: rec + 1e-6 · KL + 4 · transient
+        rec, kl, transient, loss = (logs[k][step] for k in ("train/rec", "train/kl", "train/transient", "train/loss"))
+        assert transient > 0 and loss == pytest.approx(rec + 1e-6 * kl + 4 * transient, rel=1e-5)
     assert any(t.startswith("val/mel/synth_") for t in logs["_images"])
     assert any(t.startswith("val/audio_gt/synth_") for t in logs["_audio"])
     assert any(t.startswith("val/audio_rec/synth_") for t in logs["_audio"])

@@ -55,12 +55,17 @@ def test_vocoder_stage_fits_logs_and_reloads(tmp_path, monkeypatch):
     build_cli(["fit", "--config", str(CONFIG_DIR / "vocoder.yaml"), "--config", str(CONFIG_DIR / "debug" / "cpu.yaml"),
                *data, f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}", "--trainer.max_steps=3",
                "--trainer.val_check_interval=3", "--trainer.log_every_n_steps=1", "--model.init_args.disc_start=1",
-               "--model.init_args.segment_size=4096"])
+               "--model.init_args.segment_size=4096",
+               # the demo codec's options against rain (docs/decisions.md "Demo codec and impacts under rain")
+               "--model.init_args.transient_weight=135", "--model.init_args.rain_augment=0.5"])
     run = tmp_path / "runs" / "vocoder" / "version_0"
     tags = _tags(run)
     scalars = tags["scalars"]
     assert {"train/mel", "train/loss", "train/gen_adv", "train/feature_matching", "val/mel_l1", "val/mrstft"} <= set(scalars)
     assert len(scalars["train/disc"]) == 2 and len(scalars["train/mel"]) == 3  # discriminators from step 1 of 3
+    # step 0 is mel-only: the generator's loss is 45 · mel + 135 · transient, and nothing else
+    loss, mel_term, transient = (scalars[k][0] for k in ("train/loss", "train/mel", "train/transient"))
+    assert transient > 0 and loss == pytest.approx(45 * mel_term + 135 * transient, rel=1e-5)
     assert any(t.startswith("val/audio_rec/synth_") for t in tags["audio"])
     # Per-step exponential decay, logged before each step: the generator's third value has seen two
     # decays, the discriminator's (which starts at step 1) one.

@@ -20,11 +20,10 @@ from typing import Any, Sequence
 
 from jsonargparse import Namespace
 from lightning.pytorch import LightningDataModule, LightningModule
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
 from reasonaudio.callbacks.nonfinite import NonFiniteGuard
-from reasonaudio.callbacks.resume import ExactResume
+from reasonaudio.callbacks.resume import ExactResume, FinalStepCheckpoint
 from reasonaudio.config import audio_preset
 
 CONFIG_DIR = Path(str(resources.files("reasonaudio.lightning_configs")))
@@ -130,7 +129,7 @@ class ReasonAudioCLI(LightningCLI):
     """
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(FinalStepCheckpoint, "checkpoint")
         parser.set_defaults({"checkpoint.save_last": True, "checkpoint.filename": "step{step:07d}",
                              "checkpoint.auto_insert_metric_name": False})
         parser.add_lightning_class_args(ExactResume, "resume")

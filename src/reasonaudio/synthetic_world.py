@@ -4,7 +4,8 @@ The generator (:mod:`reasonaudio.data_modules.synthetic`) renders from these def
 (:mod:`reasonaudio.metrics.synthetic`) scores against them, so both import this module and neither imports the
 other. A corpus folder holds one ground-truth file per clip, ``gt/<id>.json`` (the scene dict documented in the
 generator); :func:`ground_truth_file` finds it among several corpus folders and :func:`impact_times` reads the
-on-screen impact times from it.
+on-screen impact times from it. The off-screen rain's spectrum is defined here too, so codec training can mix the
+same noise into its crops (:func:`mix_rain`).
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+import torch
 
 GT_FOLDER = "gt"
 """Folder of a corpus that holds ``<id>.json``, the ground truth of each clip."""
@@ -55,6 +57,49 @@ def spectral_tilt(ratio: np.ndarray | float, brightness: float) -> np.ndarray | 
     Brightness 1 leaves the spectrum flat; brightness 0 attenuates an octave up by 9 dB.
     """
     return np.power(ratio, -1.5 * (1.0 - brightness))
+
+
+RAIN_CUTOFFS = (300.0, 5000.0)
+"""Corners (Hz) of the off-screen rain's noise: a first-order high-pass and a first-order low-pass."""
+
+RAIN_AUGMENT_RMS = (0.008, 0.02)
+"""RMS range of the rain in the rendered (peak-normalised) corpus, which :func:`mix_rain` draws from."""
+
+
+def rain_spectrum(freqs: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+    """Amplitude response of the rain's noise at ``freqs`` Hz (all > 0): high-pass × low-pass, both squared."""
+    low, high = RAIN_CUTOFFS
+    return 1 / (1 + (low / freqs) ** 2) / (1 + (freqs / high) ** 2)
+
+
+def mix_rain(wav: torch.Tensor, sample_rate: int, fraction: float, mask: torch.Tensor | None = None,
+             levels: tuple[float, float] = RAIN_AUGMENT_RMS) -> torch.Tensor:
+    """Codec training augmentation: the corpus's rain mixed into a random ``fraction`` of the clips.
+
+    Each chosen clip gets fresh noise shaped by :func:`rain_spectrum`, at an RMS drawn uniformly from
+    ``levels`` (measured over its valid samples), added where ``mask`` is true; the sum is clamped to [-1, 1].
+    Draws from torch's global generator (seeded by ``seed_everything``).
+
+    Args:
+        wav: waveforms ``[B, S]``.
+        sample_rate: their sample rate in Hz.
+        fraction: probability that a clip gets rain, in [0, 1].
+        mask: valid samples ``[B, S]`` (all valid when ``None``).
+        levels: (low, high) RMS range.
+
+    Returns:
+        The augmented waveforms ``[B, S]``; ``wav`` itself is left unchanged.
+    """
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"rain fraction must be in [0, 1], got {fraction}")
+    b, n = wav.shape
+    valid = torch.ones_like(wav) if mask is None else mask.to(wav.dtype)
+    freqs = torch.fft.rfftfreq(n, 1 / sample_rate, device=wav.device).clamp(min=1.0)
+    noise = torch.fft.irfft(torch.fft.rfft(torch.randn(b, n, device=wav.device)) * rain_spectrum(freqs), n) * valid
+    rms = (noise.pow(2).sum(1, keepdim=True) / valid.sum(1, keepdim=True).clamp(min=1)).sqrt().clamp(min=1e-12)
+    level = torch.empty(b, 1, device=wav.device).uniform_(*levels)
+    chosen = (torch.rand(b, 1, device=wav.device) < fraction).to(wav.dtype)
+    return (wav + chosen * level * noise / rms).clamp(-1.0, 1.0)
 
 
 def ground_truth_files(roots: str | Path | Sequence[str | Path], clip_ids: Sequence[str]) -> list[Path]:

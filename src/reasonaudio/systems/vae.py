@@ -2,13 +2,17 @@
 
 Objective per step (manual optimisation, two optimisers):
 
-* VAE: ``rec + kl_weight · KL + [step ≥ disc_start] · λ_adapt · disc_weight · adv``, where ``rec`` is
-  the L1 between mel and reconstruction on valid frames (optionally ``rec / exp(s) + s`` with a
-  learned scalar log-variance ``s``, Make-An-Audio 2 / LDM), KL is against N(0, I) summed over the
-  latent and averaged over the batch, ``adv`` the least-squares generator loss of a patch
+* VAE: ``rec + kl_weight · KL [+ transient_weight · transient] + [step ≥ disc_start] · λ_adapt · disc_weight
+  · adv``, where ``rec`` is the L1 between mel and reconstruction on valid frames (optionally ``rec / exp(s) + s``
+  with a learned scalar log-variance ``s``, Make-An-Audio 2 / LDM), KL is against N(0, I) summed over the latent
+  and averaged over the batch, ``transient`` the L1 between the one-hop rises of reconstruction and input
+  (onsets; :func:`~reasonaudio.losses.transient_loss`), ``adv`` the least-squares generator loss of a patch
   discriminator, and ``λ_adapt = ‖∇rec‖ / ‖∇adv‖`` at the decoder's last layer (Taming / LDM).
 * Discriminator (from ``disc_start``): least-squares loss on real vs reconstructed mels, plus an
   optional R1 penalty on real inputs.
+
+Optionally the synthetic corpus's rain is mixed into a fraction of the training clips (``rain_augment``;
+docs/decisions.md "Demo codec and impacts under rain"); validation and the mel statistics see the clips as they are.
 
 Validation logs ``val/l1`` (posterior mean), ``val/kl`` and, with a vocoder, ``val/mrstft`` — the
 multi-resolution STFT distance between the input waveform and the vocoded reconstruction.
@@ -25,8 +29,9 @@ from lightning.pytorch.cli import OptimizerCallable
 from torch import nn
 
 from reasonaudio.losses import (adaptive_gan_weight, discriminator_loss, generator_adv_loss, kl_divergence,
-                                multi_resolution_stft_distance, r1_penalty)
+                                multi_resolution_stft_distance, r1_penalty, transient_loss)
 from reasonaudio.models.mel import MelSpectrogram
+from reasonaudio.synthetic_world import mix_rain
 from reasonaudio.systems.hparams import save_system_hparams
 
 
@@ -48,6 +53,10 @@ class VAETrain(LightningModule):
         grad_clip: gradient-norm clip for both optimisers (0 disables it).
         mel_stats_batches: training batches used to set the VAE's per-bin mel mean/std before the
             first step when they are still at their identity defaults (0 keeps them).
+        rain_augment: fraction of training clips into which the synthetic corpus's rain is mixed
+            (:func:`~reasonaudio.synthetic_world.mix_rain`); 0 disables it.
+        transient_weight: weight of the onset term, the L1 between the one-hop rises of the reconstruction
+            and the input (:func:`~reasonaudio.losses.transient_loss`); 0 disables it.
     """
 
     def __init__(self, net: nn.Module, discriminator: nn.Module | None = None, vocoder: nn.Module | None = None,
@@ -55,7 +64,7 @@ class VAETrain(LightningModule):
                  disc_start: int = 10_000, learned_logvar: bool = False, r1_weight: float = 0.0,
                  optimizer: OptimizerCallable = torch.optim.AdamW,
                  disc_optimizer: OptimizerCallable = torch.optim.AdamW, grad_clip: float = 1.0,
-                 mel_stats_batches: int = 16):
+                 mel_stats_batches: int = 16, rain_augment: float = 0.0, transient_weight: float = 0.0):
         super().__init__()
         save_system_hparams(self, ["net", "discriminator", "vocoder", "optimizer", "disc_optimizer"])
         self.automatic_optimization = False
@@ -125,6 +134,9 @@ class VAETrain(LightningModule):
             return  # every item of this batch was skipped (SkippedSampleLogger records them)
         opts = self.optimizers()
         opt_vae, opt_disc = opts if isinstance(opts, list) else (opts, None)
+        if self.hparams.rain_augment > 0:
+            batch = {**batch, "wav": mix_rain(batch["wav"], self.mel.audio.sample_rate, self.hparams.rain_augment,
+                                              batch["wav_mask"])}
         mel, w = self._frames(batch)
         rec, mean, std = self.net(mel, sample=True)
         rec_loss = self._rec_loss(mel, rec, w)
@@ -132,6 +144,9 @@ class VAETrain(LightningModule):
         loss = rec_loss + self.hparams.kl_weight * kl
         gan_on = self.discriminator is not None and self.global_step >= self.hparams.disc_start
         logs = {"train/rec": rec_loss, "train/kl": kl}
+        if self.hparams.transient_weight > 0:  # padding frames are zeroed in both, so they add no rise
+            logs["train/transient"] = transient = transient_loss(rec * w, mel * w)
+            loss = loss + self.hparams.transient_weight * transient
         if gan_on:
             adv = generator_adv_loss([self.discriminator(rec * w)])[0]
             weight = adaptive_gan_weight(rec_loss, adv, self.net.last_layer) * self.hparams.disc_weight

@@ -5,7 +5,11 @@ Per batch, on a random ``segment_size``-sample crop of each clip's valid audio:
 * discriminators (from ``disc_start``): least-squares loss of the period discriminator (MPD) and of
   the resolution discriminator (MRD for v1, CQT-D for v2) on real vs generated waveforms;
 * generator: ``mel_weight · mel`` (single-scale L1 between log-mels, ×45; or the v2 multi-scale mel
-  loss, ×15) plus, from ``disc_start``, both discriminators' least-squares and feature-matching terms.
+  loss, ×15) plus, from ``disc_start``, both discriminators' least-squares and feature-matching terms;
+  optionally ``transient_weight`` × the L1 between the one-hop log-mel rises of output and input.
+
+Optionally the corpus's off-screen rain is mixed into a fraction of the clips before cropping
+(``rain_augment``; docs/decisions.md "Demo codec and impacts under rain").
 
 Both optimisers are AdamW (0.8, 0.99) with an exponential learning-rate decay per step (BigVGAN-v2),
 gradients clipped by norm. ``global_step`` counts generator updates. Validation logs the full-clip
@@ -22,9 +26,10 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
 from reasonaudio.losses import (discriminator_loss, feature_matching_loss, generator_adv_loss, mel_l1_loss,
-                                multi_resolution_stft_distance, multiscale_mel_loss)
+                                multi_resolution_stft_distance, multiscale_mel_loss, transient_loss)
 from reasonaudio.models.bigvgan import BigVGAN
 from reasonaudio.models.mel import MelSpectrogram
+from reasonaudio.synthetic_world import mix_rain
 from reasonaudio.systems.hparams import save_system_hparams
 
 
@@ -50,6 +55,10 @@ class VocoderTrain(LightningModule):
         lr_scheduler: learning-rate schedule for both optimisers, stepped every batch.
         init_generator_from: a released BigVGAN folder (``config.json`` + ``bigvgan_generator.pt``) whose
             weights replace the generator's when fitting starts; its architecture must match ``generator``.
+        transient_weight: weight of the onset term, the L1 between the one-hop rises of the generated and the
+            input log-mel (:func:`~reasonaudio.losses.transient_loss`); 0 disables it.
+        rain_augment: fraction of training clips into which the synthetic corpus's rain is mixed before
+            cropping (:func:`~reasonaudio.synthetic_world.mix_rain`); 0 disables it.
     """
 
     def __init__(self, generator: nn.Module, period_discriminator: nn.Module, resolution_discriminator: nn.Module,
@@ -58,7 +67,8 @@ class VocoderTrain(LightningModule):
                  disc_start: int = 0, grad_clip: float = 500.0,
                  optimizer: OptimizerCallable = torch.optim.AdamW,
                  disc_optimizer: OptimizerCallable = torch.optim.AdamW,
-                 lr_scheduler: LRSchedulerCallable = _exponential_decay, init_generator_from: str | None = None):
+                 lr_scheduler: LRSchedulerCallable = _exponential_decay, init_generator_from: str | None = None,
+                 transient_weight: float = 0.0, rain_augment: float = 0.0):
         super().__init__()
         save_system_hparams(self, ["generator", "period_discriminator", "resolution_discriminator", "optimizer",
                                    "disc_optimizer", "lr_scheduler"])
@@ -97,6 +107,8 @@ class VocoderTrain(LightningModule):
     def _crops(self, batch: dict[str, Any]) -> torch.Tensor:
         """A random hop-aligned ``[B, 1, segment]`` crop of each item's valid audio (zero-padded if shorter)."""
         wav, mask = batch["wav"], batch["wav_mask"]
+        if self.hparams.rain_augment > 0:
+            wav = mix_rain(wav, self.mel.audio.sample_rate, self.hparams.rain_augment, mask)
         hop = self.mel.audio.hop_length
         out = wav.new_zeros(wav.shape[0], self.segment)
         for i in range(wav.shape[0]):
@@ -133,6 +145,9 @@ class VocoderTrain(LightningModule):
             logs["train/disc"] = d_loss
         mel_loss = self._mel_loss(y, y_hat, mel)
         g_loss = self.hparams.mel_weight * mel_loss
+        if self.hparams.transient_weight > 0:
+            logs["train/transient"] = transient = transient_loss(self.mel(y_hat.squeeze(1)), mel)
+            g_loss = g_loss + self.hparams.transient_weight * transient
         if adversarial:
             _, p_fake, p_fmap_real, p_fmap_fake = self.mpd(y, y_hat)
             _, r_fake, r_fmap_real, r_fmap_fake = self.mrd(y, y_hat)

@@ -137,3 +137,9 @@ def test_transient_loss_is_the_l1_of_one_hop_rises():
     assert transient_loss(real - 1.0, real) == 0  # a level offset has the same rises
     falling = real.flip(-1)
     assert transient_loss(falling, torch.zeros_like(falling)) == 0  # decays are not onsets
+    valid = torch.ones(1, 1, 6)
+    valid[..., 5] = 0  # frame 5 is padding: the pair (4, 5) is left out, 4 pairs × 2 bands remain
+    assert torch.isclose(transient_loss(smeared, real, valid), torch.tensor(3 / 8))
+    padded = real.clone()
+    padded[..., 5] = 20.0  # a rise into a padding frame is ignored
+    assert torch.equal(transient_loss(smeared, padded, valid), transient_loss(smeared, real, valid))

@@ -90,16 +90,21 @@ def mel_l1_loss(mel_fake: torch.Tensor, mel_real: torch.Tensor) -> torch.Tensor:
     return F.l1_loss(mel_fake, mel_real)
 
 
-def transient_loss(mel_fake: torch.Tensor, mel_real: torch.Tensor) -> torch.Tensor:
-    """Onset term of a vocoder: mean absolute difference of the one-hop rises of two log-mels ``[B, M, F]``.
+def transient_loss(mel_fake: torch.Tensor, mel_real: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Onset term of a codec: mean absolute difference of the one-hop rises of two log-mels ``[B, M, F]``.
 
     A rise is ``max(m[..., f + 1] - m[..., f], 0)``, the positive spectral flux per band that onset detectors
-    threshold; plain L1 lets a generator trade a sharp attack for a smeared one at little cost, this term does not.
+    threshold; plain L1 lets a model trade a sharp attack for a smeared one at little cost, this term does not.
+    ``valid`` (``[B, 1, F]``, 1 for real frames) keeps only the rises between two real frames.
     """
     def rise(mel: torch.Tensor) -> torch.Tensor:
         return torch.relu(mel[..., 1:] - mel[..., :-1])
 
-    return F.l1_loss(rise(mel_fake), rise(mel_real))
+    diff = (rise(mel_fake) - rise(mel_real)).abs()
+    if valid is None:
+        return diff.mean()
+    pairs = valid[..., 1:] * valid[..., :-1]
+    return (diff * pairs).sum() / (pairs.sum() * diff.shape[1]).clamp(min=1)
 
 
 @functools.lru_cache(maxsize=None)

@@ -144,8 +144,8 @@ class VAETrain(LightningModule):
         loss = rec_loss + self.hparams.kl_weight * kl
         gan_on = self.discriminator is not None and self.global_step >= self.hparams.disc_start
         logs = {"train/rec": rec_loss, "train/kl": kl}
-        if self.hparams.transient_weight > 0:  # padding frames are zeroed in both, so they add no rise
-            logs["train/transient"] = transient = transient_loss(rec * w, mel * w)
+        if self.hparams.transient_weight > 0:
+            logs["train/transient"] = transient = transient_loss(rec, mel, w)
             loss = loss + self.hparams.transient_weight * transient
         if gan_on:
             adv = generator_adv_loss([self.discriminator(rec * w)])[0]

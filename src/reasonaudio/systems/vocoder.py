@@ -119,10 +119,11 @@ class VocoderTrain(LightningModule):
             out[i, : piece.shape[0]] = piece
         return out.unsqueeze(1)
 
-    def _mel_loss(self, y: torch.Tensor, y_hat: torch.Tensor, mel: torch.Tensor) -> torch.Tensor:
+    def _mel_loss(self, y: torch.Tensor, y_hat: torch.Tensor, mel: torch.Tensor,
+                  mel_hat: torch.Tensor | None) -> torch.Tensor:
         if self.hparams.mel_loss == "multiscale":
             return multiscale_mel_loss(y_hat.squeeze(1), y.squeeze(1), self.mel.audio.sample_rate)
-        return mel_l1_loss(self.mel(y_hat.squeeze(1)), mel)
+        return mel_l1_loss(mel_hat, mel)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         if batch["wav"].shape[0] == 0:
@@ -143,10 +144,13 @@ class VocoderTrain(LightningModule):
             # The raw optimiser step keeps global_step counting generator updates only.
             opt_d.optimizer.step()
             logs["train/disc"] = d_loss
-        mel_loss = self._mel_loss(y, y_hat, mel)
+        # the output's log-mel, taken once for the single-scale loss and the onset term
+        needs_mel_hat = self.hparams.mel_loss == "single" or self.hparams.transient_weight > 0
+        mel_hat = self.mel(y_hat.squeeze(1)) if needs_mel_hat else None
+        mel_loss = self._mel_loss(y, y_hat, mel, mel_hat)
         g_loss = self.hparams.mel_weight * mel_loss
         if self.hparams.transient_weight > 0:
-            logs["train/transient"] = transient = transient_loss(self.mel(y_hat.squeeze(1)), mel)
+            logs["train/transient"] = transient = transient_loss(mel_hat, mel)
             g_loss = g_loss + self.hparams.transient_weight * transient
         if adversarial:
             _, p_fake, p_fmap_real, p_fmap_fake = self.mpd(y, y_hat)

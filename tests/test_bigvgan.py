@@ -359,3 +359,14 @@ def test_usable_as_class_path(net: dict):
     parser.add_argument("--net", type=nn.Module)
     init = parser.instantiate(parser.parse_args(["--net", json.dumps(net)]))
     assert isinstance(init.net, BigVGAN)
+
+
+def test_tiny_preset_width():
+    """``channels`` sets the first stage's width; each of the four stages halves it."""
+    parser = ArgumentParser()
+    parser.add_argument("--net", type=nn.Module)
+    net = {"class_path": "reasonaudio.models.bigvgan.bigvgan_tiny", "init_args": {"channels": 128}}
+    wide = parser.instantiate(parser.parse_args(["--net", json.dumps(net)])).net
+    widths = [up[0].weight_v.shape[1] for up in wide.ups]  # ConvTranspose1d weight: [in, out, kernel]
+    assert wide.conv_pre.weight_v.shape[0] == 128 and widths == [64, 32, 16, 8]
+    assert [up[0].weight_v.shape[1] for up in bigvgan_tiny().ups] == [32, 16, 8, 4]

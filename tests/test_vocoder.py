@@ -9,6 +9,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from reasonaudio.cli import CONFIG_DIR, build_cli
+from reasonaudio.experiments.stages import codec_args
 from reasonaudio.losses import mel_l1_loss
 from reasonaudio.media import load_audio
 from reasonaudio.models.bigvgan import bigvgan_tiny
@@ -48,39 +49,41 @@ def _tags(run: Path) -> dict:
 
 
 def test_vocoder_stage_fits_logs_and_reloads(tmp_path, monkeypatch):
+    """The stage with the demo codec's own overrides (``codec_args``: 128 channels, multi-scale mel ×15, onset ×135,
+    rain, lr 1e-3) for 3 steps, the GAN from step 3 · 3/5 = 1."""
     monkeypatch.chdir(REPO)
     monkeypatch.setattr(sys, "argv", ["reasonaudio"])
     data = [f"--data.init_args.root={tmp_path / 'synth'}", "--data.init_args.num_clips=2",
-            "--data.init_args.val_clips=1", "--audio.duration=1.0", "--data.init_args.batch_size=2"]
+            "--data.init_args.val_clips=1", "--audio.duration=1.0"]
+    demo, _ = codec_args(3, 4, "--audio.duration=1.0", tmp_path / "unused.ckpt")
     build_cli(["fit", "--config", str(CONFIG_DIR / "vocoder.yaml"), "--config", str(CONFIG_DIR / "debug" / "cpu.yaml"),
                *data, f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}", "--trainer.max_steps=3",
-               "--trainer.val_check_interval=3", "--trainer.log_every_n_steps=1", "--model.init_args.disc_start=1",
-               "--model.init_args.segment_size=4096",
-               # the demo codec's options against rain (docs/decisions.md "Demo codec and impacts under rain")
-               "--model.init_args.transient_weight=135", "--model.init_args.rain_augment=0.5"])
+               "--trainer.val_check_interval=3", "--trainer.log_every_n_steps=1", *demo,
+               "--model.init_args.segment_size=4096"])
     run = tmp_path / "runs" / "vocoder" / "version_0"
     tags = _tags(run)
     scalars = tags["scalars"]
     assert {"train/mel", "train/loss", "train/gen_adv", "train/feature_matching", "val/mel_l1", "val/mrstft"} <= set(scalars)
     assert len(scalars["train/disc"]) == 2 and len(scalars["train/mel"]) == 3  # discriminators from step 1 of 3
-    # step 0 is mel-only: the generator's loss is 45 · mel + 135 · transient, and nothing else
+    # step 0 is mel-only: the generator's loss is 15 · multi-scale mel + 135 · transient, and nothing else
     loss, mel_term, transient = (scalars[k][0] for k in ("train/loss", "train/mel", "train/transient"))
-    assert transient > 0 and loss == pytest.approx(45 * mel_term + 135 * transient, rel=1e-5)
+    assert transient > 0 and loss == pytest.approx(15 * mel_term + 135 * transient, rel=1e-5)
     assert any(t.startswith("val/audio_rec/synth_") for t in tags["audio"])
     # Per-step exponential decay, logged before each step: the generator's third value has seen two
     # decays, the discriminator's (which starts at step 1) one.
     lr_g, lr_d = (scalars[k] for k in sorted(k for k in scalars if k.startswith("lr-")))
-    assert abs(lr_g[-1] - 2e-4 * 0.9999996 ** 2) < 1e-11 and abs(lr_d[-1] - 2e-4 * 0.9999996) < 1e-11
+    assert abs(lr_g[-1] - 1e-3 * 0.9999996 ** 2) < 1e-10 and abs(lr_d[-1] - 1e-3 * 0.9999996) < 1e-10
 
     system = VocoderTrain.load_from_checkpoint(run / "checkpoints" / "last.ckpt").eval()
     mel = system.mel(torch.randn(1, 4096) * 0.1)
     state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
-    fresh = build_cli(["--config", str(CONFIG_DIR / "vocoder.yaml"), *data], run=False).model
+    fresh = build_cli(["--config", str(CONFIG_DIR / "vocoder.yaml"), *data, *demo], run=False).model
     fresh.load_state_dict(state)
     assert torch.equal(system(mel), fresh.eval()(mel))
 
     generator = trained_generator(str(run / "checkpoints" / "last.ckpt"))  # weight norm folded, frozen
     assert not any(p.requires_grad for p in generator.parameters())
+    assert generator.conv_pre.weight.shape[0] == 128  # the demo's width travels with the checkpoint
     assert torch.allclose(generator(mel).flatten(1), system(mel), atol=1e-5)
     with pytest.raises(FileNotFoundError, match="vocoder not found"):
         trained_generator(str(tmp_path / "missing.ckpt"))

@@ -165,9 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-clips", type=int, default=48, help="training clips")
     parser.add_argument("--heldout-clips", type=int, default=8, help="held-out clips")
     parser.add_argument("--duration", type=float, default=4.0, help="seconds per clip")
-    parser.add_argument("--vocoder-steps", type=int, default=1000,
-                        help="vocoder optimisation steps (the first 3/4 mel-only, then GAN)")
-    parser.add_argument("--vae-steps", type=int, default=1000, help="VAE optimisation steps")
+    parser.add_argument("--vocoder-steps", type=int, default=1250,
+                        help="vocoder optimisation steps (the first 3/5 mel-only, then GAN)")
+    parser.add_argument("--vae-steps", type=int, default=2000, help="VAE optimisation steps")
     # The encoder (correlation head, docs/decisions.md "Synchrony encoder") reaches ~0.98 held-out within 100 steps;
     # its visual branch makes the sync tokens, and the whole model scores DeSync.
     parser.add_argument("--sync-steps", type=int, default=100,

@@ -26,11 +26,12 @@ from reasonaudio.systems.sync import EXPORT_FILE as SYNC_EXPORT
 def codec_args(vocoder_steps: int, vae_steps: int, same_clips: str,
                vocoder_ckpt: Path) -> tuple[list[str], list[str]]:
     """The demo codec's ``fit`` overrides (docs/decisions.md "Demo codec and impacts under rain"): the vocoder
-    (3/4 of the steps mel-only, then GAN; lr 1e-3, an onset term, rain mixed into half the clips), then the VAE (the
-    GAN term in the last quarter; lr 1e-3, the same rain, an onset term) validated through that vocoder
+    (128 channels; 3/5 of the steps mel-only, then GAN; lr 1e-3, an onset term, rain mixed into half the clips), then
+    the VAE (the GAN term in the last quarter; lr 1e-3, the same rain, an onset term) validated through that vocoder
     (``vocoder_ckpt``)."""
     against_rain = "--model.init_args.rain_augment=0.5"
-    vocoder = ["--data.init_args.batch_size=4", same_clips, f"--model.init_args.disc_start={vocoder_steps * 3 // 4}",
+    vocoder = ["--data.init_args.batch_size=4", same_clips, "--model.init_args.generator.init_args.channels=128",
+               f"--model.init_args.disc_start={vocoder_steps * 3 // 5}",
                "--model.init_args.mel_loss=multiscale", "--model.init_args.mel_weight=15",
                "--model.init_args.optimizer.init_args.lr=1e-3", "--model.init_args.disc_optimizer.init_args.lr=1e-3",
                "--model.init_args.transient_weight=135", against_rain]

@@ -370,12 +370,13 @@ def bigvgan_paper16k() -> BigVGAN:
     return _table7(80, 16000)
 
 
-def bigvgan_tiny() -> BigVGAN:
+def bigvgan_tiny(channels: int = 64) -> BigVGAN:
     """A CPU-sized BigVGAN-v2 for the ``tiny`` audio preset: 32 mels, 16 kHz, hop 256 = 4·4·4·4.
 
-    64 initial channels (64 → 32 → 16 → 8 → 4) and one AMP block (kernel 3, dilations 1/3/5) per stage.
+    ``channels`` initial channels, halved at each of the four stages (64 → 32 → 16 → 8 → 4), and one AMP block
+    (kernel 3, dilations 1/3/5) per stage.
     """
     return BigVGAN(num_mels=32, upsample_rates=(4, 4, 4, 4), upsample_kernel_sizes=(8, 8, 8, 8),
-                   upsample_initial_channel=64, resblock="1", resblock_kernel_sizes=(3,),
+                   upsample_initial_channel=channels, resblock="1", resblock_kernel_sizes=(3,),
                    resblock_dilation_sizes=((1, 3, 5),), activation="snakebeta", snake_logscale=True,
                    use_tanh_at_final=False, use_bias_at_final=False, sampling_rate=16000)

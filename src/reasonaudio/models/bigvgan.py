@@ -373,8 +373,8 @@ def bigvgan_paper16k() -> BigVGAN:
 def bigvgan_tiny(channels: int = 64) -> BigVGAN:
     """A CPU-sized BigVGAN-v2 for the ``tiny`` audio preset: 32 mels, 16 kHz, hop 256 = 4·4·4·4.
 
-    ``channels`` initial channels, halved at each of the four stages (64 → 32 → 16 → 8 → 4), and one AMP block
-    (kernel 3, dilations 1/3/5) per stage.
+    ``channels`` initial channels, halved at each of the four stages (64 → 32 → 16 → 8 → 4 by default; the demo codec
+    uses 128), and one AMP block (kernel 3, dilations 1/3/5) per stage.
     """
     return BigVGAN(num_mels=32, upsample_rates=(4, 4, 4, 4), upsample_kernel_sizes=(8, 8, 8, 8),
                    upsample_initial_channel=channels, resblock="1", resblock_kernel_sizes=(3,),

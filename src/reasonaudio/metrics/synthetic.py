@@ -184,11 +184,15 @@ def _clip(wav: torch.Tensor | np.ndarray, sample_rate: int, gt: dict[str, Any]) 
     return _mono(wav, sample_rate)[: round(gt["duration"] * sample_rate)]
 
 
+def beep_bands(gt: dict[str, Any]) -> list[tuple[float, float]]:
+    """The ``(low, high)`` Hz bands that the onset scores ignore: ±18 % around each beep's frequency."""
+    return [(s["frequency"] / BEEP_EXCLUSION, s["frequency"] * BEEP_EXCLUSION)
+            for s in gt["sources"] if s["type"] == "beeps"]
+
+
 def _scored_onsets(wav: torch.Tensor | np.ndarray, sample_rate: int, gt: dict[str, Any]) -> np.ndarray:
     """Onsets with the ground truth's beep bands excluded (module docstring). # [N]"""
-    bands = [(s["frequency"] / BEEP_EXCLUSION, s["frequency"] * BEEP_EXCLUSION)
-             for s in gt["sources"] if s["type"] == "beeps"]
-    return detect_onsets(_clip(wav, sample_rate, gt), sample_rate, bands)
+    return detect_onsets(_clip(wav, sample_rate, gt), sample_rate, beep_bands(gt))
 
 
 def onset_sync_error(wav: torch.Tensor | np.ndarray, sample_rate: int, gt: dict[str, Any]) -> float:

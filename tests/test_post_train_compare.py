@@ -117,8 +117,14 @@ def test_reward_ranking_closed_form():
     assert out["spearman_within"] > -0.1  # one right group, one wrong: no agreement on average
     assert out["saturated_low"] == 0.0 and out["saturated_high"] == pytest.approx(1 / 7)  # 0.995 ≥ 0.99
     assert sum(out["histogram"]) == 7 and out["histogram"][9] == 2 and out["histogram"][1] == 1  # 0.9, 0.995; 0.1
+    # the groups are the bootstrap's units: resampling two groups gives 1.0 (group 0 twice), 3.5 / 8 (one each) or
+    # 0.5 / 5 (group 1 twice, probability 1/4 > 2.5 %), so the 95 % interval spans 0.1 to 1.0
+    assert out["pair_agreement_ci95"] == pytest.approx([0.1, 1.0])
+    assert reward_ranking(rewards, errors)["pair_agreement_ci95"] == out["pair_agreement_ci95"]  # fixed seed
     perfect = reward_ranking([np.array([1.0, 0.0])], [np.array([0.0, 1.0])])
     assert perfect["pair_agreement"] == 1.0 and perfect["spearman"] == pytest.approx(-1.0)
+    assert perfect["pair_agreement_ci95"] == [1.0, 1.0]  # one group: nothing to resample
+    assert np.isnan(reward_ranking([np.array([1.0, 0.0])], [np.array([0.0, 0.01])])["pair_agreement_ci95"]).all()
     assert perfect["saturated_low"] == perfect["saturated_high"] == 0.5
 
 

@@ -44,6 +44,7 @@ from reasonaudio.media import mux_audio, write_audio
 from reasonaudio.metrics.desync import clip_desync, load_sync_model
 from reasonaudio.metrics.synthetic import clip_scores
 from reasonaudio.models.synchformer import read_export_config
+from reasonaudio.preference_objectives import percent_interval
 from reasonaudio.synthetic_world import ground_truth_files, read_ground_truth
 from reasonaudio.systems.codec import AudioDecoder
 from reasonaudio.systems.flow_matching import FlowMatchingPretrain
@@ -56,7 +57,8 @@ def _judged(truth: dict | None) -> str:
         return ""
     return (f"; on the ground truth, winners vs losers: onset error {1000 * truth['winner_onset_error_s']:.0f} vs "
             f"{1000 * truth['loser_onset_error_s']:.0f} ms, F1 {truth['winner_onset_f1']:.3f} vs "
-            f"{truth['loser_onset_f1']:.3f}; the reward orders {100 * truth['ranking']['pair_agreement']:.0f} % of "
+            f"{truth['loser_onset_f1']:.3f}; the reward orders {100 * truth['ranking']['pair_agreement']:.0f} % "
+            f"({percent_interval(truth['ranking'].get('pair_agreement_ci95', [float('nan')] * 2))}) of "
             f"{truth['ranking']['pairs']} candidate pairs ≥ 50 ms apart like the ground truth")
 
 

@@ -289,8 +289,27 @@ class BetaDPO(DPO):
 # --------------------------------------------------------------------------- judging a reward
 
 
+def percent_interval(ci: Sequence[float]) -> str:
+    """``pair_agreement_ci95`` of :func:`reward_ranking` as text: ``"95 % CI 54–81 %"`` (``"no CI"`` without pairs)."""
+    if any(np.isnan(x) for x in ci):
+        return "no CI"
+    return f"95 % CI {100 * ci[0]:.0f}–{100 * ci[1]:.0f} %"
+
+
+def _group_bootstrap_ci(per_group: np.ndarray, resamples: int, seed: int = 0) -> list[float]:
+    """95 % percentile interval of ``Σ agreeing / Σ counted`` over groups resampled with replacement.
+    ``per_group``: ``[G, 2]`` (agreeing, counted) pairs per group."""
+    per_group = per_group[per_group[:, 1] > 0]
+    if per_group.shape[0] == 0:
+        return [float("nan"), float("nan")]
+    pick = np.random.default_rng(seed).integers(0, per_group.shape[0], size=(resamples, per_group.shape[0]))
+    sums = per_group[pick].sum(axis=1)  # [resamples, 2]
+    ratios = sums[:, 0] / sums[:, 1]
+    return [float(np.quantile(ratios, 0.025)), float(np.quantile(ratios, 0.975))]
+
+
 def reward_ranking(rewards: Sequence[np.ndarray], errors: Sequence[np.ndarray], min_error_gap: float = 0.05,
-                   reward_range: tuple[float, float] = (0.0, 1.0)) -> dict[str, Any]:
+                   reward_range: tuple[float, float] = (0.0, 1.0), bootstrap: int = 2000) -> dict[str, Any]:
     """How well a reward orders the candidates of each group like their ground-truth onset error.
 
     ``rewards[g]`` and ``errors[g]`` (seconds) hold group g's K candidates. ``pair_agreement``: over the
@@ -299,17 +318,21 @@ def reward_ranking(rewards: Sequence[np.ndarray], errors: Sequence[np.ndarray], 
     and error over all candidates (negative when the reward is right), ``spearman_within``: the mean of the
     groups' own ρ (groups with a constant reward or error left out). ``saturated_low`` / ``saturated_high``:
     fraction of candidates in the lowest / highest 1 % of ``reward_range``; ``histogram``: counts in 10 equal
-    bins of that range.
+    bins of that range. ``pair_agreement_ci95``: a 95 % percentile interval of ``pair_agreement`` from
+    ``bootstrap`` resamples of the groups (pairs of one group share candidates, so groups are the independent
+    units; a fixed seed makes it reproducible); ``[nan, nan]`` without counted pairs.
     """
     agree, pairs, within = 0.0, 0, []
+    per_group = []  # (agreeing, counted) pairs of each group
     for r, e in zip(rewards, errors):
         r, e = np.asarray(r, dtype=float), np.asarray(e, dtype=float)
         i, j = np.triu_indices(len(r), k=1)
         counted = np.abs(e[i] - e[j]) >= min_error_gap
         right = np.sign(r[i] - r[j]) == np.sign(e[j] - e[i])
         tie = r[i] == r[j]
-        agree += float(np.sum(counted & right & ~tie) + 0.5 * np.sum(counted & tie))
-        pairs += int(counted.sum())
+        per_group.append((float(np.sum(counted & right & ~tie) + 0.5 * np.sum(counted & tie)), int(counted.sum())))
+        agree += per_group[-1][0]
+        pairs += per_group[-1][1]
         if np.ptp(r) > 0 and np.ptp(e) > 0:
             within.append(float(spearmanr(r, e).statistic))
     flat_r, flat_e = np.concatenate([np.asarray(r, float) for r in rewards]), np.concatenate(
@@ -317,6 +340,7 @@ def reward_ranking(rewards: Sequence[np.ndarray], errors: Sequence[np.ndarray], 
     lo, hi = reward_range
     edge = 0.01 * (hi - lo)
     return {"pair_agreement": agree / pairs if pairs else float("nan"), "pairs": pairs,
+            "pair_agreement_ci95": _group_bootstrap_ci(np.asarray(per_group, dtype=float).reshape(-1, 2), bootstrap),
             "min_error_gap_s": min_error_gap, "spearman": float(spearmanr(flat_r, flat_e).statistic),
             "spearman_within": float(np.mean(within)) if within else float("nan"), "candidates": int(flat_r.size),
             "saturated_low": float(np.mean(flat_r <= lo + edge)), "saturated_high": float(np.mean(flat_r >= hi - edge)),

@@ -75,6 +75,7 @@ from reasonaudio.experiments.stages import (build_preference_data, features_args
                                             sync_reward_overrides, train_reward, train_sync_reward)
 from reasonaudio.metrics.desync import load_sync_model
 from reasonaudio.models.vae import mel_vae_tiny
+from reasonaudio.preference_objectives import percent_interval
 from reasonaudio.systems.codec import AudioDecoder
 
 VALIDATION_SEED = 30_000
@@ -365,7 +366,9 @@ def main(argv: Sequence[str] | None = None) -> int:
              f"{pairs['dpo_pairs']} of {summary['kept']}. Reward winners vs losers on the training conditions (ground "
              f"truth): onset error {1000 * agreement['winner_error']:.0f} vs {1000 * agreement['loser_error']:.0f} ms, "
              f"F1 {agreement['winner_f1']:.3f} vs {agreement['loser_f1']:.3f}; over every candidate, the reward orders "
-             f"{100 * agreement['pair_agreement']:.0f} % of the {agreement['pairs']} pairs whose errors differ by "
+             f"{100 * agreement['pair_agreement']:.0f} % "
+             f"({percent_interval(agreement.get('pair_agreement_ci95', [float('nan')] * 2))}) of the "
+             f"{agreement['pairs']} pairs whose errors differ by "
              f"≥ 50 ms like the ground truth (Spearman ρ reward vs error {agreement['spearman']:.2f}, within groups "
              f"{agreement['spearman_within']:.2f}); {100 * agreement['saturated_low']:.0f} % of candidates in the "
              f"lowest 1 % of its range, {100 * agreement['saturated_high']:.0f} % in the highest.")

@@ -33,6 +33,7 @@ from torch import nn
 
 from reasonaudio import flow
 from reasonaudio.metrics import synthetic
+from reasonaudio.preference_objectives import percent_interval
 from reasonaudio.synthetic_world import GT_FOLDER, ground_truth_file, read_ground_truth
 from reasonaudio.systems.codec import AudioDecoder
 from reasonaudio.systems.flow_matching import FlowMatchingPretrain
@@ -246,7 +247,8 @@ class PreferenceDataBuilder(FlowMatchingPretrain):
                   f"{1000 * truth['winner_onset_error_s']:.1f} ms (winners) vs {1000 * truth['loser_onset_error_s']:.1f}"
                   f" ms (losers), difference {1000 * truth['winner_minus_loser_error_s']:+.1f}"
                   + (f" ± {1000 * sem:.1f}" if sem is not None else "") + f" ms; F1 {truth['winner_onset_f1']:.3f} vs "
-                  f"{truth['loser_onset_f1']:.3f}; the reward orders {100 * rank['pair_agreement']:.0f} % of "
-                  f"{rank['pairs']} candidate pairs ≥ 50 ms apart like the ground truth (Spearman ρ reward vs error "
+                  f"{truth['loser_onset_f1']:.3f}; the reward orders {100 * rank['pair_agreement']:.0f} % "
+                  f"({percent_interval(rank['pair_agreement_ci95'])}) of {rank['pairs']} candidate pairs ≥ 50 ms "
+                  f"apart like the ground truth (Spearman ρ reward vs error "
                   f"{rank['spearman_within']:.2f} within groups); {100 * rank['saturated_low']:.0f} % of rewards "
                   f"≤ 0.01, {100 * rank['saturated_high']:.0f} % ≥ 0.99", flush=True)

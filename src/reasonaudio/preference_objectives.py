@@ -290,7 +290,8 @@ class BetaDPO(DPO):
 
 
 def percent_interval(ci: Sequence[float]) -> str:
-    """``pair_agreement_ci95`` of :func:`reward_ranking` as text: ``"95 % CI 54–81 %"`` (``"no CI"`` without pairs)."""
+    """``pair_agreement_ci95`` of :func:`reward_ranking` as text, e.g. ``"95 % CI 54–81 %"``; ``"no CI"`` without
+    counted pairs."""
     if any(np.isnan(x) for x in ci):
         return "no CI"
     return f"95 % CI {100 * ci[0]:.0f}–{100 * ci[1]:.0f} %"

@@ -68,8 +68,8 @@ def test_each_stage_is_scored_with_the_benchmark_metrics(scored):
 
 
 def test_min_impact_flux_is_the_weakest_detected_impact(scored):
-    """A missed impact shows as flux below the threshold: silence everywhere but one impact's window keeps that
-    impact's flux and drops the others' to 0."""
+    """The clip's own weakest impact is the figure its raw row holds; a rendering without the impacts (silence) has
+    none above 0, far below the detector's threshold."""
     import soundfile as sf
 
     corpus, _, rows = scored

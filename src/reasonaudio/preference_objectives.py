@@ -323,8 +323,7 @@ def reward_ranking(rewards: Sequence[np.ndarray], errors: Sequence[np.ndarray], 
     ``bootstrap`` resamples of the groups (pairs of one group share candidates, so groups are the independent
     units; a fixed seed makes it reproducible); ``[nan, nan]`` without counted pairs.
     """
-    agree, pairs, within = 0.0, 0, []
-    per_group = []  # (agreeing, counted) pairs of each group
+    per_group, within = [], []  # (agreeing, counted) pairs of each group; each group's own ρ
     for r, e in zip(rewards, errors):
         r, e = np.asarray(r, dtype=float), np.asarray(e, dtype=float)
         i, j = np.triu_indices(len(r), k=1)
@@ -332,16 +331,16 @@ def reward_ranking(rewards: Sequence[np.ndarray], errors: Sequence[np.ndarray], 
         right = np.sign(r[i] - r[j]) == np.sign(e[j] - e[i])
         tie = r[i] == r[j]
         per_group.append((float(np.sum(counted & right & ~tie) + 0.5 * np.sum(counted & tie)), int(counted.sum())))
-        agree += per_group[-1][0]
-        pairs += per_group[-1][1]
         if np.ptp(r) > 0 and np.ptp(e) > 0:
             within.append(float(spearmanr(r, e).statistic))
     flat_r, flat_e = np.concatenate([np.asarray(r, float) for r in rewards]), np.concatenate(
         [np.asarray(e, float) for e in errors])
+    counts = np.asarray(per_group, dtype=float).reshape(-1, 2)
+    agree, pairs = float(counts[:, 0].sum()), int(counts[:, 1].sum())
     lo, hi = reward_range
     edge = 0.01 * (hi - lo)
     return {"pair_agreement": agree / pairs if pairs else float("nan"), "pairs": pairs,
-            "pair_agreement_ci95": _group_bootstrap_ci(np.asarray(per_group, dtype=float).reshape(-1, 2), bootstrap),
+            "pair_agreement_ci95": _group_bootstrap_ci(counts, bootstrap),
             "min_error_gap_s": min_error_gap, "spearman": float(spearmanr(flat_r, flat_e).statistic),
             "spearman_within": float(np.mean(within)) if within else float("nan"), "candidates": int(flat_r.size),
             "saturated_low": float(np.mean(flat_r <= lo + edge)), "saturated_high": float(np.mean(flat_r >= hi - edge)),

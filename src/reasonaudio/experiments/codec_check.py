@@ -37,11 +37,11 @@ import torch
 from torch import nn
 
 from reasonaudio.data_modules.synthetic import synthesize_corpus
-from reasonaudio.experiments.layout import DemoLayout
+from reasonaudio.experiments.layout import DemoLayout, corpus_manifest
 from reasonaudio.experiments.pipeline import machine_name
 from reasonaudio.metrics import synthetic as S
 from reasonaudio.models.mel import MelSpectrogram
-from reasonaudio.synthetic_world import impact_times
+from reasonaudio.synthetic_world import ground_truth_file, impact_times, read_ground_truth
 from reasonaudio.systems.vae import trained_vae
 from reasonaudio.systems.vocoder import trained_generator
 
@@ -75,10 +75,10 @@ def misses(row: dict[str, float]) -> bool:
 def check_clips(corpus: Path, vocoder: nn.Module, vae: nn.Module, mel: MelSpectrogram,
                 progress: bool = True) -> list[dict[str, Any]]:
     """Every clip of ``corpus`` (a synthetic corpus folder) scored at each of :data:`STAGES`."""
-    ids = [json.loads(line)["id"] for line in (corpus / "manifest.jsonl").read_text().splitlines() if line.strip()]
+    ids = [json.loads(line)["id"] for line in corpus_manifest(corpus).read_text().splitlines() if line.strip()]
     rows = []
     for i, clip_id in enumerate(ids, 1):
-        gt = json.loads((corpus / "gt" / f"{clip_id}.json").read_text())
+        gt = read_ground_truth(ground_truth_file(corpus, clip_id))
         wav, sr = sf.read(corpus / "audio" / f"{clip_id}.wav", dtype="float32", always_2d=False)
         if sr != mel.audio.sample_rate:
             raise ValueError(f"{corpus / 'audio' / f'{clip_id}.wav'}: {sr} Hz, the codec's mel expects "
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     out = Path(args.out)
     corpus = out / f"clips_seed{args.seed}_n{args.num_clips}"
-    if not (corpus / "manifest.jsonl").is_file():
+    if not corpus_manifest(corpus).is_file():
         synthesize_corpus(corpus, args.num_clips, args.seed, duration=args.duration, preset="tiny", progress=False)
     start = time.time()
     rows = check_clips(corpus, trained_generator(str(vocoder_path)), trained_vae(str(vae_path)),

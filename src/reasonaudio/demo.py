@@ -58,7 +58,7 @@ def _judged(truth: dict | None) -> str:
     return (f"; on the ground truth, winners vs losers: onset error {1000 * truth['winner_onset_error_s']:.0f} vs "
             f"{1000 * truth['loser_onset_error_s']:.0f} ms, F1 {truth['winner_onset_f1']:.3f} vs "
             f"{truth['loser_onset_f1']:.3f}; the reward orders {100 * truth['ranking']['pair_agreement']:.0f} % "
-            f"({percent_interval(truth['ranking'].get('pair_agreement_ci95', [float('nan')] * 2))}) of "
+            f"({percent_interval(truth['ranking'].get('pair_agreement_ci95'))}) of "
             f"{truth['ranking']['pairs']} candidate pairs ≥ 50 ms apart like the ground truth")
 
 

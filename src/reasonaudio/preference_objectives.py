@@ -289,10 +289,10 @@ class BetaDPO(DPO):
 # --------------------------------------------------------------------------- judging a reward
 
 
-def percent_interval(ci: Sequence[float]) -> str:
+def percent_interval(ci: Sequence[float] | None) -> str:
     """``pair_agreement_ci95`` of :func:`reward_ranking` as text, e.g. ``"95 % CI 54–81 %"``; ``"no CI"`` without
-    counted pairs."""
-    if any(np.isnan(x) for x in ci):
+    counted pairs, or for None (a summary written before the interval existed)."""
+    if ci is None or any(np.isnan(x) for x in ci):
         return "no CI"
     return f"95 % CI {100 * ci[0]:.0f}–{100 * ci[1]:.0f} %"
 

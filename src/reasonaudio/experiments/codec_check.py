@@ -79,9 +79,10 @@ def check_clips(corpus: Path, vocoder: nn.Module, vae: nn.Module, mel: MelSpectr
     rows = []
     for i, clip_id in enumerate(ids, 1):
         gt = read_ground_truth(ground_truth_file(corpus, clip_id))
-        wav, sr = sf.read(corpus / "audio" / f"{clip_id}.wav", dtype="float32", always_2d=False)
+        audio_file = corpus / "audio" / f"{clip_id}.wav"
+        wav, sr = sf.read(audio_file, dtype="float32", always_2d=False)
         if sr != mel.audio.sample_rate:
-            raise ValueError(f"{corpus / 'audio' / f'{clip_id}.wav'}: {sr} Hz, the codec's mel expects "
+            raise ValueError(f"{audio_file}: {sr} Hz, the codec's mel expects "
                              f"{mel.audio.sample_rate} Hz")
         log_mel = mel(torch.from_numpy(wav)[None])  # [1, M, F]
         d = getattr(vae, "downsample", 1)

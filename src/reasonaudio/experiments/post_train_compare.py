@@ -367,7 +367,7 @@ def main(argv: Sequence[str] | None = None) -> int:
              f"truth): onset error {1000 * agreement['winner_error']:.0f} vs {1000 * agreement['loser_error']:.0f} ms, "
              f"F1 {agreement['winner_f1']:.3f} vs {agreement['loser_f1']:.3f}; over every candidate, the reward orders "
              f"{100 * agreement['pair_agreement']:.0f} % "
-             f"({percent_interval(agreement.get('pair_agreement_ci95', [float('nan')] * 2))}) of the "
+             f"({percent_interval(agreement.get('pair_agreement_ci95'))}) of the "
              f"{agreement['pairs']} pairs whose errors differ by "
              f"≥ 50 ms like the ground truth (Spearman ρ reward vs error {agreement['spearman']:.2f}, within groups "
              f"{agreement['spearman_within']:.2f}); {100 * agreement['saturated_low']:.0f} % of candidates in the "

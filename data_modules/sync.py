@@ -13,6 +13,21 @@ frames     ``[B, T, 3, H, H]`` uint8   25-fps frames (T = 25 · duration)
 wav        ``[B, N]`` float32          16 kHz mono audio (N = 16000 · duration)
 =========  ==========================  =====================================
 
+With ``edits_per_clip`` E > 0 every clip also carries E counterfactual soundtracks, each with one impact
+removed or added (:func:`~reasonaudio.data_modules.synthetic.edit_impact`, alternating), for the synchrony
+reward's edit ranking (``SyncTrain(edit_weight=...)``):
+
+===========  ========================  ==============================================
+edited_wav   ``[B, E, N]`` float32     the edited soundtracks, 16 kHz
+edit_time    ``[B, E]`` float32        time (s) of the removed or added impact
+===========  ========================  ==============================================
+
+An edited soundtrack is rendered from the clip's ground truth (``gt/<id>.json``) and put through the same
+path as the clip's own audio: muxed as AAC into a copy of the clip's mp4, then decoded like it (the
+rendering of an unedited scene comes back bit-identical to the clip's audio), so the codec leaves no cue
+that tells an edited soundtrack from a real one. The edits of clip ``synth_<i>`` are drawn from
+``numpy.random.default_rng([seed, i, e])``: the same for every run with the same seed.
+
 Training samples clips with replacement (``samples_per_epoch`` per epoch, so a small corpus still
 makes long epochs); validation goes through the held-out clips once, in order. Clips that fail to
 decode are skipped and logged with their reason, as everywhere else (DESIGN §8).
@@ -20,17 +35,23 @@ decode are skipped and logged with their reason, as everywhere else (DESIGN §8)
 from __future__ import annotations
 
 import logging
+import tempfile
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
-from reasonaudio.config import SYNC_FPS
+from reasonaudio.config import SYNC_FPS, SequenceConfig
 from reasonaudio.data_modules.clips import SkippedSample
 from reasonaudio.data_modules.resumable import ResumableLoader
-from reasonaudio.data_modules.synthetic import SyntheticDataModule
+from reasonaudio.data_modules.synthetic import EDITS, SyntheticDataModule, edit_impact, render_audio
+from reasonaudio.media import load_audio
+from reasonaudio.media.write import mux_audio
 from reasonaudio.metrics.backbones import resample
 from reasonaudio.models.synchformer import SYNC_SAMPLE_RATE
+from reasonaudio.synthetic_world import ground_truth_file, read_ground_truth
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +70,12 @@ class MemoryClips(Dataset):
 
 
 def collate_memory_clips(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack ``frames`` and ``wav``; list the ids."""
-    return {"id": [x["id"] for x in items], "frames": torch.stack([x["frames"] for x in items]),
-            "wav": torch.stack([x["wav"] for x in items])}
+    """Stack ``frames``, ``wav`` (and ``edited_wav``, ``edit_time`` when the clips have them); list the ids."""
+    batch = {"id": [x["id"] for x in items]}
+    for key in ("frames", "wav", "edited_wav", "edit_time"):
+        if key in items[0]:
+            batch[key] = torch.stack([x[key] for x in items])
+    return batch
 
 
 class SyntheticSyncDataModule(SyntheticDataModule):
@@ -59,18 +83,22 @@ class SyntheticSyncDataModule(SyntheticDataModule):
 
     Args:
         samples_per_epoch: clips drawn (with replacement) per training epoch.
+        edits_per_clip: counterfactual soundtracks per clip, one impact removed or added (module docstring);
+            0 for none.
         **kwargs: :class:`~reasonaudio.data_modules.synthetic.SyntheticDataModule` arguments (``root``, ``val_root``,
             ``duration``, ``audio_preset``, ``sync_size``, ``batch_size``, ...). Synchformer frames are
             always decoded; MLLM frames never.
     """
 
-    def __init__(self, samples_per_epoch: int = 4096, **kwargs):
+    def __init__(self, samples_per_epoch: int = 4096, edits_per_clip: int = 0, **kwargs):
         kwargs["load_sync_video"] = True
         kwargs["load_mllm_video"] = False
         super().__init__(**kwargs)
-        if samples_per_epoch < 1:
-            raise ValueError(f"samples_per_epoch must be >= 1, got {samples_per_epoch}")
+        if samples_per_epoch < 1 or edits_per_clip < 0:
+            raise ValueError(f"need samples_per_epoch >= 1 and edits_per_clip >= 0, got {samples_per_epoch}, "
+                             f"{edits_per_clip}")
         self.samples_per_epoch = samples_per_epoch
+        self.edits_per_clip = edits_per_clip
         self.memory: dict[str, MemoryClips] = {}
 
     def setup(self, stage: str | None = None) -> None:
@@ -92,9 +120,25 @@ class SyntheticSyncDataModule(SyntheticDataModule):
                 continue
             wav = resample(item["wav"][None].float(), rate, SYNC_SAMPLE_RATE)[0, :samples]
             items.append({"id": item["id"], "frames": item["sync_video"][:frames], "wav": wav})
+            if self.edits_per_clip:
+                items[-1].update(self._edits(split, item, dataset.seq, samples))
         if not items:
             raise ValueError(f"no clip of split {split!r} could be decoded")
         return MemoryClips(items)
+
+    def _edits(self, split: str, item: dict[str, Any], seq: SequenceConfig, samples: int) -> dict[str, torch.Tensor]:
+        """``edited_wav`` ``[E, N]`` and ``edit_time`` ``[E]`` of one decoded clip (module docstring)."""
+        root = self.roots["train" if split == "train" else "val"]
+        scene = read_ground_truth(ground_truth_file(root, item["id"]))
+        index = int(scene["seed"][1])
+        wavs, times = [], []
+        for e in range(self.edits_per_clip):
+            edited, at = edit_impact(scene, EDITS[e % len(EDITS)], np.random.default_rng([self.seed, index, e]))
+            wav = as_clip_audio(item["path"], render_audio(edited), scene["sample_rate"], seq.duration,
+                                seq.audio.sample_rate)
+            wavs.append(wav[:samples])
+            times.append(at)
+        return {"edited_wav": torch.stack(wavs), "edit_time": torch.tensor(times, dtype=torch.float32)}
 
     def train_dataloader(self) -> DataLoader:
         data = self.memory["train"]
@@ -106,3 +150,15 @@ class SyntheticSyncDataModule(SyntheticDataModule):
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.memory["val"], batch_size=self.batch_size, shuffle=False,
                           collate_fn=collate_memory_clips)
+
+
+def as_clip_audio(video: str | Path, wav: np.ndarray, sample_rate: int, duration: float,
+                  load_rate: int) -> torch.Tensor:
+    """``wav`` as the sync stage hears a clip's own audio: muxed as AAC into a copy of ``video``, decoded at
+    ``load_rate`` for ``duration`` s (zero-padded), resampled to 16 kHz. ``[N]`` float32."""
+    with tempfile.TemporaryDirectory() as tmp:
+        muxed = Path(tmp) / "audio.mp4"
+        mux_audio(video, wav, sample_rate, muxed)
+        out = load_audio(muxed, load_rate, duration=duration).wav
+    out = torch.nn.functional.pad(out, (0, max(0, round(duration * load_rate) - out.shape[0])))
+    return resample(out[None].float(), load_rate, SYNC_SAMPLE_RATE)[0]

@@ -390,6 +390,58 @@ def render_audio(scene: dict[str, Any]) -> np.ndarray:
     return (mix * (scene["peak"] / np.max(np.abs(mix)))).astype(np.float32)
 
 
+EDITS: tuple[str, ...] = ("remove", "add")
+"""Kinds of :func:`edit_impact`."""
+
+
+def edit_impact(scene: dict[str, Any], kind: str, rng: np.random.Generator) -> tuple[dict[str, Any], float]:
+    """A counterfactual of ``scene`` whose sound has one on-screen impact removed or one added, and that impact's time.
+
+    The frames stay what they were (nothing but the impact lists changes), so :func:`render_audio` of the result is
+    a soundtrack that matches its video everywhere but at one moment: what a generator that misses or invents one
+    impact produces. ``"remove"`` drops an impact drawn uniformly among all on-screen impacts; ``"add"`` gives a
+    drawn on-screen object one more impact (amplitude 0.6–1.0) on a frame drawn among those at least
+    :data:`MIN_GAP` from every impact and :data:`EDGE` from both ends of the clip, where the video shows no contact.
+
+    Args:
+        scene: a ground-truth scene (:func:`sample_scene`); not modified.
+        kind: ``"remove"`` or ``"add"``.
+        rng: the draws.
+
+    Returns:
+        The edited scene and the time (s) of the removed or added impact.
+
+    Raises:
+        ValueError: an unknown kind, no on-screen impact to remove, or no free frame to add one on.
+    """
+    if kind not in EDITS:
+        raise ValueError(f"kind must be one of {EDITS}, got {kind!r}")
+    edited = json.loads(json.dumps(scene))  # a deep copy of the JSON-ready dict
+    objects = [s for s in edited["sources"] if s["screen"] == "on_screen"]
+    fps = edited["fps"]
+    impacts = [(s, i) for s in objects for i in range(len(s["impact_frames"]))]
+    if kind == "remove":
+        if not impacts:
+            raise ValueError(f"scene {scene.get('id')!r} has no on-screen impact to remove")
+        source, i = impacts[int(rng.integers(len(impacts)))]
+        frame = source["impact_frames"][i]
+        for key in ("impact_frames", "impact_times", "amplitudes"):
+            del source[key][i]
+        return edited, frame / fps
+    gap, edge = math.ceil(MIN_GAP * fps - 1e-9), math.ceil(EDGE * fps - 1e-9)
+    taken = np.array([s["impact_frames"][i] for s, i in impacts] or [-10**6])
+    free = [f for f in range(edge, edited["num_frames"] - edge) if np.abs(taken - f).min() >= gap]
+    if not objects or not free:
+        raise ValueError(f"scene {scene.get('id')!r} has no on-screen object or no free frame for an added impact")
+    source = objects[int(rng.integers(len(objects)))]
+    frame = free[int(rng.integers(len(free)))]
+    at = int(np.searchsorted(source["impact_frames"], frame))
+    source["impact_frames"].insert(at, frame)
+    source["impact_times"].insert(at, frame / fps)
+    source["amplitudes"].insert(at, float(rng.uniform(0.6, 1.0)))
+    return edited, frame / fps
+
+
 # --------------------------------------------------------------------------- video
 
 

@@ -226,6 +226,35 @@ def test_expected_offset_reward_closed_form():
         SynchformerOffsetReward(model, score="mean")
 
 
+def test_contrast_reward_closed_form_over_every_span():
+    """score="contrast": mean over the spans of logit(0) − mean_c logit(c); span_logits cuts spans one window apart,
+    exactly as offset_logits of each span cut by hand."""
+    from reasonaudio.models.synchformer import SYNCHFORMER_TINY, Synchformer, SynchformerConfig
+
+    torch.manual_seed(0)
+    config = SynchformerConfig(**{**SYNCHFORMER_TINY.to_dict(), "segments": 2, "head": "correlation",
+                                  "num_offsets": 5, "max_offset": 0.4})
+    model = Synchformer(config).eval()
+    video, audio = torch.randn(3, 4 * 8, 64), torch.randn(3, 4 * 6, 64)  # 4 windows: 3 spans of 2
+    with torch.no_grad():
+        spans = model.span_logits(video, audio)
+        by_hand = torch.stack([model.offset_logits(video[:, 8 * i:8 * (i + 2)], audio[:, 6 * i:6 * (i + 2)])
+                               for i in range(3)], dim=1)
+    assert spans.shape == (3, 3, 5) and torch.allclose(spans, by_hand, atol=1e-5)
+    with pytest.raises(ValueError, match="windows"):
+        model.span_logits(video, audio[:, :18])
+
+    logits = torch.randn(3 * 3, 5)  # [B·spans, C] as the head sees the spans
+    model.correlation = _LogitHead([logits])
+    reward = SynchformerOffsetReward(model, score="contrast").prepare()
+    wav = torch.randn(3, 10240 + 3 * 5120) * 0.1  # 4 audio windows
+    per_span = (logits[:, 2] - logits.mean(-1)).view(3, 3)
+    assert torch.allclose(reward(wav, reward.video_inputs({"sync": video})), per_span.mean(1), atol=1e-6)
+    even = Synchformer(SynchformerConfig(**{**config.to_dict(), "num_offsets": 4}))
+    with pytest.raises(ValueError, match="zero-offset"):
+        SynchformerOffsetReward(even, score="contrast")
+
+
 def test_synchrony_reward_reads_the_clip_video_with_its_own_visual_branch(tmp_path):
     """video_root: the reward encodes <root>/videos/<id>.mp4 itself and scores exactly as with those tokens given;
     a clip without a video is named in the error."""

@@ -314,3 +314,87 @@ def test_correlation_head_puts_tokens_on_the_frame_grid_and_peaks_at_the_true_la
     for c in range(SYNC.num_offsets):  # audio of class c starts lags[c] frames later: its time τ shows τ + lag
         profile = head.profile(signal(video_t), signal(audio_t + lags[c] / 25))
         assert int(profile.argmax()) == c, (c, profile)
+
+
+# ----------------------------------------------------------------------------- edited soundtracks (reward)
+
+
+def test_edit_impact_removes_or_adds_one_impact_and_changes_the_sound_only_from_there():
+    """edit_impact: one impact fewer (one of the scene's) or one more (on a free frame: ≥ MIN_GAP from every
+    impact, ≥ EDGE from the ends); the rendered mix before the edit is the original's up to the mix's peak
+    normalisation (one scale factor), and differs after it."""
+    from reasonaudio.data_modules.synthetic import EDGE, MIN_GAP, edit_impact, render_audio, sample_scene
+    from reasonaudio.synthetic_world import impact_times
+
+    scene = sample_scene(0, 3)
+    times = impact_times(scene)
+    original = render_audio(scene).astype(np.float64)
+    rng = np.random.default_rng(0)
+    for kind, change in (("remove", -1), ("add", +1)):
+        for _ in range(5):
+            edited, at = edit_impact(scene, kind, rng)
+            new = impact_times(edited)
+            assert len(new) == len(times) + change
+            if kind == "remove":
+                assert np.isclose(times, at).any() and sorted(new.tolist() + [at]) == pytest.approx(times.tolist())
+            else:
+                assert np.abs(times - at).min() >= MIN_GAP - 1e-9 and EDGE <= at <= scene["duration"] - EDGE
+                assert sorted(times.tolist() + [at]) == pytest.approx(new.tolist())
+            wav = render_audio(edited).astype(np.float64)
+            cut = round(at * scene["sample_rate"])
+            scale = np.dot(wav[:cut], original[:cut]) / np.dot(original[:cut], original[:cut])
+            assert np.abs(wav[:cut] - scale * original[:cut]).max() < 1e-5
+            assert np.abs(wav[cut:] - scale * original[cut:]).max() > 0.05
+    assert impact_times(scene).tolist() == times.tolist()  # the scene itself is untouched
+    with pytest.raises(ValueError, match="kind"):
+        edit_impact(scene, "shift", rng)
+
+
+def test_edited_soundtracks_take_the_clip_audio_path(tiny_corpus):
+    """The unedited scene put through as_clip_audio is the clip's own sync-stage audio, bit for bit (so an edit
+    carries no codec cue); edits_per_clip gives [E, N] soundtracks and the edits' times, removals first."""
+    from reasonaudio.data_modules.sync import SyntheticSyncDataModule, as_clip_audio, collate_memory_clips
+    from reasonaudio.data_modules.synthetic import render_audio
+    from reasonaudio.synthetic_world import impact_times, read_ground_truth
+
+    root = tiny_corpus / "heldout"
+    dm = SyntheticSyncDataModule(root=str(root), val_root=str(root), duration=4.0, sync_size=32, edits_per_clip=2)
+    dm.setup("fit")
+    batch = collate_memory_clips(dm.memory["val"].items)
+    assert batch["edited_wav"].shape == (4, 2, 64000) and batch["edit_time"].shape == (4, 2)
+    for i, clip_id in enumerate(batch["id"]):
+        scene = read_ground_truth(root / "gt" / f"{clip_id}.json")
+        same = as_clip_audio(root / "videos" / f"{clip_id}.mp4", render_audio(scene), 16000, 4.0, 16000)
+        assert torch.equal(same, batch["wav"][i])
+        times = impact_times(scene)
+        removed, added = batch["edit_time"][i].tolist()
+        assert np.isclose(times, removed, atol=1e-6).any() and not np.isclose(times, added, atol=1e-6).any()
+        assert not torch.equal(batch["edited_wav"][i, 0], batch["wav"][i])
+
+
+def test_edit_windows_hold_the_onset_and_margins_tie_for_an_unedited_copy():
+    """edit_windows puts every onset inside its zero-offset pair's span (random and centred choice), and with the
+    clip's own audio given as its 'edit' the real and edited contrasts are equal (the plumbing pairs them up)."""
+    from reasonaudio.systems.sync import SyncTrain
+
+    torch.manual_seed(0)
+    system = SyncTrain(Synchformer(SYNC), edit_weight=1.0)
+    times = torch.arange(5, 96).float() / 25  # every frame an edit can fall on in a 4 s clip
+    span = pair_frames(SYNC)
+    for centred in (False, True):
+        w = system.edit_windows(times, 100, torch.Generator().manual_seed(0), centred=centred)
+        onset = (times * 25).round().long()
+        assert ((8 * w <= onset) & (onset < 8 * w + span) & (w >= 0) & (8 * w + span <= 100)).all()
+    centred = system.edit_windows(torch.tensor([2.0]), 100, centred=True)
+    assert 8 * int(centred) + span // 2 == pytest.approx(50, abs=4)
+    frames = (torch.rand(2, 100, 3, 32, 32) * 255).to(torch.uint8)
+    wav = torch.randn(2, 64000) * 0.1
+    batch = {"id": ["a", "b"], "frames": frames, "wav": wav, "edited_wav": wav[:, None].repeat(1, 2, 1),
+             "edit_time": torch.tensor([[1.0, 2.0], [3.0, 0.5]])}
+    with torch.no_grad():
+        real, edited = system.edit_margins(batch, system.clip_video(frames), torch.tensor([1, 0]),
+                                           torch.tensor([2, 0]))
+    assert torch.allclose(real, edited, atol=1e-5) and real.shape == (2,)
+    with pytest.raises(ValueError, match="zero-offset"):
+        SyncTrain(Synchformer(SynchformerConfig(**{**SYNC.to_dict(), "num_offsets": 12, "max_offset": 1.1})),
+                  edit_weight=1.0)

@@ -270,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         ("MM-DiT pretraining", f"{args.pretrain_steps} steps (EMA export {pretrained})"),
         (("synchrony reward", f"{reward['steps']} steps of its own Synchformer (seed 1), held-out offsets: top-1 "
                               f"{reward['val/acc']:.3f}, within one step {reward['val/acc_within_one']:.3f}; reward "
-                              "1 − E|offset| / 1.2 s") if args.reward == "sync" else
+                              "the zero-offset contrast logit(0) − mean logit") if args.reward == "sync" else
          ("reward classifier", f"{reward['steps']} steps, held-out accuracy: "
                                + ", ".join(f"{k.split('/')[-1]} {v:.2f}" for k, v in reward.items()
                                            if k.startswith("val/acc")))),

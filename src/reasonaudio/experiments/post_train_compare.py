@@ -13,7 +13,7 @@ interrupted comparison resumes where it stopped:
 1. **held-out clips** — the demo's held-out set plus ``--extra-heldout`` new synthetic clips (their own
    seed), whose features come from the demo's VAE and Synchformer weights (``features.yaml``);
 2. **rewards** — ``--reward sync`` (the default): the synchrony reward's own Synchformer (``sync.yaml`` +
-   ``sync/reward.yaml``, another seed than DeSync's), scoring ``1 − E|offset| / 1.2 s``
+   ``sync/reward.yaml``, another seed than DeSync's), scoring the zero-offset contrast ``logit(0) − mean logit``
    (``preference_data/synchrony_reward.yaml``);
    the paper's alignment classifier (``reward.yaml``) is trained too, its held-out accuracy per negative type
    measured (10 draws of windows and shifts) and its ranking of the same candidates reported beside;
@@ -354,7 +354,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if curves:
         figure4(curves, labels, figure)
     table = results_table(results)
-    reward_name = ("the synchrony reward (1 − E|offset| / 1.2 s, its own Synchformer)" if args.reward == "sync"
+    reward_name = ("the synchrony reward (zero-offset contrast of its own Synchformer)" if args.reward == "sync"
                    else "the alignment classifier's P(aligned)")
     eval_set = (f"Validation clips (new synthetic clips, seed {VALIDATION_SEED}, not the held-out set)"
                 if args.validation else "Held-out clips")

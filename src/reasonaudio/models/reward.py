@@ -15,7 +15,8 @@ Legend: B batch, T audio frames (VAE latents), C their channels, Ts Synchformer 
 
   - :class:`ClassifierReward`: latents + sync tokens ``[B, Ts, S]`` → P(aligned) (the paper's reward);
   - :class:`SynchformerOffsetReward`: waveform + the clip's video (or the cache's sync tokens of the same
-    visual branch) → ``1 − E|offset| / max_offset`` (the default) or ``(2 − |offset|) / 4``;
+    visual branch) → the zero-offset contrast ``logit(0) − mean_c logit(c)`` over every span (the default),
+    ``1 − E|offset| / max_offset`` or ``(2 − |offset|) / 4``;
   - ``reasonaudio.metrics.synthetic.GroundTruthOnsetReward``: waveform + the clips' ground truth (impact
     times) → ``½ (onset F1 + exp(−onset error / τ))`` (synthetic corpus only; it lives with the metrics it is
     made of).
@@ -216,15 +217,25 @@ def load_classifier_state(path: str | Path) -> dict[str, torch.Tensor]:
     return out
 
 
+SCORES = ("argmax", "expected", "contrast")
+"""The readings of :class:`SynchformerOffsetReward`."""
+
+
 class SynchformerOffsetReward(Reward):
-    """A synchrony reward from a full Synchformer's offset head, over the first and the last ``config.segments``
-    windows of each clip (av-benchmark's DeSync windows).
+    """A synchrony reward from a full Synchformer's offset head: ``argmax`` and ``expected`` read the first and the
+    last ``config.segments`` windows of each clip (av-benchmark's DeSync windows), ``contrast`` every span.
 
     * ``score="argmax"``: ``(2 − |offset|) / 4`` with ``|offset|`` the mean |arg-max offset| (DeSync), in
       [0, 0.5]; it changes only in steps of the offset grid (0.2 s).
     * ``score="expected"``: ``1 − E|offset| / max_offset`` with ``E|offset|`` the mean expected |offset| under
       the head's softmax (:func:`~reasonaudio.models.synchformer.expected_abs_offset`), in [0, 1]; continuous,
-      so it also orders candidates whose arg-max offsets tie. The suite's default reward (docs/post_training.md).
+      so it also orders candidates whose arg-max offsets tie.
+    * ``score="contrast"``: the zero-offset logit's margin over the mean logit of the grid,
+      ``logit(0) − mean_c logit(c)`` (= ``log P(0) − mean_c log P(c)``), averaged over every span of ``segments``
+      consecutive windows (:meth:`~reasonaudio.models.synchformer.Synchformer.span_logits`: 5 spans of 7 windows
+      for 4 s); unbounded, in log-odds. It keeps rising with how well the streams agree at zero lag after the
+      softmax has saturated (P(0) ≈ 1, where ``expected`` rates every candidate alike), so it also separates
+      candidates that miss or add an impact. The suite's default reward (docs/post_training.md).
 
     The video input is the cache's sync tokens (``video_root`` None), which must then come from this model's
     visual branch, or — for a separately trained model — the clip's own video, ``<video_root>/<id>.mp4`` or
@@ -237,7 +248,7 @@ class SynchformerOffsetReward(Reward):
         checkpoint: its weights, ``synchformer_state_dict.pth`` or a ``make sync`` export (loaded strictly by
             :meth:`prepare`).
         sample_rate: rate of the waveforms it is given (resampled to 16 kHz).
-        score: ``"argmax"`` or ``"expected"`` (above).
+        score: ``"argmax"``, ``"expected"`` or ``"contrast"`` (above).
         video_root: folder(s) of the clips' videos, searched in order (None: read the cache's sync tokens).
         cached_videos: visual tokens kept in memory, most recently used first (online rounds revisit the
             clips; ~0.3 MB per 4 s clip at 768 wide).
@@ -246,11 +257,14 @@ class SynchformerOffsetReward(Reward):
     audio_input = "wav"
 
     def __init__(self, synchformer: nn.Module, checkpoint: str | None = None, sample_rate: int = 16000,
-                 score: Literal["argmax", "expected"] = "argmax", video_root: str | list[str] | None = None,
-                 cached_videos: int = 1024):
+                 score: Literal["argmax", "expected", "contrast"] = "argmax",
+                 video_root: str | list[str] | None = None, cached_videos: int = 1024):
         super().__init__()
-        if score not in ("argmax", "expected"):
-            raise ValueError(f"score must be 'argmax' or 'expected', got {score!r}")
+        if score not in SCORES:
+            raise ValueError(f"score must be one of {SCORES}, got {score!r}")
+        if score == "contrast" and synchformer.config.num_offsets % 2 == 0:
+            raise ValueError(f"score='contrast' needs a zero-offset class (an odd number of offset classes), "
+                             f"got num_offsets={synchformer.config.num_offsets}")
         self.synchformer = synchformer
         self.checkpoint = checkpoint
         self.sample_rate = sample_rate
@@ -311,6 +325,10 @@ class SynchformerOffsetReward(Reward):
         v = video.to(wav.device).float()
         windows = min(v.shape[1] // SYNC_TOKENS_PER_WINDOW, a.shape[1] // AUDIO_TOKENS_PER_WINDOW)  # common span
         v, a = v[:, :windows * SYNC_TOKENS_PER_WINDOW], a[:, :windows * AUDIO_TOKENS_PER_WINDOW]
+        if self.score == "contrast":
+            logits = self.synchformer.span_logits(v, a)  # [B, spans, C]
+            zero = (logits.shape[-1] - 1) // 2
+            return (logits[..., zero] - logits.mean(dim=-1)).mean(dim=1)
         if self.score == "expected":
             offset = self.synchformer.window_offsets(v, a, expected=True).mean(dim=1)
             return 1.0 - offset / self.synchformer.config.max_offset

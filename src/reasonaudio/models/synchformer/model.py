@@ -284,6 +284,28 @@ class Synchformer(_SynchformerBase):
         last = read(self.offset_logits(video[:, -v:], audio[:, -a:]), self.config.max_offset)
         return torch.stack([first, last], dim=1)
 
+    def span_logits(self, video: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+        """Offset logits of every run of ``segments`` consecutive windows, one window apart.
+
+        Args:
+            video: ``[B, S·8, D]`` tokens, S ≥ ``segments``.
+            audio: ``[B, S·6, D]`` tokens with the same S.
+
+        Returns:
+            ``[B, S − segments + 1, C]`` logits (5 spans of 7 windows for a 4 s clip's 11 windows).
+        """
+        s = self.config.segments
+        windows = video.shape[1] // SYNC_TOKENS_PER_WINDOW
+        if (windows != audio.shape[1] // AUDIO_TOKENS_PER_WINDOW or windows < s
+                or video.shape[1] % SYNC_TOKENS_PER_WINDOW or audio.shape[1] % AUDIO_TOKENS_PER_WINDOW):
+            raise ValueError(f"span logits need the same number (>= {s}) of whole windows in both streams, got "
+                             f"video {tuple(video.shape)} and audio {tuple(audio.shape)}")
+        v = video.unfold(1, s * SYNC_TOKENS_PER_WINDOW, SYNC_TOKENS_PER_WINDOW)  # [B, n, D, s·8]
+        a = audio.unfold(1, s * AUDIO_TOKENS_PER_WINDOW, AUDIO_TOKENS_PER_WINDOW)  # [B, n, D, s·6]
+        spans = v.shape[1]
+        logits = self.offset_logits(v.flatten(0, 1).transpose(1, 2), a.flatten(0, 1).transpose(1, 2))
+        return logits.unflatten(0, (video.shape[0], spans))
+
     def desync(self, video: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
         """av-benchmark's DeSync per clip: mean |predicted offset| of the first and the last ``segments`` windows.
 

@@ -9,7 +9,7 @@ RUNS    := runs
 ARGS    ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup system-deps test test-fast demo study synth check-fixtures bench gpu-check codec-check clean \
+.PHONY: help setup system-deps test test-fast demo study synth check-fixtures bench gpu-check codec-check reward-check clean \
         captions vae latent-stats vocoder bench-vocoder tiny-mllm sync features prefix_kv prefix-kv pretrain reward preference_data preference-data post-train post_train_sft post_train_rwr post_train_dpo post-train-compare finetune eval generate resume-check tensorboard
 
 $(PY):
@@ -140,6 +140,9 @@ post_train_dpo: | $(PY)  ## Flow-DPO, β = 5 (LoRA 64)
 
 codec-check: | $(PY)  ## where the codec loses impacts: onset F1/error of 160 fresh synthetic clips raw, vocoded, through VAE + vocoder (VOCODER=, VAE= ckpts; default the demo's) → runs/codec_check/summary.json
 	$(PY) -m reasonaudio.experiments.codec_check --out $(RUNS)/codec_check $(if $(VOCODER),--vocoder $(VOCODER)) $(if $(VAE),--vae $(VAE)) $(ARGS)
+
+reward-check: | $(PY)  ## does the synchrony reward rank candidates of unseen clips like the ground truth? 48 fresh clips x 8 candidates of the demo's pretrained model (REWARD_EXPORT= a reward Synchformer export; default the demo's) → runs/reward_check/summary.json
+	$(PY) -m reasonaudio.experiments.reward_check --out $(RUNS)/reward_check $(if $(REWARD_EXPORT),--reward $(REWARD_EXPORT)) $(ARGS)
 
 post-train-compare: | $(PY)  ## Figure 4 at toy scale: SFT, RWR, DPO β 1/2/5/50, online DPO from the demo's model, 3 seeds → docs/results.{md,json}, docs/figure4.png (needs make demo)
 	$(PY) -m reasonaudio.experiments.post_train_compare --betas 1 2 50 --docs docs/results.md \

@@ -229,6 +229,25 @@ def test_preference_data_scored_by_the_synchrony_reward(setup):
             assert torch.allclose(g["rewards"], direct, atol=1e-4)
             assert torch.isfinite(g["rewards"]).all() and g["rewards"].std() > 0
 
+    # make reward-check's readings: the export read as each score, every group decoded once
+    from reasonaudio.experiments.post_train_eval import sync_reading_scores
+    from reasonaudio.experiments.reward_check import decoded_once
+    from reasonaudio.models.reward import SCORES
+
+    calls = []
+    once = decoded_once(lambda latents: calls.append(1) or decode(latents))
+    for name in SCORES:
+        read = sync_reading_scores(weights, [d["root"] / "train"], once, name)
+        direct = SynchformerOffsetReward(Synchformer(config), str(weights), score=name,
+                                         video_root=[str(d["root"] / "train")]).prepare()
+        for g in stored:
+            with torch.no_grad():
+                want = direct(decode(g["latents"]), direct.video_inputs({"id": [g["id"]] * 3}))
+            assert torch.allclose(torch.from_numpy(read(g)), want, atol=1e-4)
+            if name == score:
+                assert torch.allclose(torch.from_numpy(read(g)), g["rewards"], atol=1e-4)
+    assert len(calls) == len(stored)
+
 
 def test_post_training_from_stored_prefixes_equals_the_live_conditioner(setup):
     """With the caches' prompts stored (stage prefix_kv), Flow-DPO trains the same adapter as with the frozen

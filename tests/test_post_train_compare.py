@@ -126,6 +126,12 @@ def test_reward_ranking_closed_form():
     assert perfect["pair_agreement_ci95"] == [1.0, 1.0]  # one group: nothing to resample
     assert np.isnan(reward_ranking([np.array([1.0, 0.0])], [np.array([0.0, 0.01])])["pair_agreement_ci95"]).all()
     assert perfect["saturated_low"] == perfect["saturated_high"] == 0.5
+    assert out["reward_range_used"] == [0.0, 1.0]  # every reward in [0, 1]: judged against the bounds
+    # an unbounded score (the zero-offset contrast) is judged over its own range: 2.0 … 9.0, edges 0.07 wide
+    contrast = reward_ranking([np.array([2.0, 5.0, 9.0]), np.array([8.95, 3.0])], [np.zeros(3), np.zeros(2)])
+    assert contrast["reward_range_used"] == [2.0, 9.0]
+    assert contrast["saturated_low"] == pytest.approx(1 / 5) and contrast["saturated_high"] == pytest.approx(2 / 5)
+    assert contrast["histogram"] == [1, 1, 0, 0, 1, 0, 0, 0, 0, 2]  # bins 0.7 wide: 2; 3; 5; 8.95, 9
 
 
 def test_variant_rows_parse_into_objective_overrides():

@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pretrain-steps", type=int, default=1500, help="MM-DiT optimisation steps")
     parser.add_argument("--sample-steps", type=int, default=25, help="Euler steps when generating")
     parser.add_argument("--reward", choices=("sync", "classifier"), default="sync",
-                        help="preference reward: a second Synchformer's expected offset (needs clips of at least "
+                        help="preference reward: a second Synchformer's zero-offset contrast (needs clips of at least "
                              "3.76 s) or the paper's alignment classifier (docs/post_training.md)")
     parser.add_argument("--reward-steps", type=int, default=None,
                         help="optimisation steps of the reward: its own Synchformer, seed 1 (default 100), or the "

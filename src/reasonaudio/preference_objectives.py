@@ -310,7 +310,7 @@ def _group_bootstrap_ci(per_group: np.ndarray, resamples: int, seed: int = 0) ->
 
 
 def reward_ranking(rewards: Sequence[np.ndarray], errors: Sequence[np.ndarray], min_error_gap: float = 0.05,
-                   reward_range: tuple[float, float] = (0.0, 1.0), bootstrap: int = 2000) -> dict[str, Any]:
+                   reward_range: tuple[float, float] | None = None, bootstrap: int = 2000) -> dict[str, Any]:
     """How well a reward orders the candidates of each group like their ground-truth onset error.
 
     ``rewards[g]`` and ``errors[g]`` (seconds) hold group g's K candidates. ``pair_agreement``: over the
@@ -319,7 +319,9 @@ def reward_ranking(rewards: Sequence[np.ndarray], errors: Sequence[np.ndarray], 
     and error over all candidates (negative when the reward is right), ``spearman_within``: the mean of the
     groups' own ρ (groups with a constant reward or error left out). ``saturated_low`` / ``saturated_high``:
     fraction of candidates in the lowest / highest 1 % of ``reward_range``; ``histogram``: counts in 10 equal
-    bins of that range. ``pair_agreement_ci95``: a 95 % percentile interval of ``pair_agreement`` from
+    bins of that range, given in ``reward_range_used``. The default range is [0, 1] when every reward lies in it
+    (a probability, the expected-offset reward: saturation is judged against the bounds) and otherwise the
+    rewards' own min … max (an unbounded score such as the zero-offset contrast). ``pair_agreement_ci95``: a 95 % percentile interval of ``pair_agreement`` from
     ``bootstrap`` resamples of the groups (pairs of one group share candidates, so groups are the independent
     units; a fixed seed makes it reproducible); ``[nan, nan]`` without counted pairs.
     """
@@ -337,6 +339,9 @@ def reward_ranking(rewards: Sequence[np.ndarray], errors: Sequence[np.ndarray], 
         [np.asarray(e, float) for e in errors])
     counts = np.asarray(per_group, dtype=float).reshape(-1, 2)
     agree, pairs = float(counts[:, 0].sum()), int(counts[:, 1].sum())
+    if reward_range is None:
+        inside = flat_r.size and flat_r.min() >= 0.0 and flat_r.max() <= 1.0
+        reward_range = (0.0, 1.0) if inside else (float(flat_r.min()), float(flat_r.max()))
     lo, hi = reward_range
     edge = 0.01 * (hi - lo)
     return {"pair_agreement": agree / pairs if pairs else float("nan"), "pairs": pairs,
@@ -344,4 +349,5 @@ def reward_ranking(rewards: Sequence[np.ndarray], errors: Sequence[np.ndarray], 
             "min_error_gap_s": min_error_gap, "spearman": float(spearmanr(flat_r, flat_e).statistic),
             "spearman_within": float(np.mean(within)) if within else float("nan"), "candidates": int(flat_r.size),
             "saturated_low": float(np.mean(flat_r <= lo + edge)), "saturated_high": float(np.mean(flat_r >= hi - edge)),
-            "histogram": np.histogram(flat_r, bins=10, range=reward_range)[0].tolist()}
+            "histogram": np.histogram(flat_r, bins=10, range=reward_range)[0].tolist(),
+            "reward_range_used": [float(lo), float(hi)]}

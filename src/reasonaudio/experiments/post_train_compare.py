@@ -132,8 +132,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="also run DPO β 5 online in this many rounds of groups sampled from the current policy "
                              "(the first round is the offline groups; 0: no online row)")
     parser.add_argument("--reward", choices=("sync", "classifier"), default="sync",
-                        help="the preference reward: the synchrony reward (a separately trained Synchformer's expected "
-                             "offset) or the paper's alignment classifier (docs/post_training.md)")
+                        help="the preference reward: the synchrony reward (a separately trained Synchformer's "
+                             "zero-offset contrast) or the paper's alignment classifier (docs/post_training.md)")
     parser.add_argument("--reward-steps", type=int, default=300, help="alignment classifier steps")
     parser.add_argument("--reward-sync-steps", type=int, default=100, help="the synchrony reward's Synchformer steps")
     parser.add_argument("--candidates", type=int, default=8, help="K candidates per training condition")

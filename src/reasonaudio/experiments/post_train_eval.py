@@ -23,7 +23,7 @@ from reasonaudio.metrics import synthetic
 from reasonaudio.metrics.desync import _frames, desync_seconds, video_tokens
 from reasonaudio.models.mel import MelSpectrogram
 from reasonaudio.models.reward import AlignmentClassifier, ClassifierReward, SynchformerOffsetReward
-from reasonaudio.models.synchformer import Synchformer, SynchformerConfig
+from reasonaudio.models.synchformer import Synchformer, SynchformerConfig, read_export_config
 from reasonaudio.preference_objectives import reward_ranking
 from reasonaudio.synthetic_world import ground_truth_files, read_ground_truth
 from reasonaudio.systems.policy_weights import load_policy_weights
@@ -94,13 +94,31 @@ def load_reward(export: Path):
     return ClassifierReward(AlignmentClassifier(**config), str(export)).prepare()
 
 
-def load_sync_reward(checkpoint: Path):
-    """The synchrony reward of ``preference_data/synchrony_reward.yaml`` with the Synchformer ``checkpoint``
-    (video by file: :meth:`~reasonaudio.models.reward.SynchformerOffsetReward.encode_videos`)."""
+def load_sync_reward(checkpoint: Path, score: str | None = None, video_root: Sequence[Path] | None = None):
+    """The synchrony reward of ``preference_data/synchrony_reward.yaml`` with the Synchformer export ``checkpoint``
+    (built from the config a ``make sync`` export carries, else the overlay's; video by file:
+    :meth:`~reasonaudio.models.reward.SynchformerOffsetReward.encode_videos`, from ``video_root`` when given);
+    ``score`` replaces the config's reading."""
     overlay = CONFIG_DIR / "preference_data" / "synchrony_reward.yaml"
     spec = yaml.safe_load(overlay.read_text())["model"]["init_args"]["reward"]
-    config = SynchformerConfig(**spec["init_args"]["synchformer"]["init_args"]["config"])
-    return SynchformerOffsetReward(Synchformer(config), str(checkpoint), score=spec["init_args"]["score"]).prepare()
+    listed = SynchformerConfig(**spec["init_args"]["synchformer"]["init_args"]["config"])
+    config = read_export_config(checkpoint) or listed
+    return SynchformerOffsetReward(Synchformer(config), str(checkpoint), score=score or spec["init_args"]["score"],
+                                   video_root=None if video_root is None else [str(r) for r in video_root]).prepare()
+
+
+def sync_reading_scores(checkpoint: Path, video_root: Sequence[Path], decode: Callable[[dict], torch.Tensor],
+                        score: str) -> Callable[[dict], np.ndarray]:
+    """The synchrony reward ``checkpoint`` read as ``score`` for a stored group's candidates: ``decode(group)`` gives
+    their waveforms ``[K, N]``, each clip's video comes from ``video_root`` (for :func:`reward_vs_ground_truth`'s
+    alternatives)."""
+    reward = load_sync_reward(checkpoint, score, video_root)
+
+    @torch.no_grad()
+    def scores(group: dict) -> np.ndarray:
+        wav = decode(group)
+        return reward(wav, reward.video_inputs({"id": [group["id"]] * len(wav)})).numpy()
+    return scores
 
 
 @torch.no_grad()

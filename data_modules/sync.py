@@ -25,8 +25,9 @@ edit_time    ``[B, E]`` float32        time (s) of the removed or added impact
 An edited soundtrack is rendered from the clip's ground truth (``gt/<id>.json``) and put through the same
 path as the clip's own audio: muxed as AAC into a copy of the clip's mp4, then decoded like it (the
 rendering of an unedited scene comes back bit-identical to the clip's audio), so the codec leaves no cue
-that tells an edited soundtrack from a real one. The edits of clip ``synth_<i>`` are drawn from
-``numpy.random.default_rng([seed, i, e])``: the same for every run with the same seed.
+that tells an edited soundtrack from a real one. Edit e of clip ``synth_<i>`` of a corpus made with seed s is
+drawn from ``numpy.random.default_rng([s, i, e])`` (the scene's own ``seed``): the same in every run. A clip
+that cannot be edited (no impact to remove, no free frame for one more) is skipped with its reason logged.
 
 Training samples clips with replacement (``samples_per_epoch`` per epoch, so a small corpus still
 makes long epochs); validation goes through the held-out clips once, in order. Clips that fail to
@@ -121,7 +122,11 @@ class SyntheticSyncDataModule(SyntheticDataModule):
             wav = resample(item["wav"][None].float(), rate, SYNC_SAMPLE_RATE)[0, :samples]
             items.append({"id": item["id"], "frames": item["sync_video"][:frames], "wav": wav})
             if self.edits_per_clip:
-                items[-1].update(self._edits(split, item, dataset.seq, samples))
+                try:
+                    items[-1].update(self._edits(split, item, dataset.seq, samples))
+                except ValueError as e:
+                    log.warning("sync: skipping %s (%s): no edited soundtrack: %s", item["id"], item["path"], e)
+                    items.pop()
         if not items:
             raise ValueError(f"no clip of split {split!r} could be decoded")
         return MemoryClips(items)
@@ -130,10 +135,10 @@ class SyntheticSyncDataModule(SyntheticDataModule):
         """``edited_wav`` ``[E, N]`` and ``edit_time`` ``[E]`` of one decoded clip (module docstring)."""
         root = self.roots["train" if split == "train" else "val"]
         scene = read_ground_truth(ground_truth_file(root, item["id"]))
-        index = int(scene["seed"][1])
+        corpus_seed, index = (int(x) for x in scene["seed"])
         wavs, times = [], []
         for e in range(self.edits_per_clip):
-            edited, at = edit_impact(scene, EDITS[e % len(EDITS)], np.random.default_rng([self.seed, index, e]))
+            edited, at = edit_impact(scene, EDITS[e % len(EDITS)], np.random.default_rng([corpus_seed, index, e]))
             wav = as_clip_audio(item["path"], render_audio(edited), scene["sample_rate"], seq.duration,
                                 seq.audio.sample_rate)
             wavs.append(wav[:samples])

@@ -82,6 +82,9 @@ Ground truth (the scene dict of :func:`sample_scene`; every renderer reads only 
                  angles (bell, degrees per frame)
       hum:   frequency, harmonics, phases, level      rain: level (RMS), noise_seed
       beeps: frequency, period, length, onsets (s), level
+
+A scene edited by :func:`edit_impact` (never written to a corpus) also has ``mix_scale`` (the original's mix
+gain) and, per on-screen source, ``impact_keys`` (each impact's noise key, its index in the original).
 """
 from __future__ import annotations
 
@@ -352,9 +355,10 @@ def _render_source(source: dict[str, Any], scene: dict[str, Any]) -> np.ndarray:
     out = np.zeros(n)
     kind = source["type"]
     if source["screen"] == "on_screen":
-        for i, (frame, amplitude) in enumerate(zip(source["impact_frames"], source["amplitudes"])):
+        keys = source.get("impact_keys", range(len(source["impact_frames"])))  # edit_impact keeps each one's noise
+        for key, frame, amplitude in zip(keys, source["impact_frames"], source["amplitudes"]):
             start = round(frame * sr / fps)
-            rng = np.random.default_rng([source["noise_seed"], i])
+            rng = np.random.default_rng([source["noise_seed"], key])
             out[start:] += source["gain"] * amplitude * _impact_sound(source, n - start, sr, rng)
     elif kind == "hum":
         for k, phase in enumerate(source["phases"][: source["harmonics"]], start=1):
@@ -377,16 +381,25 @@ def _render_source(source: dict[str, Any], scene: dict[str, Any]) -> np.ndarray:
     return out
 
 
+def _mix(scene: dict[str, Any]) -> np.ndarray:
+    """The sum of every source before any gain. # [S]"""
+    return sum(_render_source(source, scene) for source in scene["sources"])
+
+
 def render_audio(scene: dict[str, Any]) -> np.ndarray:
     """Renders the mono mix of every source in ``scene``, peak-normalised to ``scene["peak"]``.
 
     Rendering reads only the scene, so a scene with a source removed or its type changed renders the
-    corresponding counterfactual audio.
+    corresponding counterfactual audio. A scene with ``mix_scale`` (set by :func:`edit_impact`) is scaled by it
+    instead of peak-normalised, and clipped to [−1, 1], so its sources sound exactly as loud as in the scene it
+    was edited from.
 
     Returns:
         float32 waveform. # [S]
     """
-    mix = sum(_render_source(source, scene) for source in scene["sources"])
+    mix = _mix(scene)
+    if "mix_scale" in scene:
+        return np.clip(mix * scene["mix_scale"], -1.0, 1.0).astype(np.float32)
     return (mix * (scene["peak"] / np.max(np.abs(mix)))).astype(np.float32)
 
 
@@ -400,8 +413,11 @@ def edit_impact(scene: dict[str, Any], kind: str, rng: np.random.Generator) -> t
     The frames stay what they were (nothing but the impact lists changes), so :func:`render_audio` of the result is
     a soundtrack that matches its video everywhere but at one moment: what a generator that misses or invents one
     impact produces. ``"remove"`` drops an impact drawn uniformly among all on-screen impacts; ``"add"`` gives a
-    drawn on-screen object one more impact (amplitude 0.6–1.0) on a frame drawn among those at least
-    :data:`MIN_GAP` from every impact and :data:`EDGE` from both ends of the clip, where the video shows no contact.
+    drawn on-screen object one more impact (amplitude drawn within the range of its own impacts') on a frame drawn
+    among those at least :data:`MIN_GAP` from every impact and :data:`EDGE` from both ends of the clip, where the
+    video shows no contact. Every other impact keeps its own noise (``impact_keys``) and the mix keeps the
+    original's gain (``mix_scale``), so the edited audio is the original minus the removed impact's sound, or plus
+    the added one's.
 
     Args:
         scene: a ground-truth scene (:func:`sample_scene`); not modified.
@@ -417,7 +433,10 @@ def edit_impact(scene: dict[str, Any], kind: str, rng: np.random.Generator) -> t
     if kind not in EDITS:
         raise ValueError(f"kind must be one of {EDITS}, got {kind!r}")
     edited = json.loads(json.dumps(scene))  # a deep copy of the JSON-ready dict
+    edited["mix_scale"] = scene.get("mix_scale", scene["peak"] / float(np.max(np.abs(_mix(scene)))))
     objects = [s for s in edited["sources"] if s["screen"] == "on_screen"]
+    for s in objects:
+        s.setdefault("impact_keys", list(range(len(s["impact_frames"]))))
     fps = edited["fps"]
     impacts = [(s, i) for s in objects for i in range(len(s["impact_frames"]))]
     if kind == "remove":
@@ -425,7 +444,7 @@ def edit_impact(scene: dict[str, Any], kind: str, rng: np.random.Generator) -> t
             raise ValueError(f"scene {scene.get('id')!r} has no on-screen impact to remove")
         source, i = impacts[int(rng.integers(len(impacts)))]
         frame = source["impact_frames"][i]
-        for key in ("impact_frames", "impact_times", "amplitudes"):
+        for key in ("impact_frames", "impact_times", "amplitudes", "impact_keys"):
             del source[key][i]
         return edited, frame / fps
     gap, edge = math.ceil(MIN_GAP * fps - 1e-9), math.ceil(EDGE * fps - 1e-9)
@@ -438,7 +457,9 @@ def edit_impact(scene: dict[str, Any], kind: str, rng: np.random.Generator) -> t
     at = int(np.searchsorted(source["impact_frames"], frame))
     source["impact_frames"].insert(at, frame)
     source["impact_times"].insert(at, frame / fps)
-    source["amplitudes"].insert(at, float(rng.uniform(0.6, 1.0)))
+    low, high = (min(source["amplitudes"]), max(source["amplitudes"])) if source["amplitudes"] else (0.6, 1.0)
+    source["amplitudes"].insert(at, float(rng.uniform(low, high)))
+    source["impact_keys"].insert(at, max(source["impact_keys"], default=-1) + 1)  # noise of its own
     return edited, frame / fps
 
 

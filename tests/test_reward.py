@@ -255,6 +255,20 @@ def test_contrast_reward_closed_form_over_every_span():
         SynchformerOffsetReward(even, score="contrast")
 
 
+def test_synchrony_reward_refuses_an_export_trained_with_another_config(tmp_path):
+    """A make-sync export records its config: a reward whose Synchformer differs (here: 3 windows, not 2 — the same
+    weight shapes, so strict loading alone would accept it) is refused by name; the export's own config loads."""
+    from reasonaudio.models.synchformer import SYNCHFORMER_TINY, Synchformer, SynchformerConfig, save_synchformer
+
+    config = SynchformerConfig(**{**SYNCHFORMER_TINY.to_dict(), "segments": 2, "head": "correlation",
+                                  "num_offsets": 5, "max_offset": 0.4})
+    path = save_synchformer(Synchformer(config), tmp_path / "synchformer.safetensors")
+    assert SynchformerOffsetReward(Synchformer(config), str(path), score="contrast").prepare()._loaded
+    other = Synchformer(SynchformerConfig(**{**config.to_dict(), "segments": 3}))
+    with pytest.raises(ValueError, match="trained with"):
+        SynchformerOffsetReward(other, str(path), score="contrast").prepare()
+
+
 def test_synchrony_reward_reads_the_clip_video_with_its_own_visual_branch(tmp_path):
     """video_root: the reward encodes <root>/videos/<id>.mp4 itself and scores exactly as with those tokens given;
     a clip without a video is named in the error."""

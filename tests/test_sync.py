@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import json
 import math
-from functools import partial
+import warnings
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -290,7 +289,7 @@ def test_desync_of_ground_truth_is_zero_and_of_shifted_audio_is_the_shift(traine
 def test_correlation_head_puts_tokens_on_the_frame_grid_and_peaks_at_the_true_lag():
     """The head's frame maps reproduce the token times (closed form), and for streams that are one
     signal sampled at lag-shifted times its correlation profile peaks at that lag's class."""
-    from reasonaudio.models.sync_correlation import AUDIO_TOKEN_CENTRE, AUDIO_TOKEN_STEP, CorrelationHead
+    from reasonaudio.models.sync_correlation import AUDIO_TOKEN_CENTRE, AUDIO_TOKEN_STEP
 
     s = SYNC.segments
     w = torch.arange(s, dtype=torch.float64)
@@ -319,10 +318,10 @@ def test_correlation_head_puts_tokens_on_the_frame_grid_and_peaks_at_the_true_la
 # ----------------------------------------------------------------------------- edited soundtracks (reward)
 
 
-def test_edit_impact_removes_or_adds_one_impact_and_changes_the_sound_only_from_there():
+def test_edit_impact_changes_the_sound_by_exactly_one_impact():
     """edit_impact: one impact fewer (one of the scene's) or one more (on a free frame: ≥ MIN_GAP from every
-    impact, ≥ EDGE from the ends); the rendered mix before the edit is the original's up to the mix's peak
-    normalisation (one scale factor), and differs after it."""
+    impact, ≥ EDGE from the ends); the edited mix differs from the original by exactly that impact's sound, rendered
+    alone at the original's gain (every other impact keeps its noise, the mix its gain)."""
     from reasonaudio.data_modules.synthetic import EDGE, MIN_GAP, edit_impact, render_audio, sample_scene
     from reasonaudio.synthetic_world import impact_times
 
@@ -330,22 +329,34 @@ def test_edit_impact_removes_or_adds_one_impact_and_changes_the_sound_only_from_
     times = impact_times(scene)
     original = render_audio(scene).astype(np.float64)
     rng = np.random.default_rng(0)
-    for kind, change in (("remove", -1), ("add", +1)):
+    for kind, sign in (("remove", -1), ("add", +1)):
         for _ in range(5):
             edited, at = edit_impact(scene, kind, rng)
             new = impact_times(edited)
-            assert len(new) == len(times) + change
+            assert len(new) == len(times) + sign
             if kind == "remove":
                 assert np.isclose(times, at).any() and sorted(new.tolist() + [at]) == pytest.approx(times.tolist())
             else:
                 assert np.abs(times - at).min() >= MIN_GAP - 1e-9 and EDGE <= at <= scene["duration"] - EDGE
                 assert sorted(times.tolist() + [at]) == pytest.approx(new.tolist())
-            wav = render_audio(edited).astype(np.float64)
-            cut = round(at * scene["sample_rate"])
-            scale = np.dot(wav[:cut], original[:cut]) / np.dot(original[:cut], original[:cut])
-            assert np.abs(wav[:cut] - scale * original[:cut]).max() < 1e-5
-            assert np.abs(wav[cut:] - scale * original[cut:]).max() > 0.05
-    assert impact_times(scene).tolist() == times.tolist()  # the scene itself is untouched
+            # the one impact alone: its source, its frame, amplitude and noise key, at the original's gain
+            holder = edited if kind == "add" else {**scene, "sources": [
+                {**src, "impact_keys": list(range(len(src["impact_frames"])))} if src["screen"] == "on_screen" else src
+                for src in scene["sources"]]}
+            alone = json.loads(json.dumps(holder))
+            for src in alone["sources"]:
+                if src["screen"] == "on_screen":
+                    keep = [k for k, f in enumerate(src["impact_frames"]) if abs(f / scene["fps"] - at) < 1e-9]
+                    for key in ("impact_frames", "impact_times", "amplitudes", "impact_keys"):
+                        src[key] = [src[key][k] for k in keep]
+            alone["sources"] = [src for src in alone["sources"]
+                                if src["screen"] == "on_screen" and src["impact_frames"]]
+            alone["mix_scale"] = edited["mix_scale"]
+            assert len(alone["sources"]) == 1 and len(alone["sources"][0]["impact_frames"]) == 1
+            difference = render_audio(edited).astype(np.float64) - original
+            assert np.abs(difference - sign * render_audio(alone)).max() < 1e-6
+            assert np.abs(difference[:round(at * scene["sample_rate"])]).max() == 0.0
+    assert impact_times(scene).tolist() == times.tolist() and "mix_scale" not in scene  # the scene is untouched
     with pytest.raises(ValueError, match="kind"):
         edit_impact(scene, "shift", rng)
 
@@ -372,9 +383,11 @@ def test_edited_soundtracks_take_the_clip_audio_path(tiny_corpus):
         assert not torch.equal(batch["edited_wav"][i, 0], batch["wav"][i])
 
 
-def test_edit_windows_hold_the_onset_and_margins_tie_for_an_unedited_copy():
-    """edit_windows puts every onset inside its zero-offset pair's span (random and centred choice), and with the
-    clip's own audio given as its 'edit' the real and edited contrasts are equal (the plumbing pairs them up)."""
+def test_edit_windows_hold_the_onset_and_margins_pair_each_clip_with_its_own_edit():
+    """edit_windows puts every onset inside its zero-offset pair's span (random and centred choice). edit_margins
+    pairs clip p with its own edit in validation's order (every edit of every clip): with edit 0 a copy of each clip's
+    audio and edit 1 other audio, exactly the first B margins tie. A training step adds the ranking loss, and
+    without edited soundtracks says what is missing."""
     from reasonaudio.systems.sync import SyncTrain
 
     torch.manual_seed(0)
@@ -387,14 +400,23 @@ def test_edit_windows_hold_the_onset_and_margins_tie_for_an_unedited_copy():
         assert ((8 * w <= onset) & (onset < 8 * w + span) & (w >= 0) & (8 * w + span <= 100)).all()
     centred = system.edit_windows(torch.tensor([2.0]), 100, centred=True)
     assert 8 * int(centred) + span // 2 == pytest.approx(50, abs=4)
-    frames = (torch.rand(2, 100, 3, 32, 32) * 255).to(torch.uint8)
-    wav = torch.randn(2, 64000) * 0.1
-    batch = {"id": ["a", "b"], "frames": frames, "wav": wav, "edited_wav": wav[:, None].repeat(1, 2, 1),
-             "edit_time": torch.tensor([[1.0, 2.0], [3.0, 0.5]])}
+    b = 3
+    frames = (torch.rand(b, 100, 3, 32, 32) * 255).to(torch.uint8)
+    wav = torch.randn(b, 64000) * 0.1
+    batch = {"id": ["a", "b", "c"], "frames": frames, "wav": wav,
+             "edited_wav": torch.stack([wav, torch.randn(b, 64000) * 0.1], dim=1),
+             "edit_time": torch.tensor([[1.0, 2.0], [3.0, 0.5], [2.2, 1.1]])}
+    variant = torch.arange(2).repeat_interleave(b)  # validation's order
+    windows = system.edit_windows(batch["edit_time"].T.reshape(-1), 100, centred=True)
     with torch.no_grad():
-        real, edited = system.edit_margins(batch, system.clip_video(frames), torch.tensor([1, 0]),
-                                           torch.tensor([2, 0]))
-    assert torch.allclose(real, edited, atol=1e-5) and real.shape == (2,)
+        real, edited = system.edit_margins(batch, system.clip_video(frames), variant, windows)
+    assert real.shape == (2 * b,) and torch.allclose(real[:b], edited[:b], atol=1e-5)
+    assert ((real[b:] - edited[b:]).abs() > 1e-3).all()
+    with warnings.catch_warnings():  # self.log without a trainer warns
+        warnings.simplefilter("ignore")
+        assert torch.isfinite(system.training_step(batch, 0))
+    with pytest.raises(ValueError, match="edits_per_clip"):
+        system.training_step({k: v for k, v in batch.items() if k not in ("edited_wav", "edit_time")}, 0)
     with pytest.raises(ValueError, match="zero-offset"):
         SyncTrain(Synchformer(SynchformerConfig(**{**SYNC.to_dict(), "num_offsets": 12, "max_offset": 1.1})),
                   edit_weight=1.0)

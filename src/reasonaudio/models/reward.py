@@ -43,7 +43,7 @@ from torch import nn
 
 from reasonaudio.config import SYNC_DIM, SYNC_FPS, SYNC_STRIDE, SYNC_TOKENS_PER_WINDOW, SYNC_WINDOW
 from reasonaudio.media import load_video
-from reasonaudio.models.synchformer import AUDIO_TOKENS_PER_WINDOW, SYNC_SAMPLE_RATE
+from reasonaudio.models.synchformer import AUDIO_TOKENS_PER_WINDOW, SYNC_SAMPLE_RATE, read_export_config
 
 # --------------------------------------------------------------------------- time alignment
 
@@ -275,7 +275,16 @@ class SynchformerOffsetReward(Reward):
         self._visual: OrderedDict[str, torch.Tensor] = OrderedDict()  # video file → visual tokens [Ts, D]
 
     def prepare(self) -> SynchformerOffsetReward:
+        """Load the weights; a ``make sync`` export must record this model's config.
+
+        Raises:
+            ValueError: the export was trained with another config (windows, offset grid, head, sizes).
+        """
         if not self._loaded:
+            recorded = read_export_config(self.checkpoint)  # None for the released checkpoint
+            if recorded is not None and recorded != self.synchformer.config:
+                raise ValueError(f"{self.checkpoint} was trained with {recorded}, this reward's Synchformer is "
+                                 f"{self.synchformer.config}: give the reward the export's config")
             self.synchformer.load_checkpoint(self.checkpoint)
             self._loaded = True
         self.requires_grad_(False)

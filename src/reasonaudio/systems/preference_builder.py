@@ -250,5 +250,6 @@ class PreferenceDataBuilder(FlowMatchingPretrain):
                   f"{truth['loser_onset_f1']:.3f}; the reward orders {100 * rank['pair_agreement']:.0f} % "
                   f"({percent_interval(rank['pair_agreement_ci95'])}) of {rank['pairs']} candidate pairs ≥ 50 ms "
                   f"apart like the ground truth (Spearman ρ reward vs error "
-                  f"{rank['spearman_within']:.2f} within groups); {100 * rank['saturated_low']:.0f} % of rewards "
-                  f"≤ 0.01, {100 * rank['saturated_high']:.0f} % ≥ 0.99", flush=True)
+                  f"{rank['spearman_within']:.2f} within groups); {100 * rank['saturated_low']:.0f} / "
+                  f"{100 * rank['saturated_high']:.0f} % of rewards in the lowest / highest 1 % of "
+                  f"{rank['reward_range_used'][0]:.3g} … {rank['reward_range_used'][1]:.3g}", flush=True)

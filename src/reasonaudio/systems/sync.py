@@ -176,6 +176,9 @@ class SyncTrain(LightningModule):
         loss = F.cross_entropy(logits, target)
         self.log("train/acc", (logits.argmax(-1) == target).float().mean(), batch_size=len(target))
         if self.hparams.edit_weight > 0:
+            if "edit_time" not in batch:
+                raise ValueError("SyncTrain(edit_weight > 0) needs edited soundtracks in the batch: "
+                                 "SyntheticSyncDataModule(edits_per_clip >= 1)")
             b, edits = batch["edit_time"].shape
             variant = torch.randint(0, edits, (b,))
             windows = self.edit_windows(batch["edit_time"].cpu()[torch.arange(b), variant], batch["frames"].shape[1])

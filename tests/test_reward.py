@@ -229,7 +229,7 @@ def test_expected_offset_reward_closed_form():
 def test_contrast_reward_closed_form_over_every_span():
     """score="contrast": mean over the spans of logit(0) − mean_c logit(c); span_logits cuts spans one window apart,
     exactly as offset_logits of each span cut by hand."""
-    from reasonaudio.models.synchformer import SYNCHFORMER_TINY, Synchformer, SynchformerConfig
+    from reasonaudio.models.synchformer import SYNCHFORMER_TINY, Synchformer, SynchformerConfig, zero_offset_contrast
 
     torch.manual_seed(0)
     config = SynchformerConfig(**{**SYNCHFORMER_TINY.to_dict(), "segments": 2, "head": "correlation",
@@ -253,6 +253,10 @@ def test_contrast_reward_closed_form_over_every_span():
     even = Synchformer(SynchformerConfig(**{**config.to_dict(), "num_offsets": 4}))
     with pytest.raises(ValueError, match="zero-offset"):
         SynchformerOffsetReward(even, score="contrast")
+    with pytest.raises(ValueError, match="zero-offset"):
+        zero_offset_contrast(torch.zeros(2, 4))
+    sure = torch.tensor([[0.0, 0.0, 5.0, 0.0, 0.0]])  # log P(0) − mean log P = 5 − 1 = 4
+    assert zero_offset_contrast(sure).item() == pytest.approx(4.0)
 
 
 def test_synchrony_reward_refuses_an_export_trained_with_another_config(tmp_path):

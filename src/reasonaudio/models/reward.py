@@ -43,7 +43,8 @@ from torch import nn
 
 from reasonaudio.config import SYNC_DIM, SYNC_FPS, SYNC_STRIDE, SYNC_TOKENS_PER_WINDOW, SYNC_WINDOW
 from reasonaudio.media import load_video
-from reasonaudio.models.synchformer import AUDIO_TOKENS_PER_WINDOW, SYNC_SAMPLE_RATE, read_export_config
+from reasonaudio.models.synchformer import (AUDIO_TOKENS_PER_WINDOW, SYNC_SAMPLE_RATE, read_export_config,
+                                            zero_offset_contrast)
 
 # --------------------------------------------------------------------------- time alignment
 
@@ -335,9 +336,7 @@ class SynchformerOffsetReward(Reward):
         windows = min(v.shape[1] // SYNC_TOKENS_PER_WINDOW, a.shape[1] // AUDIO_TOKENS_PER_WINDOW)  # common span
         v, a = v[:, :windows * SYNC_TOKENS_PER_WINDOW], a[:, :windows * AUDIO_TOKENS_PER_WINDOW]
         if self.score == "contrast":
-            logits = self.synchformer.span_logits(v, a)  # [B, spans, C]
-            zero = (logits.shape[-1] - 1) // 2
-            return (logits[..., zero] - logits.mean(dim=-1)).mean(dim=1)
+            return zero_offset_contrast(self.synchformer.span_logits(v, a)).mean(dim=1)  # [B, spans] → [B]
         if self.score == "expected":
             offset = self.synchformer.window_offsets(v, a, expected=True).mean(dim=1)
             return 1.0 - offset / self.synchformer.config.max_offset

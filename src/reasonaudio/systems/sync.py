@@ -42,7 +42,8 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from reasonaudio.config import SYNC_FPS, SYNC_STRIDE, SYNC_TOKENS_PER_WINDOW
 from reasonaudio.models.sync_offsets import (cut_pairs, grid_pairs, mel_bank, offset_frames, pair_frames, start_range,
                                              window_pairs)
-from reasonaudio.models.synchformer import Synchformer, motion_init_, onset_init_, save_synchformer
+from reasonaudio.models.synchformer import (Synchformer, motion_init_, onset_init_, save_synchformer,
+                                            zero_offset_contrast)
 from reasonaudio.systems.hparams import save_system_hparams
 
 EXPORT_FILE = "synchformer.safetensors"
@@ -148,8 +149,7 @@ class SyncTrain(LightningModule):
         edited_wav = batch["edited_wav"][clip.to(batch["edited_wav"].device), variant.to(batch["edited_wav"].device)]
         edited = self.pair_logits(video[clip.to(video.device)], self.banks(keys, edited_wav, split),
                                   torch.arange(len(clip)), zero, windows)
-        contrast = lambda logits: logits[:, int(zero[0])] - logits.mean(dim=-1)  # noqa: E731
-        return contrast(real), contrast(edited)
+        return zero_offset_contrast(real), zero_offset_contrast(edited)
 
     def edit_windows(self, times: torch.Tensor, frames: int, generator: torch.Generator | None = None,
                      centred: bool = False) -> torch.Tensor:

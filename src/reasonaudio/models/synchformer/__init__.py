@@ -64,7 +64,7 @@ from reasonaudio.models.synchformer.config import (AST_PATCH, AST_STRIDE, AUDIO_
                                                    NUM_OFFSETS, SYNC_SAMPLE_RATE, SYNCHFORMER_TINY, TEMPORAL_PATCH,
                                                    VIDEO_MEAN, VIDEO_STD, VISUAL_PREFIX, SynchformerConfig,
                                                    audio_window_count, expected_abs_offset, offset_grid,
-                                                   predicted_offset, video_window_count)
+                                                   predicted_offset, video_window_count, zero_offset_contrast)
 from reasonaudio.models.synchformer.extractors import (ASTEncoder, CLSPooling, DividedAttention, DividedSpaceTimeBlock,
                                                        Mlp, MotionFormer, SynchformerMel, motion_init_, onset_init_,
                                                        synchformer_visual)
@@ -78,5 +78,5 @@ __all__ = [
     "VISUAL_PREFIX", "ASTEncoder", "CLSPooling", "DividedAttention", "DividedSpaceTimeBlock", "Mlp", "MotionFormer",
     "SyncTransformer", "Synchformer", "SynchformerConfig", "SynchformerMel", "SynchformerVisualEncoder",
     "audio_window_count", "expected_abs_offset", "motion_init_", "offset_grid", "onset_init_", "predicted_offset",
-    "read_export_config", "save_synchformer", "synchformer_visual", "video_window_count",
+    "read_export_config", "save_synchformer", "synchformer_visual", "video_window_count", "zero_offset_contrast",
 ]

@@ -202,6 +202,27 @@ def expected_abs_offset(logits: torch.Tensor, max_offset: float = MAX_OFFSET) ->
     return (logits.float().softmax(dim=-1) * grid.abs()).sum(dim=-1)
 
 
+def zero_offset_contrast(logits: torch.Tensor) -> torch.Tensor:
+    """How much better offset 0 explains a pair than the grid on average: ``logit(0) − mean_c logit(c)``, in log-odds
+    (= ``log P(0) − mean_c log P(c)``). Unlike :func:`expected_abs_offset` it keeps growing after the softmax has
+    settled on 0 (the synchrony reward's score; docs/post_training.md).
+
+    Args:
+        logits: ``[..., C]`` offset logits over a symmetric grid with a zero class (C odd).
+
+    Returns:
+        ``[...]`` log-odds.
+
+    Raises:
+        ValueError: C is even (no zero-offset class).
+    """
+    classes = logits.shape[-1]
+    if classes % 2 == 0:
+        raise ValueError(f"a zero-offset class needs an odd number of offset classes, got {classes}")
+    logits = logits.float()
+    return logits[..., (classes - 1) // 2] - logits.mean(dim=-1)
+
+
 def predicted_offset(logits: torch.Tensor, max_offset: float = MAX_OFFSET) -> torch.Tensor:
     """Offset in seconds of the arg-max class.
 

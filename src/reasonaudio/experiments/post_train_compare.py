@@ -378,7 +378,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f"{100 * alt['pair_agreement']:.0f} % of the same pairs like the ground truth (within-group ρ "
                   f"{alt['spearman_within']:.2f}; "
                   f"{100 * alt['saturated_high']:.0f} % of candidates at P(aligned) ≥ 0.99).")
-    notes += f" Time of all steps: {results['total_s'] / 60:.1f} min ({results['machine']}, one thread)."
+    threads = "one thread" if args.threads == 1 else f"{args.threads} threads"
+    notes += f" Time of all steps: {results['total_s'] / 60:.1f} min ({results['machine']}, {threads})."
     if unguided:
         notes += ("\n\nWithout guidance (cfg = 1; seed " + str(args.seeds[0]) + ", one generation per clip):\n\n"
                   "| model | onset error (ms) | onset F1 | FD-latent |\n|---|---|---|---|\n"

@@ -47,7 +47,7 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler
 from reasonaudio.config import SYNC_FPS, SequenceConfig
 from reasonaudio.data_modules.clips import SkippedSample
 from reasonaudio.data_modules.resumable import ResumableLoader
-from reasonaudio.data_modules.synthetic import EDITS, SyntheticDataModule, edit_impact, render_audio
+from reasonaudio.data_modules.synthetic import EDITS, SyntheticDataModule, edit_impact, mix_gain, render_audio
 from reasonaudio.media import load_audio
 from reasonaudio.media.write import mux_audio
 from reasonaudio.metrics.backbones import resample
@@ -136,6 +136,7 @@ class SyntheticSyncDataModule(SyntheticDataModule):
         root = self.roots["train" if split == "train" else "val"]
         scene = read_ground_truth(ground_truth_file(root, item["id"]))
         corpus_seed, index = (int(x) for x in scene["seed"])
+        scene["mix_scale"] = mix_gain(scene)  # the original's gain, rendered once for all its edits
         wavs, times = [], []
         for e in range(self.edits_per_clip):
             edited, at = edit_impact(scene, EDITS[e % len(EDITS)], np.random.default_rng([corpus_seed, index, e]))

@@ -386,6 +386,13 @@ def _mix(scene: dict[str, Any]) -> np.ndarray:
     return sum(_render_source(source, scene) for source in scene["sources"])
 
 
+def mix_gain(scene: dict[str, Any]) -> float:
+    """The gain :func:`render_audio` gives a scene's mix: its ``mix_scale``, or the peak normalisation's."""
+    if "mix_scale" in scene:
+        return float(scene["mix_scale"])
+    return scene["peak"] / float(np.max(np.abs(_mix(scene))))
+
+
 def render_audio(scene: dict[str, Any]) -> np.ndarray:
     """Renders the mono mix of every source in ``scene``, peak-normalised to ``scene["peak"]``.
 
@@ -420,7 +427,8 @@ def edit_impact(scene: dict[str, Any], kind: str, rng: np.random.Generator) -> t
     the added one's.
 
     Args:
-        scene: a ground-truth scene (:func:`sample_scene`); not modified.
+        scene: a ground-truth scene (:func:`sample_scene`); not modified. Give it its ``mix_scale``
+            (:func:`mix_gain`) to edit it several times without rendering the original mix each time.
         kind: ``"remove"`` or ``"add"``.
         rng: the draws.
 
@@ -433,7 +441,7 @@ def edit_impact(scene: dict[str, Any], kind: str, rng: np.random.Generator) -> t
     if kind not in EDITS:
         raise ValueError(f"kind must be one of {EDITS}, got {kind!r}")
     edited = json.loads(json.dumps(scene))  # a deep copy of the JSON-ready dict
-    edited["mix_scale"] = scene.get("mix_scale", scene["peak"] / float(np.max(np.abs(_mix(scene)))))
+    edited["mix_scale"] = mix_gain(scene)
     objects = [s for s in edited["sources"] if s["screen"] == "on_screen"]
     for s in objects:
         s.setdefault("impact_keys", list(range(len(s["impact_frames"]))))

@@ -321,9 +321,10 @@ def reward_ranking(rewards: Sequence[np.ndarray], errors: Sequence[np.ndarray], 
     fraction of candidates in the lowest / highest 1 % of ``reward_range``; ``histogram``: counts in 10 equal
     bins of that range, given in ``reward_range_used``. The default range is [0, 1] when every reward lies in it
     (a probability, the expected-offset reward: saturation is judged against the bounds) and otherwise the
-    rewards' own min … max (an unbounded score such as the zero-offset contrast). ``pair_agreement_ci95``: a 95 % percentile interval of ``pair_agreement`` from
-    ``bootstrap`` resamples of the groups (pairs of one group share candidates, so groups are the independent
-    units; a fixed seed makes it reproducible); ``[nan, nan]`` without counted pairs.
+    rewards' own min … max (an unbounded score such as the zero-offset contrast). ``pair_agreement_ci95``: a 95 %
+    percentile interval of ``pair_agreement`` from ``bootstrap`` resamples of the groups (pairs of one group share
+    candidates, so groups are the independent units; a fixed seed makes it reproducible); ``[nan, nan]`` without
+    counted pairs.
     """
     per_group, within = [], []  # (agreeing, counted) pairs of each group; each group's own ρ
     for r, e in zip(rewards, errors):
